@@ -1,0 +1,1512 @@
+-- teguh: durable execution and a job queue on PostgreSQL alone.
+--
+-- One re-runnable file. Apply it in a single transaction (the Python client
+-- does; with psql use `psql --single-transaction -f teguh.sql`). Re-applying
+-- it over an installed database keeps every row and upgrades the functions.
+--
+-- Locking rules (see docs/engine.md):
+-- * Row locks on existing rows are taken in the order e_ -> p_ -> r_ -> w_ -> t_.
+-- * Sweeps (expired leases, due sleepers, cancellation deadlines) never wait:
+--   they lock with SKIP LOCKED and leave busy rows to a later sweep, so they can
+--   not take part in a deadlock whatever order they touch rows in.
+-- * New p_, r_, w_ and c_ rows of a task are inserted while its t_ row is
+--   locked, or while its r_ row is locked by the run writing them (checkpoints).
+-- * Every insert into p_ is `on conflict (task_id) do nothing`.
+
+select pg_advisory_xact_lock(7420581234);
+
+create schema if not exists teguh;
+
+create table if not exists teguh.queues (
+  queue_name text primary key,
+  created_at timestamptz not null default clock_timestamp(),
+  cleanup_ttl interval not null default interval '30 days',
+  cleanup_limit int not null default 1000
+);
+
+-- Signatures that changed before 1.0 are dropped here, so `create or replace`
+-- below never leaves an ambiguous overload behind.
+
+-- ---------------------------------------------------------------------------
+-- Clock, ids, version
+-- ---------------------------------------------------------------------------
+
+create or replace function teguh.version() returns text
+language sql immutable as $$ select '0.1.0' $$;
+
+-- The only "now" of the engine: tests pin it with `set teguh.fake_now = ...`.
+create or replace function teguh.current_time() returns timestamptz
+language sql volatile as $$
+  select coalesce(nullif(current_setting('teguh.fake_now', true), '')::timestamptz, clock_timestamp())
+$$;
+
+-- 16 random bytes; replaced below by a pgcrypto version when pgcrypto is there.
+create or replace function teguh._random_bytes() returns bytea
+language sql volatile as $$ select uuid_send(gen_random_uuid()) $$;
+
+do $install$
+declare
+  crypto_schema name;
+begin
+  select n.nspname into crypto_schema
+    from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+   where e.extname = 'pgcrypto';
+  if crypto_schema is not null then
+    execute format(
+      'create or replace function teguh._random_bytes() returns bytea '
+      'language sql volatile as $f$ select %I.gen_random_bytes(16) $f$',
+      crypto_schema);
+  end if;
+end
+$install$;
+
+-- A UUIDv7: 48-bit milliseconds from teguh.current_time(), version 7,
+-- RFC 4122 variant, the rest random. Ids sort by creation time.
+create or replace function teguh.portable_uuidv7() returns uuid
+language sql volatile as $$
+  select encode(
+    set_byte(
+      set_byte(
+        overlay(x.b placing substring(int8send(x.ms) from 3) from 1 for 6),
+        6, (get_byte(x.b, 6) & 15) | 112),
+      8, (get_byte(x.b, 8) & 63) | 128),
+    'hex')::uuid
+    from (select teguh._random_bytes() as b,
+                 floor(extract(epoch from teguh.current_time()) * 1000)::bigint as ms) x
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Validation and errors
+-- ---------------------------------------------------------------------------
+
+create or replace function teguh._check_queue_name(q text) returns void
+language plpgsql immutable as $$
+begin
+  if q is null or q !~ '^[a-z][a-z0-9_]*$' or octet_length(q) > 55 then
+    raise exception 'invalid queue name %: a queue name starts with a lowercase letter, '
+      'holds only lowercase letters, digits and underscores, and is at most 55 bytes',
+      coalesce(quote_literal(q), 'NULL')
+      using errcode = 'TG001';
+  end if;
+end
+$$;
+
+create or replace function teguh._check_queue(q text) returns void
+language plpgsql stable as $$
+begin
+  perform teguh._check_queue_name(q);
+  if not exists (select 1 from teguh.queues where queue_name = q) then
+    raise exception 'queue "%" not found', q
+      using errcode = 'TG002', hint = format('create it with teguh.create_queue(%L)', q);
+  end if;
+end
+$$;
+
+-- Names end up in btree keys (about 2.7 kB at most) and notifications, so they
+-- are capped well below both limits.
+create or replace function teguh._check_name(what text, val text) returns void
+language plpgsql immutable as $$
+begin
+  if val is null or val ~ '^\s*$' then
+    raise exception '% must not be blank', what using errcode = 'TG004';
+  end if;
+  if octet_length(val) > 1024 then
+    raise exception '% is too long: % bytes, at most 1024', what, octet_length(val)
+      using errcode = 'TG004';
+  end if;
+end
+$$;
+
+-- CASE, not AND: SQL does not promise to evaluate AND left to right.
+create or replace function teguh._is_int(j jsonb) returns boolean
+language sql immutable as $$
+  select case when jsonb_typeof(j) = 'number'
+              then (j #>> '{}')::numeric = trunc((j #>> '{}')::numeric)
+                   and (j #>> '{}')::numeric between -2147483648 and 2147483647
+              else false end
+$$;
+
+create or replace function teguh._is_seconds(j jsonb) returns boolean
+language sql immutable as $$
+  select case when jsonb_typeof(j) = 'number'
+              then (j #>> '{}')::numeric >= 0 and (j #>> '{}')::numeric < 3153600000
+              else false end
+$$;
+
+create or replace function teguh._check_retry_strategy(rs jsonb) returns void
+language plpgsql immutable as $$
+declare
+  bad text;
+begin
+  if rs is null or jsonb_typeof(rs) = 'null' then
+    return;
+  end if;
+  if jsonb_typeof(rs) <> 'object' then
+    raise exception 'retry_strategy must be an object, not %', jsonb_typeof(rs) using errcode = 'TG004';
+  end if;
+  select string_agg(k, ', ') into bad from jsonb_object_keys(rs) k
+   where k not in ('kind', 'base_seconds', 'factor', 'max_seconds');
+  if bad is not null then
+    raise exception 'retry_strategy has unknown keys: %', bad using errcode = 'TG004';
+  end if;
+  if coalesce(rs->>'kind', '') not in ('fixed', 'exponential', 'none') then
+    raise exception 'retry_strategy kind must be fixed, exponential or none, not %',
+      coalesce(rs->>'kind', 'missing') using errcode = 'TG004';
+  end if;
+  if rs ? 'base_seconds' and jsonb_typeof(rs->'base_seconds') <> 'null'
+     and not teguh._is_seconds(rs->'base_seconds') then
+    raise exception 'retry_strategy base_seconds must be a number >= 0' using errcode = 'TG004';
+  end if;
+  if rs ? 'max_seconds' and jsonb_typeof(rs->'max_seconds') <> 'null'
+     and not teguh._is_seconds(rs->'max_seconds') then
+    raise exception 'retry_strategy max_seconds must be a number >= 0' using errcode = 'TG004';
+  end if;
+  if rs ? 'factor' and jsonb_typeof(rs->'factor') <> 'null'
+     and (case when jsonb_typeof(rs->'factor') = 'number'
+               then (rs->>'factor')::numeric <= 0 or (rs->>'factor')::numeric > 1000
+               else true end) then
+    raise exception 'retry_strategy factor must be a number > 0 (and at most 1000)' using errcode = 'TG004';
+  end if;
+end
+$$;
+
+-- Checks one spawn item (task_name, params and options in one flat object).
+create or replace function teguh._check_spawn_item(item jsonb, pos bigint) returns void
+language plpgsql stable as $$
+declare
+  bad text;
+  what text := case when pos is null then 'spawn options' else format('spawn item %s', pos) end;
+begin
+  if item is null or jsonb_typeof(item) <> 'object' then
+    raise exception '% must be a JSON object', what using errcode = 'TG004';
+  end if;
+  select string_agg(k, ', ') into bad from jsonb_object_keys(item) k
+   where k not in ('task_name', 'params', 'headers', 'retry_strategy', 'max_attempts', 'cancellation',
+                   'idempotency_key', 'available_at', 'notify_done', 'priority');
+  if bad is not null then
+    raise exception '% has unknown keys: %', what, bad using errcode = 'TG004';
+  end if;
+  perform teguh._check_name('task name', item->>'task_name');
+  if jsonb_typeof(item->'headers') not in ('object', 'null') then
+    raise exception '% headers must be an object', what using errcode = 'TG004';
+  end if;
+  perform teguh._check_retry_strategy(item->'retry_strategy');
+  if jsonb_typeof(item->'max_attempts') <> 'null'
+     and not (teguh._is_int(item->'max_attempts') and (item->>'max_attempts')::int >= 1) then
+    raise exception '% max_attempts must be an integer >= 1 (or null for unlimited), not %',
+      what, item->'max_attempts' using errcode = 'TG004';
+  end if;
+  if jsonb_typeof(item->'cancellation') <> 'null' then
+    if jsonb_typeof(item->'cancellation') <> 'object' then
+      raise exception '% cancellation must be an object', what using errcode = 'TG004';
+    end if;
+    select string_agg(k, ', ') into bad from jsonb_object_keys(item->'cancellation') k
+     where k not in ('max_delay', 'max_duration');
+    if bad is not null then
+      raise exception '% cancellation has unknown keys: %', what, bad using errcode = 'TG004';
+    end if;
+    if (item->'cancellation' ? 'max_delay' and jsonb_typeof(item->'cancellation'->'max_delay') <> 'null'
+        and not teguh._is_seconds(item->'cancellation'->'max_delay'))
+       or (item->'cancellation' ? 'max_duration' and jsonb_typeof(item->'cancellation'->'max_duration') <> 'null'
+        and not teguh._is_seconds(item->'cancellation'->'max_duration')) then
+      raise exception '% cancellation max_delay and max_duration must be numbers of seconds >= 0', what
+        using errcode = 'TG004';
+    end if;
+  end if;
+  if jsonb_typeof(item->'idempotency_key') <> 'null' then
+    if jsonb_typeof(item->'idempotency_key') <> 'string' then
+      raise exception '% idempotency_key must be a string', what using errcode = 'TG004';
+    end if;
+    perform teguh._check_name('idempotency key', item->>'idempotency_key');
+  end if;
+  if jsonb_typeof(item->'available_at') <> 'null' then
+    begin
+      perform (item->>'available_at')::timestamptz;
+    exception when others then
+      raise exception '% available_at is not a timestamp: %', what, item->>'available_at'
+        using errcode = 'TG004';
+    end;
+  end if;
+  if jsonb_typeof(item->'notify_done') not in ('boolean', 'null') then
+    raise exception '% notify_done must be a boolean', what using errcode = 'TG004';
+  end if;
+  if jsonb_typeof(item->'priority') <> 'null'
+     and not (teguh._is_int(item->'priority') and abs((item->>'priority')::int) <= 32767) then
+    raise exception '% priority must be an integer between -32767 and 32767', what using errcode = 'TG004';
+  end if;
+end
+$$;
+
+-- Raised by run-scoped calls that find no lease for their run.
+create or replace function teguh._raise_lease_error(q text, p_run_id uuid) returns void
+language plpgsql as $$
+declare
+  cancelled_task uuid;
+begin
+  if p_run_id is not null then
+    execute format('select task_id from teguh.%I where last_run_id = $1 and state = ''cancelled''', 't_' || q)
+      into cancelled_task using p_run_id;
+  end if;
+  if cancelled_task is not null then
+    raise exception 'task % in queue "%" has been cancelled (run %)', cancelled_task, q, p_run_id
+      using errcode = 'AB001';
+  end if;
+  raise exception 'run % no longer holds its task in queue "%"', p_run_id, q
+    using errcode = 'AB002',
+          hint = 'its lease expired and another run took over, or the run already ended';
+end
+$$;
+
+create or replace function teguh._retry_delay(rs jsonb, attempt int) returns double precision
+language sql immutable as $$
+  select case coalesce(rs->>'kind', 'none')
+    when 'fixed' then coalesce((rs->>'base_seconds')::float8, 60)
+    when 'exponential' then least(
+      coalesce((rs->>'base_seconds')::float8, 30)
+        * power(coalesce((rs->>'factor')::float8, 2), least(greatest(attempt - 1, 0), 60)),
+      coalesce((rs->>'max_seconds')::float8, 'infinity'::float8),
+      3153600000)
+    else 0
+  end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Queues
+-- ---------------------------------------------------------------------------
+
+-- Creates (or upgrades) a queue's tables. Index names stay within 63 bytes for
+-- the longest (55-byte) queue name.
+create or replace function teguh._ensure_queue_tables(q text) returns void
+language plpgsql as $$
+begin
+  execute format($ddl$
+    create table if not exists teguh.%1$I (
+      task_id uuid primary key,
+      task_name text not null,
+      params jsonb not null,
+      headers jsonb,
+      retry_strategy jsonb,
+      max_attempts int,
+      cancellation jsonb,
+      idempotency_key text,
+      priority int not null default 0,
+      state text not null check (state in ('pending', 'running', 'sleeping', 'completed', 'failed', 'cancelled')),
+      attempts int not null default 1,
+      enqueued_at timestamptz not null,
+      first_started_at timestamptz,
+      finished_at timestamptz,
+      available_at timestamptz,
+      wake_event text,
+      last_run_id uuid,
+      result jsonb,
+      failure_reason jsonb,
+      cancelled_at timestamptz,
+      notify_done boolean not null default false,
+      deadline_at timestamptz,
+      constraint %2$I unique (idempotency_key)
+    )$ddl$, 't_' || q, 't_' || q || '_ik');
+  -- due sleepers and delayed tasks: the only tasks with available_at set
+  execute format('create index if not exists %I on teguh.%I (available_at) '
+                 'where available_at is not null and state in (''pending'', ''sleeping'')',
+                 't_' || q || '_ai', 't_' || q);
+  execute format('create index if not exists %I on teguh.%I (deadline_at) '
+                 'where deadline_at is not null and state in (''pending'', ''running'', ''sleeping'')',
+                 't_' || q || '_di', 't_' || q);
+  execute format('create index if not exists %I on teguh.%I (finished_at) '
+                 'where state in (''completed'', ''failed'', ''cancelled'')',
+                 't_' || q || '_fi', 't_' || q);
+  -- tells AB001 from AB002 without a scan
+  execute format('create index if not exists %I on teguh.%I (last_run_id) where state = ''cancelled''',
+                 't_' || q || '_ci', 't_' || q);
+
+  -- dispatch: insert and delete only
+  execute format($ddl$
+    create table if not exists teguh.%I (
+      task_id uuid primary key,
+      attempt int not null,
+      priority int not null default 0,
+      available_at timestamptz not null,
+      wake_event text,
+      event_payload jsonb
+    ) with (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000)$ddl$, 'p_' || q);
+  execute format('create index if not exists %I on teguh.%I (priority desc, available_at, task_id)',
+                 'p_' || q || '_oi', 'p_' || q);
+
+  -- leases of in-flight runs
+  execute format($ddl$
+    create table if not exists teguh.%1$I (
+      run_id uuid primary key,
+      task_id uuid not null,
+      attempt int not null,
+      claimed_by text not null,
+      claimed_at timestamptz not null,
+      claim_expires_at timestamptz,
+      heartbeats int not null default 0,
+      constraint %2$I unique (task_id)
+    ) with (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000)$ddl$,
+    'r_' || q, 'r_' || q || '_ti');
+  execute format('create index if not exists %I on teguh.%I (claim_expires_at) '
+                 'where claim_expires_at is not null', 'r_' || q || '_ei', 'r_' || q);
+
+  -- step checkpoints
+  execute format($ddl$
+    create table if not exists teguh.%I (
+      task_id uuid not null,
+      checkpoint_name text not null,
+      state jsonb,
+      status text not null default 'committed' check (status in ('committed', 'timed_out')),
+      kind text not null default 'step' check (kind in ('step', 'sleep', 'event')),
+      owner_run_id uuid,
+      updated_at timestamptz not null,
+      primary key (task_id, checkpoint_name)
+    )$ddl$, 'c_' || q);
+
+  -- events: SQL-NULL payload is a placeholder for "not emitted yet"
+  execute format($ddl$
+    create table if not exists teguh.%I (
+      event_name text primary key,
+      payload jsonb,
+      emitted_at timestamptz,
+      created_at timestamptz not null
+    )$ddl$, 'e_' || q);
+  execute format('create index if not exists %I on teguh.%I ((coalesce(emitted_at, created_at)))',
+                 'e_' || q || '_ai', 'e_' || q);
+
+  -- waits: tasks suspended on an event
+  execute format($ddl$
+    create table if not exists teguh.%I (
+      task_id uuid primary key,
+      run_id uuid not null,
+      step_name text not null,
+      event_name text not null,
+      timeout_at timestamptz,
+      created_at timestamptz not null
+    )$ddl$, 'w_' || q);
+  execute format('create index if not exists %I on teguh.%I (event_name)', 'w_' || q || '_ei', 'w_' || q);
+end
+$$;
+
+create or replace function teguh.create_queue(q text) returns void
+language plpgsql as $$
+begin
+  perform teguh._check_queue_name(q);
+  -- concurrent `create table if not exists` can collide in pg_type
+  perform pg_advisory_xact_lock(7420581234);
+  insert into teguh.queues (queue_name) values (q) on conflict do nothing;
+  perform teguh._ensure_queue_tables(q);
+end
+$$;
+
+create or replace function teguh.drop_queue(q text) returns void
+language plpgsql as $$
+declare
+  prefix text;
+begin
+  perform teguh._check_queue_name(q);
+  perform pg_advisory_xact_lock(7420581234);
+  foreach prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
+    execute format('drop table if exists teguh.%I', prefix || q);
+  end loop;
+  delete from teguh.queues where queue_name = q;
+end
+$$;
+
+create or replace function teguh.list_queues() returns setof text
+language sql stable as $$ select queue_name from teguh.queues order by queue_name $$;
+
+-- ---------------------------------------------------------------------------
+-- Internal transitions (callers hold the locks the comment names)
+-- ---------------------------------------------------------------------------
+
+create or replace function teguh._notify_done(q text, p_task_id uuid) returns void
+language sql as $$ select pg_notify('teguh_done', q || ':' || p_task_id::text) $$;
+
+-- Makes a task claimable now. Caller holds the t_ row lock (or is about to
+-- take it with this very update).
+create or replace function teguh._make_ready(
+  q text, p_task_id uuid, p_attempt int, now_ts timestamptz,
+  p_wake_event text default null, p_event_payload jsonb default null, p_failure jsonb default null
+) returns void
+language plpgsql as $$
+begin
+  execute format($q$
+    with t as (
+      update teguh.%1$I
+         set state = 'pending', attempts = $2, available_at = null, wake_event = null,
+             failure_reason = coalesce($6, failure_reason)
+       where task_id = $1
+      returning task_id, priority
+    )
+    insert into teguh.%2$I (task_id, attempt, priority, available_at, wake_event, event_payload)
+    select task_id, $2, priority, $3, $4, $5 from t
+    on conflict (task_id) do nothing$q$, 't_' || q, 'p_' || q)
+    using p_task_id, p_attempt, now_ts, p_wake_event, p_event_payload, p_failure;
+end
+$$;
+
+-- Ends a run's lease and puts its task to sleep until wake_at (or makes it
+-- ready at once if that moment has passed). Caller holds r_ and t_ locks.
+create or replace function teguh._suspend(
+  q text, p_run_id uuid, p_task_id uuid, p_attempt int, p_wake_at timestamptz, now_ts timestamptz,
+  p_wake_event text default null
+) returns void
+language plpgsql as $$
+begin
+  execute format('delete from teguh.%I where run_id = $1', 'r_' || q) using p_run_id;
+  if p_wake_at is not null and p_wake_at <= now_ts and p_wake_event is null then
+    perform teguh._make_ready(q, p_task_id, p_attempt, now_ts);
+    perform pg_notify('teguh_' || q, 'wake');
+  else
+    execute format('update teguh.%I set state = ''sleeping'', available_at = $2, wake_event = $3 '
+                   'where task_id = $1', 't_' || q)
+      using p_task_id, p_wake_at, p_wake_event;
+  end if;
+end
+$$;
+
+-- Cancels a non-terminal task. Caller holds its t_ row lock and the locks of
+-- its p_, r_ and w_ rows, or takes them in order (cancel_task).
+create or replace function teguh._cancel(q text, p_task_id uuid, now_ts timestamptz) returns boolean
+language plpgsql as $$
+declare
+  nd boolean;
+begin
+  execute format('delete from teguh.%I where task_id = $1', 'p_' || q) using p_task_id;
+  execute format('delete from teguh.%I where task_id = $1', 'r_' || q) using p_task_id;
+  execute format('delete from teguh.%I where task_id = $1', 'w_' || q) using p_task_id;
+  execute format($q$
+    update teguh.%I
+       set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
+           available_at = null, wake_event = null
+     where task_id = $1 and state not in ('completed', 'failed', 'cancelled')
+    returning notify_done$q$, 't_' || q)
+    into nd using p_task_id, now_ts;
+  if nd then
+    perform teguh._notify_done(q, p_task_id);
+  end if;
+  return nd is not null;
+end
+$$;
+
+-- Fails a run: retry now, retry later, cancel (past max_duration) or fail for
+-- good. Caller holds the run's r_ row lock and the task's t_ row lock.
+-- Returns true when the task became claimable at once.
+create or replace function teguh._fail(
+  q text, p_run_id uuid, p_task_id uuid, p_attempt int, p_reason jsonb, p_retry_at timestamptz,
+  now_ts timestamptz
+) returns boolean
+language plpgsql as $$
+declare
+  t record;
+  next_at timestamptz;
+begin
+  execute format('select max_attempts, retry_strategy, cancellation, first_started_at, notify_done '
+                 'from teguh.%I where task_id = $1', 't_' || q)
+    into t using p_task_id;
+  execute format('delete from teguh.%I where run_id = $1', 'r_' || q) using p_run_id;
+
+  if t.max_attempts is not null and p_attempt >= t.max_attempts then
+    execute format('update teguh.%I set state = ''failed'', failure_reason = $3, finished_at = $2, '
+                   'available_at = null, wake_event = null where task_id = $1', 't_' || q)
+      using p_task_id, now_ts, p_reason;
+    if t.notify_done then
+      perform teguh._notify_done(q, p_task_id);
+    end if;
+    return false;
+  end if;
+
+  next_at := coalesce(p_retry_at, now_ts + make_interval(secs => teguh._retry_delay(t.retry_strategy, p_attempt)));
+  if t.cancellation ? 'max_duration' and t.first_started_at is not null
+     and next_at >= t.first_started_at + make_interval(secs => (t.cancellation->>'max_duration')::float8) then
+    execute format('update teguh.%I set failure_reason = $2 where task_id = $1', 't_' || q)
+      using p_task_id, p_reason;
+    perform teguh._cancel(q, p_task_id, now_ts);
+    return false;
+  end if;
+
+  if next_at <= now_ts then
+    perform teguh._make_ready(q, p_task_id, p_attempt + 1, now_ts, null, null, p_reason);
+    perform pg_notify('teguh_' || q, 'retry');
+    return true;
+  end if;
+  execute format('update teguh.%I set state = ''sleeping'', attempts = $2, available_at = $3, '
+                 'wake_event = null, failure_reason = $4 where task_id = $1', 't_' || q)
+    using p_task_id, p_attempt + 1, next_at, p_reason;
+  return false;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Sweeps: bounded, index-driven, never waiting on a lock
+-- ---------------------------------------------------------------------------
+
+-- Fails up to lim runs whose lease expired (index r_<q>_ei).
+create or replace function teguh._recover_expired(
+  q text, lim int, now_ts timestamptz, out processed int, out made_ready int
+)
+language plpgsql as $$
+declare
+  rec record;
+  locked int;
+begin
+  processed := 0;
+  made_ready := 0;
+  for rec in execute format(
+      'select run_id, task_id, attempt, claimed_by, claim_expires_at from teguh.%I '
+      'where claim_expires_at <= $1 order by claim_expires_at limit $2 for update skip locked', 'r_' || q)
+    using now_ts, lim
+  loop
+    execute format('select 1 from teguh.%I where task_id = $1 for update skip locked', 't_' || q)
+      using rec.task_id;
+    get diagnostics locked = row_count;
+    continue when locked = 0;
+    processed := processed + 1;
+    if teguh._fail(q, rec.run_id, rec.task_id, rec.attempt,
+                   jsonb_build_object(
+                     'type', '$ClaimTimeout', 'name', '$ClaimTimeout',
+                     'message', format('lease of run %s held by %s expired at %s',
+                                       rec.run_id, rec.claimed_by, rec.claim_expires_at),
+                     'worker_id', rec.claimed_by, 'run_id', rec.run_id,
+                     'attempt', rec.attempt, 'claim_expired_at', rec.claim_expires_at),
+                   null, now_ts) then
+      made_ready := made_ready + 1;
+    end if;
+  end loop;
+end
+$$;
+
+-- Makes up to lim due sleepers, delayed tasks and timed-out waits claimable
+-- (index t_<q>_ai). Returns how many it made ready.
+create or replace function teguh._wake_due(q text, lim int, now_ts timestamptz) returns int
+language plpgsql as $$
+declare
+  rec record;
+  w record;
+  n int := 0;
+  busy boolean;
+begin
+  for rec in execute format(
+      'select task_id, attempts, wake_event from teguh.%I '
+      'where available_at <= $1 and state in (''pending'', ''sleeping'') '
+      'order by available_at limit $2 for update skip locked', 't_' || q)
+    using now_ts, lim
+  loop
+    if rec.wake_event is not null then
+      w := null;
+      execute format('select run_id, step_name from teguh.%I where task_id = $1 for update skip locked',
+                     'w_' || q)
+        into w using rec.task_id;
+      if w.step_name is null then
+        execute format('select exists (select 1 from teguh.%I where task_id = $1)', 'w_' || q)
+          into busy using rec.task_id;
+        continue when busy;
+      else
+        -- the wait timed out: the resumed await reads this and raises its timeout
+        execute format($q$
+          insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+          values ($1, $2, null, 'timed_out', 'event', $3, $4)
+          on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
+          using rec.task_id, w.step_name, w.run_id, now_ts;
+        execute format('delete from teguh.%I where task_id = $1', 'w_' || q) using rec.task_id;
+      end if;
+    end if;
+    perform teguh._make_ready(q, rec.task_id, rec.attempts, now_ts, rec.wake_event, null);
+    n := n + 1;
+  end loop;
+  return n;
+end
+$$;
+
+-- Tries to lock a task's p_, r_ and w_ rows without waiting.
+create or replace function teguh._try_lock_children(q text, p_task_id uuid) returns boolean
+language plpgsql as $$
+declare
+  prefix text;
+  locked int;
+  present boolean;
+begin
+  foreach prefix in array array['p_', 'r_', 'w_'] loop
+    execute format('select 1 from teguh.%I where task_id = $1 for update skip locked', prefix || q)
+      using p_task_id;
+    get diagnostics locked = row_count;
+    if locked = 0 then
+      execute format('select exists (select 1 from teguh.%I where task_id = $1)', prefix || q)
+        into present using p_task_id;
+      if present then
+        return false;
+      end if;
+    end if;
+  end loop;
+  return true;
+end
+$$;
+
+-- Cancels up to lim tasks past their max_delay or max_duration deadline
+-- (index t_<q>_di).
+create or replace function teguh._enforce_deadlines(q text, lim int, now_ts timestamptz) returns int
+language plpgsql as $$
+declare
+  rec record;
+  n int := 0;
+begin
+  for rec in execute format(
+      'select task_id from teguh.%I '
+      'where deadline_at <= $1 and state in (''pending'', ''running'', ''sleeping'') '
+      'order by deadline_at limit $2 for update skip locked', 't_' || q)
+    using now_ts, lim
+  loop
+    continue when not teguh._try_lock_children(q, rec.task_id);
+    if teguh._cancel(q, rec.task_id, now_ts) then
+      n := n + 1;
+    end if;
+  end loop;
+  return n;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Spawning
+-- ---------------------------------------------------------------------------
+
+create or replace function teguh._spawn(q text, items jsonb)
+returns table(task_id uuid, run_id uuid, attempt int, created boolean)
+language plpgsql as $$
+declare
+  now_ts timestamptz := teguh.current_time();
+  item jsonb;
+  pos bigint;
+  new_pos bigint[];
+  new_ids uuid[];
+  any_ready boolean;
+begin
+  if items is null or jsonb_typeof(items) <> 'array' then
+    raise exception 'spawn items must be a JSON array' using errcode = 'TG004';
+  end if;
+  for item, pos in select x.item, x.pos from jsonb_array_elements(items) with ordinality as x(item, pos) loop
+    perform teguh._check_spawn_item(item, pos);
+  end loop;
+
+  execute format($q$
+    with input as materialized (
+      select x.pos, teguh.portable_uuidv7() as task_id, x.item,
+             case when (x.item->>'available_at')::timestamptz > $2
+                  then (x.item->>'available_at')::timestamptz end as later
+        from jsonb_array_elements($1) with ordinality as x(item, pos)
+    ), ins as (
+      insert into teguh.%1$I as t
+        (task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation,
+         idempotency_key, priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at)
+      select i.task_id, i.item->>'task_name', coalesce(i.item->'params', 'null'::jsonb),
+             nullif(i.item->'headers', 'null'::jsonb), nullif(i.item->'retry_strategy', 'null'::jsonb),
+             (i.item->>'max_attempts')::int, nullif(i.item->'cancellation', 'null'::jsonb),
+             i.item->>'idempotency_key', coalesce((i.item->>'priority')::int, 0), 'pending', 1, $2,
+             i.later, coalesce((i.item->>'notify_done')::boolean, false),
+             $2 + make_interval(secs => (i.item->'cancellation'->>'max_delay')::float8)
+        from input i
+       order by i.pos
+      on conflict (idempotency_key) do nothing
+      returning t.task_id, t.priority, t.available_at
+    ), ready as (
+      insert into teguh.%2$I (task_id, attempt, priority, available_at)
+      select ins.task_id, 1, ins.priority, $2 from ins where ins.available_at is null
+      returning 1
+    )
+    select array_agg(i.pos order by i.pos), array_agg(i.task_id order by i.pos),
+           exists (select 1 from ready)
+      from input i join ins on ins.task_id = i.task_id$q$, 't_' || q, 'p_' || q)
+    into new_pos, new_ids, any_ready using items, now_ts;
+
+  if any_ready then
+    perform pg_notify('teguh_' || q, 'spawn');
+  end if;
+
+  -- A fresh statement sees tasks that won the idempotency key, including
+  -- ones a concurrent spawner committed while we waited on its insert.
+  return query execute format($q$
+    select coalesce(n.task_id, t.task_id), null::uuid, coalesce(t.attempts, 1), n.task_id is not null
+      from jsonb_array_elements($1) with ordinality as x(item, pos)
+      left join unnest($2::bigint[], $3::uuid[]) as n(pos, task_id) on n.pos = x.pos
+      left join teguh.%I t on n.task_id is null and t.idempotency_key = x.item->>'idempotency_key'
+     order by x.pos$q$, 't_' || q)
+    using items, coalesce(new_pos, '{}'), coalesce(new_ids, '{}');
+end
+$$;
+
+create or replace function teguh.spawn_task(q text, task_name text, params jsonb, options jsonb default '{}')
+returns table(task_id uuid, run_id uuid, attempt int, created boolean)
+language plpgsql as $$
+begin
+  perform teguh._check_queue(q);
+  options := coalesce(options, '{}'::jsonb);
+  if jsonb_typeof(options) <> 'object' then
+    raise exception 'spawn options must be a JSON object' using errcode = 'TG004';
+  end if;
+  if options ? 'task_name' or options ? 'params' then
+    raise exception 'spawn options must not hold task_name or params' using errcode = 'TG004';
+  end if;
+  return query select * from teguh._spawn(
+    q, jsonb_build_array(options || jsonb_build_object('task_name', task_name,
+                                                         'params', coalesce(params, 'null'::jsonb))));
+end
+$$;
+
+create or replace function teguh.spawn_tasks(q text, items jsonb)
+returns table(task_id uuid, run_id uuid, attempt int, created boolean)
+language plpgsql as $$
+begin
+  perform teguh._check_queue(q);
+  return query select * from teguh._spawn(q, items);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Claiming
+-- ---------------------------------------------------------------------------
+
+create or replace function teguh.claim_task(q text, worker_id text, claim_timeout int default 30, qty int default 1)
+returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
+              max_attempts int, headers jsonb, wake_event text, event_payload jsonb)
+language plpgsql as $$
+declare
+  now_ts timestamptz := teguh.current_time();
+  recovered record;
+  woken int;
+  claimed int;
+begin
+  perform teguh._check_queue(q);
+  perform teguh._check_name('worker id', worker_id);
+  if claim_timeout is null or claim_timeout < 0 then
+    raise exception 'claim_timeout must be >= 0 seconds (0: the lease never expires)' using errcode = 'TG004';
+  end if;
+  if qty is null or qty < 1 or qty > 10000 then
+    raise exception 'qty must be between 1 and 10000, not %', qty using errcode = 'TG004';
+  end if;
+
+  select * into recovered from teguh._recover_expired(q, qty, now_ts);
+  woken := teguh._wake_due(q, qty, now_ts) + recovered.made_ready;
+  perform teguh._enforce_deadlines(q, qty, now_ts);
+
+  -- p_ is read through index p_<q>_oi and deleted by primary key; t_ is
+  -- updated by primary key; r_ gets one insert per run.
+  return query execute format($q$
+    with picked as (
+      select p.task_id from teguh.%1$I p
+       order by p.priority desc, p.available_at, p.task_id
+       limit $1
+         for update skip locked
+    ), del as (
+      delete from teguh.%1$I p using picked
+       where p.task_id = picked.task_id
+      returning p.task_id, p.attempt, p.wake_event, p.event_payload, teguh.portable_uuidv7() as run_id
+    ), upd as (
+      update teguh.%2$I t
+         set state = 'running', attempts = del.attempt, last_run_id = del.run_id,
+             first_started_at = coalesce(t.first_started_at, $2), available_at = null, wake_event = null,
+             deadline_at = case when t.first_started_at is null
+                                then $2 + make_interval(secs => (t.cancellation->>'max_duration')::float8)
+                                else t.deadline_at end
+        from del
+       where t.task_id = del.task_id and t.state = 'pending'
+         and (t.deadline_at is null or t.deadline_at > $2)
+      returning del.run_id, t.task_id, del.attempt, t.task_name, t.params, t.retry_strategy,
+                t.max_attempts, t.headers, del.wake_event, del.event_payload
+    ), ins as (
+      insert into teguh.%3$I (run_id, task_id, attempt, claimed_by, claimed_at, claim_expires_at)
+      select upd.run_id, upd.task_id, upd.attempt, $3, $2,
+             case when $4 > 0 then $2 + make_interval(secs => $4) end
+        from upd
+    )
+    select * from upd$q$, 'p_' || q, 't_' || q, 'r_' || q)
+    using qty, now_ts, worker_id, claim_timeout;
+
+  get diagnostics claimed = row_count;
+  -- the sweep may have readied more than this claim took: wake the others
+  if woken > 0 and claimed >= qty then
+    perform pg_notify('teguh_' || q, 'wake');
+  end if;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Ending and suspending runs
+-- ---------------------------------------------------------------------------
+
+-- Locks a run's lease row; raises AB001/AB002 when the run holds no lease.
+create or replace function teguh._lock_run(q text, p_run_id uuid, out task_id uuid, out attempt int)
+language plpgsql as $$
+begin
+  execute format('select task_id, attempt from teguh.%I where run_id = $1 for update', 'r_' || q)
+    into task_id, attempt using p_run_id;
+  if task_id is null then
+    perform teguh._raise_lease_error(q, p_run_id);
+  end if;
+end
+$$;
+
+create or replace function teguh._lock_task(q text, p_task_id uuid) returns void
+language plpgsql as $$
+begin
+  execute format('select 1 from teguh.%I where task_id = $1 for update', 't_' || q) using p_task_id;
+end
+$$;
+
+create or replace function teguh.complete_run(q text, run_id uuid, result jsonb default null) returns void
+language plpgsql as $$
+declare
+  run record;
+  nd boolean;
+begin
+  perform teguh._check_queue(q);
+  select * into run from teguh._lock_run(q, run_id);
+  execute format($q$
+    update teguh.%I
+       set state = 'completed', result = $2, finished_at = $3, available_at = null, wake_event = null
+     where task_id = $1
+    returning notify_done$q$, 't_' || q)
+    into nd using run.task_id, result, teguh.current_time();
+  execute format('delete from teguh.%I where run_id = $1', 'r_' || q) using run_id;
+  if nd then
+    perform teguh._notify_done(q, run.task_id);
+  end if;
+end
+$$;
+
+create or replace function teguh.fail_run(q text, run_id uuid, reason jsonb, retry_at timestamptz default null)
+returns void
+language plpgsql as $$
+declare
+  run record;
+begin
+  perform teguh._check_queue(q);
+  select * into run from teguh._lock_run(q, run_id);
+  perform teguh._lock_task(q, run.task_id);
+  perform teguh._fail(q, run_id, run.task_id, run.attempt, reason, retry_at, teguh.current_time());
+end
+$$;
+
+create or replace function teguh.schedule_run(q text, run_id uuid, wake_at timestamptz) returns void
+language plpgsql as $$
+declare
+  run record;
+begin
+  perform teguh._check_queue(q);
+  if wake_at is null then
+    raise exception 'wake_at must not be null' using errcode = 'TG004';
+  end if;
+  select * into run from teguh._lock_run(q, run_id);
+  perform teguh._lock_task(q, run.task_id);
+  perform teguh._suspend(q, run_id, run.task_id, run.attempt, wake_at, teguh.current_time());
+end
+$$;
+
+create or replace function teguh.sleep_run(
+  q text, run_id uuid, step_name text, duration double precision default null, wake_at timestamptz default null
+) returns table(should_suspend boolean, resume_at timestamptz)
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  now_ts timestamptz := teguh.current_time();
+  run record;
+  cp record;
+  wake timestamptz;
+begin
+  perform teguh._check_queue(q);
+  perform teguh._check_name('step name', step_name);
+  if (duration is null) = (wake_at is null) then
+    raise exception 'sleep_run takes exactly one of duration and wake_at' using errcode = 'TG004';
+  end if;
+  if duration is not null and (duration = 'NaN'::float8 or duration not between -3153600000 and 3153600000) then
+    raise exception 'sleep duration must be a finite number of seconds, not %', duration using errcode = 'TG004';
+  end if;
+  select * into run from teguh._lock_run(q, run_id);
+
+  execute format('select state, kind from teguh.%I where task_id = $1 and checkpoint_name = $2', 'c_' || q)
+    into cp using run.task_id, step_name;
+  if cp.kind is not null then
+    if cp.kind <> 'sleep' then
+      raise exception 'step name "%" is already used by a step that is not a sleep', step_name
+        using errcode = 'TG004';
+    end if;
+    wake := (cp.state->>'$teguh_sleep_until')::timestamptz;
+    if wake <= now_ts then
+      return query select false, wake;
+      return;
+    end if;
+    perform teguh._lock_task(q, run.task_id);
+  else
+    wake := coalesce(wake_at, now_ts + make_interval(secs => duration));
+    perform teguh._lock_task(q, run.task_id);
+    execute format($q$
+      insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+      values ($1, $2, jsonb_build_object('$teguh_sleep_until', $3), 'committed', 'sleep', $4, $5)$q$, 'c_' || q)
+      using run.task_id, step_name, wake, run_id, now_ts;
+    if wake <= now_ts then
+      return query select false, wake;
+      return;
+    end if;
+  end if;
+  perform teguh._suspend(q, run_id, run.task_id, run.attempt, wake, now_ts);
+  return query select true, wake;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Checkpoints
+-- ---------------------------------------------------------------------------
+
+create or replace function teguh.set_task_checkpoint_state(
+  q text, task_id uuid, step_name text, state jsonb, owner_run_id uuid, extend_claim_by int default null
+) returns void
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  now_ts timestamptz := teguh.current_time();
+  found_task uuid;
+begin
+  perform teguh._check_queue(q);
+  perform teguh._check_name('step name', step_name);
+  if extend_claim_by is not null and extend_claim_by < 0 then
+    raise exception 'extend_claim_by must be >= 0 seconds' using errcode = 'TG004';
+  end if;
+  -- The lease row lock fences the write: cancel, fail and lease recovery all
+  -- take it before touching the task.
+  if coalesce(extend_claim_by, 0) > 0 then
+    execute format($q$
+      update teguh.%I
+         set claim_expires_at = case when claim_expires_at is null then null
+                                     else $3 + make_interval(secs => $4) end,
+             heartbeats = heartbeats + 1
+       where run_id = $1 and task_id = $2
+      returning task_id$q$, 'r_' || q)
+      into found_task using owner_run_id, task_id, now_ts, extend_claim_by;
+  else
+    execute format('select task_id from teguh.%I where run_id = $1 and task_id = $2 for update', 'r_' || q)
+      into found_task using owner_run_id, task_id;
+  end if;
+  if found_task is null then
+    perform teguh._raise_lease_error(q, owner_run_id);
+  end if;
+  -- first committed write wins: a committed step is never overwritten
+  execute format($q$
+    insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+    values ($1, $2, $3, 'committed', 'step', $4, $5)
+    on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
+    using task_id, step_name, coalesce(state, 'null'::jsonb), owner_run_id, now_ts;
+end
+$$;
+
+create or replace function teguh.get_task_checkpoint_state(q text, task_id uuid, step_name text)
+returns table(checkpoint_name text, state jsonb, status text, owner_run_id uuid, updated_at timestamptz)
+language plpgsql as $$
+begin
+  perform teguh._check_queue(q);
+  return query execute format(
+    'select checkpoint_name, state, status, owner_run_id, updated_at from teguh.%I '
+    'where task_id = $1 and checkpoint_name = $2', 'c_' || q)
+    using task_id, step_name;
+end
+$$;
+
+create or replace function teguh.get_task_checkpoint_states(q text, task_id uuid, run_id uuid)
+returns table(checkpoint_name text, state jsonb, status text)
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  held boolean;
+begin
+  perform teguh._check_queue(q);
+  execute format('select exists (select 1 from teguh.%I where run_id = $1 and task_id = $2)', 'r_' || q)
+    into held using run_id, task_id;
+  if not held then
+    perform teguh._raise_lease_error(q, run_id);
+  end if;
+  return query execute format(
+    'select checkpoint_name, state, status from teguh.%I '
+    'where task_id = $1 and kind <> ''sleep'' order by updated_at, checkpoint_name', 'c_' || q)
+    using task_id;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Events
+-- ---------------------------------------------------------------------------
+
+create or replace function teguh.await_event(
+  q text, task_id uuid, run_id uuid, step_name text, event_name text, timeout int default null
+) returns table(should_suspend boolean, payload jsonb, timed_out boolean)
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  now_ts timestamptz := teguh.current_time();
+  cp record;
+  ev record;
+  run record;
+  held boolean;
+  timeout_at timestamptz;
+begin
+  perform teguh._check_queue(q);
+  perform teguh._check_name('step name', step_name);
+  perform teguh._check_name('event name', event_name);
+  if timeout is not null and timeout < 0 then
+    raise exception 'await timeout must be >= 0 seconds, not %', timeout using errcode = 'TG004';
+  end if;
+
+  -- a step seen before answers from its checkpoint, with no lock taken
+  execute format('select state, status from teguh.%I where task_id = $1 and checkpoint_name = $2', 'c_' || q)
+    into cp using task_id, step_name;
+  if cp.status is not null then
+    execute format('select exists (select 1 from teguh.%I where run_id = $1 and task_id = $2)', 'r_' || q)
+      into held using run_id, task_id;
+    if not held then
+      perform teguh._raise_lease_error(q, run_id);
+    end if;
+    return query select false, cp.state, cp.status = 'timed_out';
+    return;
+  end if;
+
+  -- lock the event row first (a placeholder when not emitted yet), so an
+  -- emit racing this await waits for it or is seen by it
+  execute format('insert into teguh.%I (event_name, created_at) values ($1, $2) on conflict do nothing',
+                 'e_' || q) using event_name, now_ts;
+  execute format('select payload from teguh.%I where event_name = $1 for update', 'e_' || q)
+    into ev using event_name;
+
+  execute format('select task_id, attempt from teguh.%I where run_id = $1 and task_id = $2 for update', 'r_' || q)
+    into run using run_id, task_id;
+  if run.task_id is null then
+    perform teguh._raise_lease_error(q, run_id);
+  end if;
+  perform teguh._lock_task(q, task_id);
+
+  if ev.payload is not null then
+    execute format($q$
+      insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+      values ($1, $2, $3, 'committed', 'event', $4, $5)
+      on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
+      using task_id, step_name, ev.payload, run_id, now_ts;
+    return query select false, ev.payload, false;
+    return;
+  end if;
+
+  if timeout = 0 then
+    execute format($q$
+      insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+      values ($1, $2, null, 'timed_out', 'event', $3, $4)
+      on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
+      using task_id, step_name, run_id, now_ts;
+    return query select false, null::jsonb, true;
+    return;
+  end if;
+
+  timeout_at := now_ts + make_interval(secs => timeout);
+  execute format($q$
+    insert into teguh.%I (task_id, run_id, step_name, event_name, timeout_at, created_at)
+    values ($1, $2, $3, $4, $5, $6)
+    on conflict (task_id) do update
+      set run_id = excluded.run_id, step_name = excluded.step_name, event_name = excluded.event_name,
+          timeout_at = excluded.timeout_at, created_at = excluded.created_at$q$, 'w_' || q)
+    using task_id, run_id, step_name, event_name, timeout_at, now_ts;
+  perform teguh._suspend(q, run_id, task_id, run.attempt, timeout_at, now_ts, event_name);
+  return query select true, null::jsonb, false;
+end
+$$;
+
+create or replace function teguh.emit_event(q text, event_name text, payload jsonb default null) returns void
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  now_ts timestamptz := teguh.current_time();
+  stored int;
+  w record;
+  t record;
+begin
+  perform teguh._check_queue(q);
+  perform teguh._check_name('event name', event_name);
+  payload := coalesce(payload, 'null'::jsonb);
+
+  -- first write wins: only a placeholder (or no row) takes the payload
+  execute format($q$
+    insert into teguh.%1$I as e (event_name, payload, emitted_at, created_at)
+    values ($1, $2, $3, $3)
+    on conflict (event_name) do update
+      set payload = excluded.payload, emitted_at = excluded.emitted_at
+      where e.payload is null$q$, 'e_' || q)
+    using event_name, payload, now_ts;
+  get diagnostics stored = row_count;
+  if stored = 0 then
+    return;
+  end if;
+
+  -- waits whose timeout has passed belong to the sweep, which times them out
+  for w in execute format(
+      'select task_id, run_id, step_name from teguh.%I '
+      'where event_name = $1 and (timeout_at is null or timeout_at > $2) order by task_id for update',
+      'w_' || q)
+    using event_name, now_ts
+  loop
+    execute format('select attempts from teguh.%I where task_id = $1 and state = ''sleeping'' for update',
+                   't_' || q)
+      into t using w.task_id;
+    continue when t.attempts is null;
+    execute format($q$
+      insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+      values ($1, $2, $3, 'committed', 'event', $4, $5)
+      on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
+      using w.task_id, w.step_name, payload, w.run_id, now_ts;
+    execute format('delete from teguh.%I where task_id = $1', 'w_' || q) using w.task_id;
+    perform teguh._make_ready(q, w.task_id, t.attempts, now_ts, event_name, payload);
+  end loop;
+  perform pg_notify('teguh_' || q, 'event');
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Cancel, retry, leases
+-- ---------------------------------------------------------------------------
+
+create or replace function teguh.cancel_task(q text, task_id uuid) returns void
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  st text;
+begin
+  perform teguh._check_queue(q);
+  execute format('select state from teguh.%I where task_id = $1', 't_' || q) into st using task_id;
+  if st is null then
+    raise exception 'task % not found in queue "%"', task_id, q using errcode = 'TG003';
+  end if;
+  if st in ('completed', 'failed', 'cancelled') then
+    return;
+  end if;
+  -- _cancel deletes p_, r_, w_ and then updates t_: the documented lock order
+  perform teguh._cancel(q, task_id, teguh.current_time());
+end
+$$;
+
+create or replace function teguh.retry_task(q text, p_task_id uuid, options jsonb default '{}')
+returns table(task_id uuid, run_id uuid, attempt int, created boolean)
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  now_ts timestamptz := teguh.current_time();
+  t record;
+  bad text;
+  new_max int;
+begin
+  perform teguh._check_queue(q);
+  options := coalesce(options, '{}'::jsonb);
+  if jsonb_typeof(options) <> 'object' then
+    raise exception 'retry options must be a JSON object' using errcode = 'TG004';
+  end if;
+  select string_agg(k, ', ') into bad from jsonb_object_keys(options) k where k not in ('max_attempts', 'spawn_new');
+  if bad is not null then
+    raise exception 'retry options have unknown keys: %', bad using errcode = 'TG004';
+  end if;
+  if jsonb_typeof(options->'max_attempts') <> 'null'
+     and not (teguh._is_int(options->'max_attempts') and (options->>'max_attempts')::int >= 1) then
+    raise exception 'max_attempts must be an integer >= 1' using errcode = 'TG004';
+  end if;
+
+  execute format('select * from teguh.%I where task_id = $1 for update', 't_' || q) into t using p_task_id;
+  if t.task_id is null then
+    raise exception 'task % not found in queue "%"', p_task_id, q using errcode = 'TG003';
+  end if;
+  if t.state not in ('failed', 'cancelled') then
+    raise exception 'task % in queue "%" is %; only failed or cancelled tasks can be retried',
+      p_task_id, q, t.state using errcode = 'TG004';
+  end if;
+
+  if coalesce((options->>'spawn_new')::boolean, false) then
+    return query select * from teguh._spawn(q, jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+      'task_name', t.task_name, 'params', t.params, 'headers', t.headers,
+      'retry_strategy', t.retry_strategy, 'cancellation', t.cancellation, 'priority', t.priority,
+      'notify_done', t.notify_done,
+      'max_attempts', coalesce((options->>'max_attempts')::int, t.max_attempts)))));
+    return;
+  end if;
+
+  if jsonb_typeof(options->'max_attempts') = 'number' then
+    new_max := (options->>'max_attempts')::int;
+    if new_max <= t.attempts then
+      raise exception 'max_attempts must be greater than the attempts already made (%)', t.attempts
+        using errcode = 'TG004';
+    end if;
+  elsif t.max_attempts is not null then
+    new_max := greatest(t.max_attempts, t.attempts + 1);
+  end if;
+
+  execute format($q$
+    update teguh.%I
+       set max_attempts = $2, cancellation = null, deadline_at = null, cancelled_at = null,
+           finished_at = null, result = null
+     where task_id = $1$q$, 't_' || q)
+    using p_task_id, new_max;
+  perform teguh._make_ready(q, p_task_id, t.attempts + 1, now_ts);
+  perform pg_notify('teguh_' || q, 'retry');
+  return query select p_task_id, null::uuid, t.attempts + 1, false;
+end
+$$;
+
+create or replace function teguh.extend_claim(q text, run_id uuid, extend_by int) returns void
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  n int;
+begin
+  perform teguh._check_queue(q);
+  if extend_by is null or extend_by <= 0 then
+    raise exception 'extend_by must be > 0 seconds, not %', coalesce(extend_by::text, 'NULL')
+      using errcode = 'TG004';
+  end if;
+  execute format($q$
+    update teguh.%I
+       set claim_expires_at = case when claim_expires_at is null then null
+                                   else $2 + make_interval(secs => $3) end,
+           heartbeats = heartbeats + 1
+     where run_id = $1$q$, 'r_' || q)
+    using run_id, teguh.current_time(), extend_by;
+  get diagnostics n = row_count;
+  if n = 0 then
+    perform teguh._raise_lease_error(q, run_id);
+  end if;
+end
+$$;
+
+-- The worker's heartbeat: extends many leases in one statement and tells,
+-- per run, whether it still holds its task.
+create or replace function teguh.extend_claims(q text, run_ids uuid[], extend_by int)
+returns table(run_id uuid, outcome text)
+language plpgsql as $$
+begin
+  perform teguh._check_queue(q);
+  if extend_by is null or extend_by <= 0 then
+    raise exception 'extend_by must be > 0 seconds, not %', coalesce(extend_by::text, 'NULL')
+      using errcode = 'TG004';
+  end if;
+  return query execute format($q$
+    with ids as (
+      select distinct x.run_id from unnest($1::uuid[]) as x(run_id) where x.run_id is not null
+    ), upd as (
+      update teguh.%1$I r
+         set claim_expires_at = case when r.claim_expires_at is null then null
+                                     else $2 + make_interval(secs => $3) end,
+             heartbeats = r.heartbeats + 1
+       where r.run_id in (select ids.run_id from ids)
+      returning r.run_id
+    )
+    select ids.run_id,
+           case when upd.run_id is not null then 'ok'
+                when exists (select 1 from teguh.%2$I t
+                              where t.last_run_id = ids.run_id and t.state = 'cancelled') then 'cancelled'
+                else 'lost' end
+      from ids left join upd on upd.run_id = ids.run_id$q$, 'r_' || q, 't_' || q)
+    using run_ids, teguh.current_time(), extend_by;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Reading, timers, maintenance
+-- ---------------------------------------------------------------------------
+
+create or replace function teguh.get_task_result(q text, p_task_id uuid)
+returns table(task_id uuid, state text, attempts int, result jsonb, failure_reason jsonb,
+              cancelled_at timestamptz, finished_at timestamptz)
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  n int;
+begin
+  perform teguh._check_queue(q);
+  return query execute format(
+    'select task_id, state, attempts, result, failure_reason, cancelled_at, finished_at '
+    'from teguh.%I where task_id = $1', 't_' || q)
+    using p_task_id;
+  get diagnostics n = row_count;
+  if n = 0 then
+    raise exception 'task % not found in queue "%"', p_task_id, q using errcode = 'TG003';
+  end if;
+end
+$$;
+
+-- The earliest moment something in the queue falls due; index scans only.
+create or replace function teguh.next_due(q text) returns timestamptz
+language plpgsql as $$
+declare
+  due timestamptz;
+begin
+  perform teguh._check_queue(q);
+  execute format($q$
+    select least(
+      (select min(available_at) from teguh.%1$I
+        where available_at is not null and state in ('pending', 'sleeping')),
+      (select min(deadline_at) from teguh.%1$I
+        where deadline_at is not null and state in ('pending', 'running', 'sleeping')),
+      (select min(claim_expires_at) from teguh.%2$I where claim_expires_at is not null))$q$,
+    't_' || q, 'r_' || q)
+    into due;
+  return due;
+end
+$$;
+
+-- Runs every sweep to completion (in bounded batches) for one queue or all.
+create or replace function teguh.ticker(q text default null) returns int
+language plpgsql as $$
+#variable_conflict use_column
+declare
+  now_ts timestamptz := teguh.current_time();
+  qn text;
+  total int := 0;
+  ready int;
+  rounds int;
+  recovered record;
+  woken int;
+  cancelled int;
+begin
+  if q is not null then
+    perform teguh._check_queue(q);
+  end if;
+  for qn in select queues.queue_name from teguh.queues
+             where q is null or queues.queue_name = q order by queues.queue_name loop
+    ready := 0;
+    rounds := 0;
+    loop
+      select * into recovered from teguh._recover_expired(qn, 500, now_ts);
+      woken := teguh._wake_due(qn, 500, now_ts);
+      cancelled := teguh._enforce_deadlines(qn, 500, now_ts);
+      ready := ready + recovered.made_ready + woken;
+      rounds := rounds + 1;
+      exit when recovered.processed + woken + cancelled = 0 or rounds >= 100;
+    end loop;
+    if ready > 0 then
+      perform pg_notify('teguh_' || qn, 'wake');
+    end if;
+    total := total + ready;
+  end loop;
+  return total;
+end
+$$;
+
+create or replace function teguh._cleanup(
+  q text, ttl_seconds int, lim int, out tasks_deleted int, out events_deleted int
+)
+language plpgsql as $$
+declare
+  cfg record;
+  cutoff timestamptz;
+begin
+  select cleanup_ttl, cleanup_limit into cfg from teguh.queues where queue_name = q;
+  if ttl_seconds is not null and ttl_seconds < 0 or lim is not null and lim < 1 then
+    raise exception 'cleanup ttl must be >= 0 and limit >= 1' using errcode = 'TG004';
+  end if;
+  cutoff := teguh.current_time() - coalesce(make_interval(secs => ttl_seconds), cfg.cleanup_ttl);
+  lim := coalesce(lim, cfg.cleanup_limit);
+
+  execute format($q$
+    with victims as (
+      select task_id from teguh.%1$I
+       where state in ('completed', 'failed', 'cancelled') and finished_at < $1
+       order by finished_at
+       limit $2
+         for update skip locked
+    ), dc as (
+      delete from teguh.%2$I c using victims v where c.task_id = v.task_id
+    ), dw as (
+      delete from teguh.%3$I w using victims v where w.task_id = v.task_id
+    ), dt as (
+      delete from teguh.%1$I t using victims v where t.task_id = v.task_id returning 1
+    )
+    select count(*) from dt$q$, 't_' || q, 'c_' || q, 'w_' || q)
+    into tasks_deleted using cutoff, lim;
+
+  -- emitted events past the TTL, and placeholders nobody waits for any more
+  execute format($q$
+    with victims as (
+      select e.event_name from teguh.%1$I e
+       where coalesce(e.emitted_at, e.created_at) < $1
+         and (e.payload is not null
+              or not exists (select 1 from teguh.%2$I w where w.event_name = e.event_name))
+       order by coalesce(e.emitted_at, e.created_at)
+       limit $2
+         for update skip locked
+    ), de as (
+      delete from teguh.%1$I e using victims v where e.event_name = v.event_name returning 1
+    )
+    select count(*) from de$q$, 'e_' || q, 'w_' || q)
+    into events_deleted using cutoff, lim;
+end
+$$;
+
+create or replace function teguh.cleanup_tasks(q text, ttl_seconds int default null, lim int default null)
+returns int
+language plpgsql as $$
+begin
+  perform teguh._check_queue(q);
+  return (teguh._cleanup(q, ttl_seconds, lim)).tasks_deleted;
+end
+$$;
+
+create or replace function teguh.cleanup_all_queues()
+returns table(queue_name text, tasks_deleted int, events_deleted int)
+language plpgsql as $$
+#variable_conflict use_column
+declare
+  qn text;
+  r record;
+begin
+  for qn in select queues.queue_name from teguh.queues order by queues.queue_name loop
+    select * into r from teguh._cleanup(qn, null, null);
+    queue_name := qn;
+    tasks_deleted := r.tasks_deleted;
+    events_deleted := r.events_deleted;
+    return next;
+  end loop;
+end
+$$;
+
+-- pg_cron scheduling; without pg_cron these only say so.
+create or replace function teguh.start() returns void
+language plpgsql as $$
+declare
+  v text;
+  every text := '* * * * *';
+begin
+  select extversion into v from pg_extension where extname = 'pg_cron';
+  if v is null then
+    raise notice 'pg_cron is not installed: run `teguh ticker` (or select teguh.ticker()) yourself; '
+      'workers already wake on their own via teguh.next_due()';
+    return;
+  end if;
+  -- second-granularity schedules arrived in pg_cron 1.5
+  if string_to_array(split_part(v, '-', 1), '.')::int[] >= array[1, 5] then
+    every := '10 seconds';
+  end if;
+  execute 'select cron.schedule($1, $2, $3)' using 'teguh-ticker', every, 'select teguh.ticker()';
+  execute 'select cron.schedule($1, $2, $3)'
+    using 'teguh-cleanup', '17 3 * * *', 'select * from teguh.cleanup_all_queues()';
+end
+$$;
+
+create or replace function teguh.stop() returns void
+language plpgsql as $$
+begin
+  if not exists (select 1 from pg_extension where extname = 'pg_cron') then
+    raise notice 'pg_cron is not installed: nothing to stop';
+    return;
+  end if;
+  execute 'select cron.unschedule(jobid) from cron.job where jobname in (''teguh-ticker'', ''teguh-cleanup'')';
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Upgrade the tables of queues created by an earlier install
+-- ---------------------------------------------------------------------------
+
+do $upgrade$
+declare
+  qn text;
+begin
+  for qn in select queue_name from teguh.queues order by queue_name loop
+    perform teguh._ensure_queue_tables(qn);
+  end loop;
+end
+$upgrade$;
