@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import psycopg.sql
 import psycopg2
 import psycopg2.extras
 import pytest
@@ -60,6 +62,9 @@ def pg_server() -> Iterator[PgServer]:
         cur.execute("alter system set fsync = off")
         cur.execute("alter system set synchronous_commit = off")
         cur.execute("alter system set full_page_writes = off")
+        # Autovacuum workers connect to fresh databases, and CREATE DATABASE
+        # then waits in 100 ms steps for them to leave the template.
+        cur.execute("alter system set autovacuum = off")
         cur.execute("select pg_reload_conf()")
     conn.close()
     try:
@@ -99,11 +104,19 @@ def template_db(pg_server: PgServer) -> Iterator[str]:
 _db_counter = itertools.count()
 
 
+class _CloningJanitor(DatabaseJanitor):
+    """Clones with FILE_COPY: for a small template it is ~4x faster than the
+    default WAL_LOG strategy (PostgreSQL 15+), and durability is off anyway."""
+
+    def _build_create_database_sql(self) -> Any:
+        return super()._build_create_database_sql() + psycopg.sql.SQL(" STRATEGY FILE_COPY")
+
+
 @pytest.fixture
 def dsn(pg_server: PgServer, template_db: str) -> Iterator[str]:
     """A libpq DSN of a fresh database with the teguh schema installed."""
     dbname = f"teguh_test_{os.getpid()}_{next(_db_counter)}"
-    janitor = DatabaseJanitor(
+    janitor = _CloningJanitor(
         user=pg_server.user,
         host=pg_server.host,
         port=pg_server.port,

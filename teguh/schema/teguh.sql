@@ -411,8 +411,8 @@ begin
 end
 $$;
 
-create or replace function teguh.list_queues() returns setof text
-language sql stable as $$ select queue_name from teguh.queues order by queue_name $$;
+create or replace function teguh.list_queues() returns table(queue_name text)
+language sql stable as $$ select q.queue_name from teguh.queues q order by q.queue_name $$;
 
 -- ---------------------------------------------------------------------------
 -- Internal transitions (callers hold the locks the comment names)
@@ -763,9 +763,11 @@ $$;
 -- Claiming
 -- ---------------------------------------------------------------------------
 
-create or replace function teguh.claim_task(q text, worker_id text, claim_timeout int default 30, qty int default 1)
+-- The worker's claim: claim_task plus each task's committed step checkpoints
+-- (name -> state), so a replayed step costs no round trip.
+create or replace function teguh.claim_runs(q text, worker_id text, claim_timeout int default 30, qty int default 1)
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
-              max_attempts int, headers jsonb, wake_event text, event_payload jsonb)
+              max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
 language plpgsql as $$
 declare
   now_ts timestamptz := teguh.current_time();
@@ -787,7 +789,8 @@ begin
   perform teguh._enforce_deadlines(q, qty, now_ts);
 
   -- p_ is read through index p_<q>_oi and deleted by primary key; t_ is
-  -- updated by primary key; r_ gets one insert per run.
+  -- updated by primary key; r_ gets one insert per run; c_ is read by its
+  -- primary key prefix.
   return query execute format($q$
     with picked as (
       select p.task_id from teguh.%1$I p
@@ -797,7 +800,8 @@ begin
     ), del as (
       delete from teguh.%1$I p using picked
        where p.task_id = picked.task_id
-      returning p.task_id, p.attempt, p.wake_event, p.event_payload, teguh.portable_uuidv7() as run_id
+      returning p.task_id, p.attempt, p.wake_event, p.event_payload, p.priority, p.available_at,
+                teguh.portable_uuidv7() as run_id
     ), upd as (
       update teguh.%2$I t
          set state = 'running', attempts = del.attempt, last_run_id = del.run_id,
@@ -809,14 +813,22 @@ begin
        where t.task_id = del.task_id and t.state = 'pending'
          and (t.deadline_at is null or t.deadline_at > $2)
       returning del.run_id, t.task_id, del.attempt, t.task_name, t.params, t.retry_strategy,
-                t.max_attempts, t.headers, del.wake_event, del.event_payload
+                t.max_attempts, t.headers, del.wake_event, del.event_payload,
+                del.priority, del.available_at
     ), ins as (
       insert into teguh.%3$I (run_id, task_id, attempt, claimed_by, claimed_at, claim_expires_at)
       select upd.run_id, upd.task_id, upd.attempt, $3, $2,
              case when $4 > 0 then $2 + make_interval(secs => $4) end
         from upd
     )
-    select * from upd$q$, 'p_' || q, 't_' || q, 'r_' || q)
+    select upd.run_id, upd.task_id, upd.attempt, upd.task_name, upd.params, upd.retry_strategy,
+           upd.max_attempts, upd.headers, upd.wake_event, upd.event_payload,
+           coalesce((select jsonb_object_agg(c.checkpoint_name, c.state)
+                       from teguh.%4$I c
+                      where c.task_id = upd.task_id and c.status = 'committed' and c.kind <> 'sleep'),
+                    '{}'::jsonb)
+      from upd
+     order by upd.priority desc, upd.available_at, upd.task_id$q$, 'p_' || q, 't_' || q, 'r_' || q, 'c_' || q)
     using qty, now_ts, worker_id, claim_timeout;
 
   get diagnostics claimed = row_count;
@@ -825,6 +837,15 @@ begin
     perform pg_notify('teguh_' || q, 'wake');
   end if;
 end
+$$;
+
+create or replace function teguh.claim_task(q text, worker_id text, claim_timeout int default 30, qty int default 1)
+returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
+              max_attempts int, headers jsonb, wake_event text, event_payload jsonb)
+language sql as $$
+  select c.run_id, c.task_id, c.attempt, c.task_name, c.params, c.retry_strategy, c.max_attempts, c.headers,
+         c.wake_event, c.event_payload
+    from teguh.claim_runs(q, worker_id, claim_timeout, qty) c
 $$;
 
 -- ---------------------------------------------------------------------------
@@ -868,6 +889,51 @@ begin
   if nd then
     perform teguh._notify_done(q, run.task_id);
   end if;
+end
+$$;
+
+-- Completes many runs in one statement (the worker's completion flush) and
+-- tells, per run, whether it still held its task: ok, cancelled or lost.
+create or replace function teguh.complete_runs(q text, run_ids uuid[], results jsonb[])
+returns table(run_id uuid, outcome text)
+language plpgsql as $$
+declare
+  now_ts timestamptz := teguh.current_time();
+begin
+  perform teguh._check_queue(q);
+  if run_ids is null or results is null or cardinality(run_ids) <> cardinality(results) then
+    raise exception 'complete_runs takes as many results as run ids' using errcode = 'TG004';
+  end if;
+  -- deleting the lease rows locks them first, then the task rows: r_ -> t_
+  return query execute format($q$
+    with input as (
+      select distinct on (x.run_id) x.run_id, x.result
+        from unnest($1::uuid[], $2::jsonb[]) as x(run_id, result)
+       where x.run_id is not null
+       order by x.run_id
+    ), ended as (
+      delete from teguh.%1$I r using input
+       where r.run_id = input.run_id
+      returning r.run_id, r.task_id
+    ), done as (
+      update teguh.%2$I t
+         set state = 'completed', result = input.result, finished_at = $3, available_at = null,
+             wake_event = null
+        from ended join input on input.run_id = ended.run_id
+       where t.task_id = ended.task_id
+      returning t.task_id, t.notify_done
+    ), announced as (
+      select count(pg_notify('teguh_done', $4 || ':' || done.task_id::text)) from done where done.notify_done
+    )
+    select input.run_id,
+           case when ended.run_id is not null then 'ok'
+                when exists (select 1 from teguh.%2$I t
+                              where t.last_run_id = input.run_id and t.state = 'cancelled') then 'cancelled'
+                else 'lost' end
+      from input left join ended on ended.run_id = input.run_id
+     -- referencing `announced` is what makes PostgreSQL run it
+     where (select count(*) from announced) >= 0$q$, 'r_' || q, 't_' || q)
+    using run_ids, results, now_ts, q;
 end
 $$;
 
