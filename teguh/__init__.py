@@ -1,0 +1,59 @@
+"""teguh: a durable execution engine and job queue for Python on PostgreSQL alone.
+
+Start with `Client` (the low-level API mirroring the SQL functions) and
+`install` (puts the schema in a database). Control-flow signals (`Suspended`,
+`Cancelled`, `LeaseLost`) derive from `BaseException`; every other error derives
+from `TeguhError`.
+"""
+
+import logging
+
+from ._version import __version__
+from .client import ClaimedRun, Client, SpawnResult, TaskResult, install, schema_sql
+from .errors import (
+    Cancelled,
+    ConnectionLost,
+    EventTimeout,
+    InvalidArgument,
+    InvalidQueueName,
+    LeaseLost,
+    PayloadTooLarge,
+    QueueNotFound,
+    SchemaNotInstalled,
+    Suspended,
+    TaskNotFound,
+    TeguhError,
+)
+from .retry import Exponential, Fixed, NoRetry
+
+__all__ = [
+    # The client and the schema
+    "Client",
+    "install",
+    "schema_sql",
+    # Results
+    "SpawnResult",
+    "ClaimedRun",
+    "TaskResult",
+    # Retry strategies
+    "Fixed",
+    "Exponential",
+    "NoRetry",
+    # Errors
+    "TeguhError",
+    "TaskNotFound",
+    "QueueNotFound",
+    "InvalidQueueName",
+    "InvalidArgument",
+    "PayloadTooLarge",
+    "EventTimeout",
+    "SchemaNotInstalled",
+    "ConnectionLost",
+    # Control-flow signals (BaseException, not errors)
+    "Suspended",
+    "Cancelled",
+    "LeaseLost",
+    "__version__",
+]
+
+logging.getLogger("teguh").addHandler(logging.NullHandler())

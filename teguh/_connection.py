@@ -1,0 +1,280 @@
+"""Connection plumbing shared by every client call: DSN, pool, retries, errors, schema.
+
+`ClientBase` owns the pool and runs each call either on the caller's connection
+(`conn=`: inside the caller's transaction, never committed here) or on a pooled
+autocommit connection. It maps database errors to teguh exceptions and retries
+calls that are safe to repeat when the connection fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg2
+import tenacity
+
+from . import _dsn, _embedded, _json, _validate
+from ._pool import BlockingPool, ConnectFailed
+from ._version import SCHEMA_MAJOR
+from .errors import (
+    ConnectionLost,
+    InvalidArgument,
+    SchemaNotInstalled,
+    TeguhError,
+    error_message,
+    is_connection_lost,
+    map_db_error,
+)
+
+logger = logging.getLogger("teguh.client")
+
+T = TypeVar("T")
+C = TypeVar("C", bound="ClientBase")
+
+DEFAULT_CONNECT_TIMEOUT = 10
+"""Seconds libpq waits for a connection, unless the DSN or PGCONNECT_TIMEOUT says otherwise."""
+
+RETRY_ATTEMPTS = 6
+"""Tries for a call that is safe to repeat when the connection fails (about 1.5 s of backoff)."""
+
+RETRY_INITIAL_WAIT = 0.05
+"""The first backoff between tries, in seconds; it doubles up to RETRY_MAX_WAIT."""
+
+RETRY_MAX_WAIT = 1.0
+
+
+def schema_sql() -> str:
+    """The SQL text that installs or upgrades the teguh schema (for migrations tools)."""
+    return importlib.resources.files("teguh").joinpath("schema/teguh.sql").read_text(encoding="utf-8")
+
+
+def _retry_connect_only(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectFailed)
+
+
+def _retry_lost(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectFailed) or is_connection_lost(exc)
+
+
+class ClientBase:
+    """The pool and the call runner behind `Client` (see there for the arguments)."""
+
+    max_payload_bytes: int = _json.DEFAULT_MAX_PAYLOAD_BYTES
+    """The size limit for params, headers, results, payloads and states (set per instance to change)."""
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        application_name: str = "teguh",
+    ) -> None:
+        _validate.integer(max_connections, "max_connections", minimum=1)
+        _validate.integer(min_connections, "min_connections", minimum=0)
+        if min_connections > max_connections:
+            raise InvalidArgument("min_connections must not exceed max_connections")
+        self._dsn, self._dsn_source = _dsn.configured_dsn(dsn)
+        info = _dsn.parse(self._dsn) if self._dsn else {}
+        self.application_name = application_name
+        self._connect_kwargs: dict[str, Any] = {"application_name": application_name}
+        if "connect_timeout" not in info and not os.environ.get("PGCONNECT_TIMEOUT"):
+            self._connect_kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
+        self._dsn_lock = threading.Lock()
+        self._pool = BlockingPool(lambda: self.dsn, min_connections, max_connections, **self._connect_kwargs)
+        self._schema_checked = False
+        self._closed = False
+
+    @property
+    def dsn(self) -> str:
+        """The DSN in use (starting the embedded PostgreSQL if that is the default).
+
+        Raises:
+            TeguhError: nothing is configured and the embedded server cannot start.
+        """
+        with self._dsn_lock:
+            if self._dsn is None:
+                logger.info(
+                    "no database configured (TEGUH_DSN, DATABASE_URL, PGHOST/PGDATABASE unset); "
+                    "using the embedded PostgreSQL"
+                )
+                try:
+                    self._dsn = _embedded.embedded_dsn()
+                except Exception as exc:  # pgserver raises assorted errors (subprocess, OS, runtime)
+                    raise TeguhError(
+                        f"no database configured and the embedded PostgreSQL failed to start: {exc}; "
+                        "set TEGUH_DSN or pass a DSN"
+                    ) from exc
+                self._dsn_source = "embedded"
+            return self._dsn
+
+    def close(self) -> None:
+        """Close the pool's connections; idempotent. Later calls raise `TeguhError`."""
+        self._closed = True
+        self._pool.close()
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_schema(self, cur: Any) -> None:
+        if self._schema_checked:
+            return
+        try:
+            cur.execute("select teguh.version()")
+            row = cur.fetchone()
+        except psycopg2.Error as exc:
+            if getattr(exc, "pgcode", None) in ("3F000", "42883", "42P01"):
+                raise SchemaNotInstalled(
+                    "the teguh schema is not installed in this database: run `teguh install`",
+                    pgcode=exc.pgcode,
+                ) from exc
+            raise
+        version = str(row[0]) if row else ""
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            major = -1
+        if major != SCHEMA_MAJOR:
+            err = SchemaNotInstalled(
+                f"the database has teguh schema version {version!r}, but this client needs "
+                f"{SCHEMA_MAJOR}.x: run `teguh install` to upgrade it"
+            )
+            err.installed_version = version
+            err.expected_version = f"{SCHEMA_MAJOR}.x"
+            raise err
+        self._schema_checked = True
+
+    def _run(
+        self,
+        what: str,
+        fn: Callable[[Any], T],
+        *,
+        conn: Any = None,
+        retry: bool = False,
+        check_schema: bool = True,
+        queue: str | None = None,
+        task_id: Any = None,
+        run_id: Any = None,
+    ) -> T:
+        """Run `fn(cursor)` on the caller's connection or a pooled one, mapping errors."""
+        if self._closed:
+            raise TeguhError("the client is closed")
+        subject = {"queue": queue, "task_id": task_id, "run_id": run_id}
+        if conn is not None:
+            try:
+                with conn.cursor() as cur:
+                    if check_schema:
+                        self._check_schema(cur)
+                    return fn(cur)
+            except psycopg2.Error as exc:
+                raise map_db_error(exc, **subject) from exc
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_retry_lost if retry else _retry_connect_only),
+            stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
+            wait=tenacity.wait_exponential(multiplier=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT)
+            + tenacity.wait_random(0, RETRY_INITIAL_WAIT),
+            before_sleep=lambda state: logger.warning(
+                "%s: connection problem (%s); retrying (attempt %d)",
+                what,
+                state.outcome.exception() if state.outcome else "?",
+                state.attempt_number,
+            ),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt, self._pool.connection() as pooled, pooled.cursor() as cur:
+                    if check_schema:
+                        self._check_schema(cur)
+                    return fn(cur)
+        except ConnectFailed as exc:
+            raise ConnectionLost(
+                f"could not connect to PostgreSQL ({_dsn.describe(self.dsn)}): {error_message(exc.cause)}",
+                **subject,
+            ) from exc.cause
+        except psycopg2.Error as exc:
+            raise map_db_error(exc, **subject) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """Borrow a pooled connection inside a transaction, for use with `conn=`.
+
+        Commits when the block ends normally, rolls back when it raises. Waits
+        while every pooled connection is in use.
+
+        Raises:
+            ConnectionLost: no connection could be opened.
+        """
+        if self._closed:
+            raise TeguhError("the client is closed")
+        with contextlib.ExitStack() as stack:
+            try:
+                conn = stack.enter_context(self._pool.connection())
+            except ConnectFailed as exc:
+                raise ConnectionLost(f"could not connect to PostgreSQL: {error_message(exc.cause)}") from (
+                    exc.cause
+                )
+            conn.autocommit = False
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                if not conn.closed:
+                    with contextlib.suppress(psycopg2.Error):
+                        conn.rollback()
+                raise
+            finally:
+                if not conn.closed:
+                    with contextlib.suppress(psycopg2.Error):
+                        conn.rollback()
+                        conn.autocommit = True
+
+    def install_schema(self) -> None:
+        """Apply the packaged schema in one transaction; idempotent, keeps all data.
+
+        Raises:
+            ConnectionLost: the database cannot be reached.
+        """
+        sql = schema_sql()
+
+        def apply(cur: Any) -> None:
+            conn = cur.connection
+            conn.autocommit = False
+            try:
+                cur.execute(sql)
+                conn.commit()
+            finally:
+                if not conn.closed:
+                    with contextlib.suppress(psycopg2.Error):
+                        conn.rollback()
+                        conn.autocommit = True
+
+        self._run("install_schema", apply, retry=True, check_schema=False)
+        self._schema_checked = False
+        self._run("version", lambda cur: None, retry=True)
+        logger.info("teguh schema installed (%s)", _dsn.describe(self.dsn))
+
+    def schema_version(self) -> str:
+        """The installed schema's version (`teguh.version()`).
+
+        Raises:
+            SchemaNotInstalled: the schema is missing.
+        """
+        return self._run("version", lambda cur: scalar(cur, "select teguh.version()"), retry=True)
+
+
+def scalar(cur: Any, query: str, *args: Any) -> Any:
+    """Run a one-value query and return the value (None when there is no row)."""
+    cur.execute(query, args)
+    row = cur.fetchone()
+    return None if row is None else row[0]

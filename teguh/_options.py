@@ -1,0 +1,84 @@
+"""Spawn options: validated in Python, sent to SQL as one JSON object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import _json, _validate
+from ._time import require_aware, to_whole_seconds
+from .errors import InvalidArgument
+from .retry import normalize_retry_strategy
+
+SPAWN_OPTIONS = frozenset(
+    {
+        "headers",
+        "retry_strategy",
+        "max_attempts",
+        "cancellation",
+        "idempotency_key",
+        "available_at",
+        "notify_done",
+        "priority",
+    }
+)
+"""The keyword options of `Client.spawn_task`, also accepted as keys of a `spawn_tasks` item."""
+
+MAX_PRIORITY = 32767
+"""Priorities range from -MAX_PRIORITY to MAX_PRIORITY (higher is claimed first; default 0)."""
+
+
+def spawn_options(field: str, max_bytes: int | None, **given: Any) -> dict[str, Any]:
+    """Validate spawn options and build the JSON object the SQL takes.
+
+    Args:
+        field: a prefix for error messages (`items[3].` in a batch).
+        max_bytes: the size limit for headers.
+
+    Raises:
+        TypeError: an option has the wrong type.
+        InvalidArgument: an option is out of range or malformed.
+    """
+    options: dict[str, Any] = {}
+    headers = given.get("headers")
+    if headers is not None:
+        if not isinstance(headers, Mapping):
+            raise TypeError(f"{field}headers must be a dict, not {type(headers).__name__}")
+        _json.dumps(dict(headers), f"{field}headers", max_bytes=max_bytes)
+        options["headers"] = dict(headers)
+    strategy = normalize_retry_strategy(given.get("retry_strategy"))
+    if strategy is not None:
+        options["retry_strategy"] = strategy
+    if given.get("max_attempts") is not None:
+        options["max_attempts"] = _validate.integer(given["max_attempts"], f"{field}max_attempts", minimum=1)
+    cancellation = given.get("cancellation")
+    if cancellation is not None:
+        if not isinstance(cancellation, Mapping):
+            raise TypeError(f"{field}cancellation must be a dict, not {type(cancellation).__name__}")
+        unknown = sorted(set(cancellation) - {"max_delay", "max_duration"})
+        if unknown:
+            raise InvalidArgument(f"unknown {field}cancellation key(s) {unknown}")
+        policy = {
+            key: to_whole_seconds(value, f"{field}cancellation.{key}", positive=True)
+            for key, value in cancellation.items()
+            if value is not None
+        }
+        if policy:
+            options["cancellation"] = policy
+    if given.get("idempotency_key") is not None:
+        options["idempotency_key"] = _validate.name(given["idempotency_key"], f"{field}idempotency_key")
+    if given.get("available_at") is not None:
+        options["available_at"] = require_aware(given["available_at"], f"{field}available_at").isoformat()
+    notify_done = given.get("notify_done", False)
+    if not isinstance(notify_done, bool):
+        raise TypeError(f"{field}notify_done must be a bool")
+    if notify_done:
+        options["notify_done"] = True
+    if given.get("priority") is not None:
+        priority = given["priority"]
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"{field}priority must be an int")
+        if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidArgument(f"{field}priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
+        options["priority"] = priority
+    return options

@@ -1,0 +1,707 @@
+"""The blocking PostgreSQL client: one method per teguh SQL function.
+
+`Client` is thread-safe and wraps a connection pool. Every method validates its
+arguments in Python first (so bad input raises before anything is written), then
+runs a single call of the matching SQL function. With `conn=`, the call runs on
+the caller's connection inside the caller's transaction and is not committed;
+otherwise it runs on a pooled autocommit connection, so it commits on return.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from . import _json, _validate
+from ._connection import ClientBase, scalar, schema_sql
+from ._listen import Listener
+from ._options import SPAWN_OPTIONS, spawn_options
+from ._time import require_aware, to_seconds, to_whole_seconds
+from .errors import EventTimeout, InvalidArgument, TaskNotFound
+from .results import ClaimedRun, SpawnResult, TaskResult
+
+__all__ = ["ClaimedRun", "Client", "SpawnResult", "TaskResult", "install", "schema_sql"]
+
+DEFAULT_CLAIM_TIMEOUT = 30
+"""Seconds a claimed run's lease lasts unless extended (0: it never expires)."""
+
+MAX_CLAIM_QTY = 10000
+"""The most runs one `claim_task` call may lease (the engine's bound)."""
+
+POLL_MIN_INTERVAL = 0.05
+"""`wait_for_result`'s first polling interval, doubled after each poll up to POLL_MAX_INTERVAL."""
+
+POLL_MAX_INTERVAL = 1.0
+
+DONE_CHANNEL = "teguh_done"
+"""The channel on which tasks spawned with `notify_done=True` announce their terminal state."""
+
+
+def install(dsn_or_client: str | Client | None = None) -> None:
+    """Install or upgrade the teguh schema in a database; safe to repeat, keeps data.
+
+    Args:
+        dsn_or_client: a DSN, a `Client`, or None for the default resolution.
+
+    Raises:
+        ConnectionLost: the database cannot be reached.
+    """
+    if isinstance(dsn_or_client, Client):
+        dsn_or_client.install_schema()
+        return
+    with Client(dsn_or_client, min_connections=0, max_connections=1) as client:
+        client.install_schema()
+
+
+class Client(ClientBase):
+    """A thread-safe teguh client over a pool of PostgreSQL connections.
+
+    Args:
+        dsn: a libpq DSN or URI; None reads TEGUH_DSN, DATABASE_URL, then libpq's
+            PG* variables (when PGHOST or PGDATABASE is set), else starts the
+            embedded PostgreSQL (logged at INFO).
+        min_connections: connections opened on first use.
+        max_connections: the pool's size; callers beyond it wait for a free one.
+        application_name: reported in pg_stat_activity.
+
+    Raises:
+        InvalidArgument: bad pool sizes or an unparsable DSN.
+
+    Caveats: the pool is created on first use, so construction never touches the
+    network. Reads, claims and idempotent calls are retried with backoff when the
+    connection fails; other calls raise `ConnectionLost`, and may or may not
+    have taken effect.
+    """
+
+    # -- queues -----------------------------------------------------------------
+
+    def create_queue(self, queue: str, *, conn: Any = None) -> None:
+        """Create a queue and its tables; idempotent.
+
+        Raises:
+            InvalidQueueName: the name breaks ^[a-z][a-z0-9_]*$ or is over 55 bytes.
+        """
+        queue = _validate.queue_name(queue)
+        self._run(
+            "create_queue",
+            lambda cur: cur.execute("select teguh.create_queue(%s)", (queue,)),
+            conn=conn,
+            retry=True,
+            queue=queue,
+        )
+
+    def drop_queue(self, queue: str, *, conn: Any = None) -> None:
+        """Drop a queue with all its tasks, checkpoints and events; unknown queues are a no-op.
+
+        Raises:
+            InvalidQueueName: the name is invalid.
+        """
+        queue = _validate.queue_name(queue)
+        self._run(
+            "drop_queue",
+            lambda cur: cur.execute("select teguh.drop_queue(%s)", (queue,)),
+            conn=conn,
+            retry=True,
+            queue=queue,
+        )
+
+    def list_queues(self, *, conn: Any = None) -> list[str]:
+        """The names of all queues, sorted."""
+
+        def fetch(cur: Any) -> list[str]:
+            cur.execute("select * from teguh.list_queues()")
+            return [row[0] for row in cur.fetchall()]
+
+        return self._run("list_queues", fetch, conn=conn, retry=True)
+
+    # -- spawning ---------------------------------------------------------------
+
+    def spawn_task(
+        self,
+        queue: str,
+        task_name: str,
+        params: Any = None,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        retry_strategy: Any = None,
+        max_attempts: int | None = None,
+        cancellation: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        available_at: datetime | None = None,
+        notify_done: bool = False,
+        priority: int | None = None,
+        conn: Any = None,
+    ) -> SpawnResult:
+        """Enqueue a task; with `conn=`, inside the caller's transaction (commits with it).
+
+        Args:
+            params: the task's JSON input.
+            headers: JSON metadata (tracing ids and the like).
+            retry_strategy: `Fixed`, `Exponential`, `NoRetry` or their dict form.
+            max_attempts: failures allowed before the task fails (None: unlimited).
+            cancellation: `{"max_delay": s, "max_duration": s}` (either or both).
+            idempotency_key: queue-wide; a repeat returns the existing task, `created=False`.
+            available_at: an aware datetime before which the task is not claimed.
+            notify_done: announce the terminal state on `teguh_done` (wakes `wait_for_result`).
+            priority: higher is claimed first (default 0).
+
+        Raises:
+            InvalidQueueName, InvalidArgument, PayloadTooLarge: bad input (nothing written).
+            TypeError: params or headers are not JSON serialisable.
+            QueueNotFound: the queue does not exist.
+        """
+        queue = _validate.queue_name(queue)
+        task_name = _validate.name(task_name, "task_name")
+        params_json = _json.dumps(params, "params", max_bytes=self.max_payload_bytes)
+        options = spawn_options(
+            "",
+            self.max_payload_bytes,
+            headers=headers,
+            retry_strategy=retry_strategy,
+            max_attempts=max_attempts,
+            cancellation=cancellation,
+            idempotency_key=idempotency_key,
+            available_at=available_at,
+            notify_done=notify_done,
+            priority=priority,
+        )
+        options_json = _json.dumps(options, "options", max_bytes=None)
+
+        def spawn(cur: Any) -> SpawnResult:
+            cur.execute(
+                "select * from teguh.spawn_task(%s, %s, %s::jsonb, %s::jsonb)",
+                (queue, task_name, params_json, options_json),
+            )
+            return _spawn_result(cur.fetchone())
+
+        return self._run("spawn_task", spawn, conn=conn, queue=queue)
+
+    def spawn_tasks(
+        self, queue: str, items: Sequence[Mapping[str, Any]], *, conn: Any = None
+    ) -> list[SpawnResult]:
+        """Enqueue many tasks in one statement; results are in input order.
+
+        Each item is a dict with `task_name`, optional `params`, and any keyword
+        option of `spawn_task`.
+
+        Raises:
+            InvalidArgument: an item is malformed (nothing is written).
+            QueueNotFound: the queue does not exist.
+        """
+        queue = _validate.queue_name(queue)
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+            raise TypeError("items must be a list of dicts")
+        flat: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            field = f"items[{index}]."
+            if not isinstance(item, Mapping):
+                raise TypeError(f"items[{index}] must be a dict, not {type(item).__name__}")
+            unknown = sorted(set(item) - SPAWN_OPTIONS - {"task_name", "params"})
+            if unknown:
+                raise InvalidArgument(f"unknown key(s) {unknown} in items[{index}]")
+            if "task_name" not in item:
+                raise InvalidArgument(f"items[{index}] has no task_name")
+            entry = {"task_name": _validate.name(item["task_name"], f"{field}task_name")}
+            params = item.get("params")
+            _json.dumps(params, f"{field}params", max_bytes=self.max_payload_bytes)
+            entry["params"] = params
+            entry.update(
+                spawn_options(
+                    field, self.max_payload_bytes, **{k: v for k, v in item.items() if k in SPAWN_OPTIONS}
+                )
+            )
+            flat.append(entry)
+        if not flat:
+            return []
+        items_json = _json.dumps(flat, "items", max_bytes=None)
+
+        def spawn(cur: Any) -> list[SpawnResult]:
+            cur.execute(
+                "select * from teguh.spawn_tasks(%s, %s::jsonb)",
+                (queue, items_json),
+            )
+            return [_spawn_result(row) for row in cur.fetchall()]
+
+        return self._run("spawn_tasks", spawn, conn=conn, queue=queue)
+
+    # -- runs -------------------------------------------------------------------
+
+    def claim_task(
+        self,
+        queue: str,
+        worker_id: str,
+        claim_timeout: float = DEFAULT_CLAIM_TIMEOUT,
+        qty: int = 1,
+        *,
+        conn: Any = None,
+    ) -> list[ClaimedRun]:
+        """Lease up to `qty` ready tasks; an empty list when none is due.
+
+        Args:
+            claim_timeout: the lease in seconds (rounded up; 0 = never expires).
+
+        Raises:
+            InvalidArgument: qty < 1, a negative timeout or a blank worker id.
+            QueueNotFound: the queue does not exist.
+
+        Caveats: retried when the connection drops; a claim whose reply was lost
+        leaves a lease that expires after `claim_timeout` and is then recovered.
+        """
+        queue = _validate.queue_name(queue)
+        worker_id = _validate.name(worker_id, "worker_id")
+        timeout = to_whole_seconds(claim_timeout, "claim_timeout")
+        qty = _validate.integer(qty, "qty", minimum=1)
+        if qty > MAX_CLAIM_QTY:
+            raise InvalidArgument(f"qty must be at most {MAX_CLAIM_QTY}, not {qty}")
+
+        def claim(cur: Any) -> list[ClaimedRun]:
+            cur.execute(
+                "select * from teguh.claim_task(%s, %s, %s, %s)",
+                (queue, worker_id, timeout, qty),
+            )
+            return [ClaimedRun(*row) for row in cur.fetchall()]
+
+        return self._run("claim_task", claim, conn=conn, retry=True, queue=queue)
+
+    def complete_run(self, queue: str, run_id: str, result: Any = None, *, conn: Any = None) -> None:
+        """Complete a run's task with a JSON result; its lease ends.
+
+        Raises:
+            Cancelled: the task was cancelled. LeaseLost: the run no longer holds it.
+            PayloadTooLarge: the result is over the size limit.
+        """
+        queue = _validate.queue_name(queue)
+        run_id = _validate.task_uuid(run_id, "run_id")
+        result_json = _json.dumps(result, "result", max_bytes=self.max_payload_bytes)
+        self._run(
+            "complete_run",
+            lambda cur: cur.execute(
+                "select teguh.complete_run(%s, %s::uuid, %s::jsonb)", (queue, run_id, result_json)
+            ),
+            conn=conn,
+            queue=queue,
+            run_id=run_id,
+        )
+
+    def fail_run(
+        self, queue: str, run_id: str, reason: Any, retry_at: datetime | None = None, *, conn: Any = None
+    ) -> None:
+        """Fail a run: the task is retried per its strategy, or fails when out of attempts.
+
+        Args:
+            reason: JSON, by convention `{"type", "message", "traceback"}` (no size limit).
+            retry_at: an aware datetime overriding the strategy's delay.
+
+        Raises:
+            Cancelled: the task was cancelled. LeaseLost: the run no longer holds it.
+        """
+        queue = _validate.queue_name(queue)
+        run_id = _validate.task_uuid(run_id, "run_id")
+        reason_json = _json.dumps(reason, "reason", max_bytes=None)
+        when = None if retry_at is None else require_aware(retry_at, "retry_at")
+        self._run(
+            "fail_run",
+            lambda cur: cur.execute(
+                "select teguh.fail_run(%s, %s::uuid, %s::jsonb, %s::timestamptz)",
+                (queue, run_id, reason_json, when),
+            ),
+            conn=conn,
+            queue=queue,
+            run_id=run_id,
+        )
+
+    def schedule_run(self, queue: str, run_id: str, wake_at: datetime, *, conn: Any = None) -> None:
+        """End a run's lease and put its task to sleep until `wake_at` (aware datetime).
+
+        Raises:
+            Cancelled, LeaseLost: the run no longer holds the task.
+        """
+        queue = _validate.queue_name(queue)
+        run_id = _validate.task_uuid(run_id, "run_id")
+        wake = require_aware(wake_at, "wake_at")
+        self._run(
+            "schedule_run",
+            lambda cur: cur.execute(
+                "select teguh.schedule_run(%s, %s::uuid, %s::timestamptz)", (queue, run_id, wake)
+            ),
+            conn=conn,
+            queue=queue,
+            run_id=run_id,
+        )
+
+    def sleep_run(
+        self,
+        queue: str,
+        run_id: str,
+        step_name: str,
+        duration: Any = None,
+        wake_at: datetime | None = None,
+        *,
+        conn: Any = None,
+    ) -> tuple[bool, datetime]:
+        """A durable sleep under a step name; returns (should_suspend, wake time).
+
+        Exactly one of `duration` (seconds, fractional allowed, measured on the
+        database clock) and `wake_at` is given. When the step already slept, its
+        stored wake time is reused. When `should_suspend` is true the run's lease
+        has ended and the task sleeps.
+
+        Raises:
+            InvalidArgument: both or neither of duration and wake_at, or a bad name.
+            Cancelled, LeaseLost: the run no longer holds the task.
+        """
+        queue = _validate.queue_name(queue)
+        run_id = _validate.task_uuid(run_id, "run_id")
+        step_name = _validate.name(step_name, "step_name")
+        if (duration is None) == (wake_at is None):
+            raise InvalidArgument("give exactly one of duration and wake_at")
+        seconds = None if duration is None else to_seconds(duration, "duration")
+        wake = None if wake_at is None else require_aware(wake_at, "wake_at")
+
+        def sleep(cur: Any) -> tuple[bool, datetime]:
+            cur.execute(
+                "select * from teguh.sleep_run(%s, %s::uuid, %s, %s::double precision, %s::timestamptz)",
+                (queue, run_id, step_name, seconds, wake),
+            )
+            row = cur.fetchone()
+            return bool(row[0]), row[1]
+
+        return self._run("sleep_run", sleep, conn=conn, queue=queue, run_id=run_id)
+
+    def set_checkpoint(
+        self,
+        queue: str,
+        task_id: str,
+        step_name: str,
+        state: Any,
+        owner_run_id: str,
+        extend_claim_by: Any = 0,
+        *,
+        conn: Any = None,
+    ) -> None:
+        """Store a step's JSON state for the task; optionally extend the run's lease.
+
+        Args:
+            extend_claim_by: seconds to extend the lease by (rounded up); 0 or None: no change.
+
+        Raises:
+            Cancelled, LeaseLost: `owner_run_id` no longer holds the task.
+            PayloadTooLarge: the state is over the size limit.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+        step_name = _validate.name(step_name, "step_name")
+        owner_run_id = _validate.task_uuid(owner_run_id, "owner_run_id")
+        state_json = _json.dumps(state, "state", max_bytes=self.max_payload_bytes)
+        extend = None
+        if extend_claim_by is not None and to_seconds(extend_claim_by, "extend_claim_by") > 0:
+            extend = to_whole_seconds(extend_claim_by, "extend_claim_by", positive=True)
+        self._run(
+            "set_checkpoint",
+            lambda cur: cur.execute(
+                "select teguh.set_task_checkpoint_state(%s, %s::uuid, %s, %s::jsonb, %s::uuid, %s::int)",
+                (queue, task_id, step_name, state_json, owner_run_id, extend),
+            ),
+            conn=conn,
+            queue=queue,
+            task_id=task_id,
+            run_id=owner_run_id,
+        )
+
+    def get_checkpoints(self, queue: str, task_id: str, run_id: str, *, conn: Any = None) -> dict[str, Any]:
+        """The task's committed step states, by step name (timed-out waits and sleeps excluded).
+
+        Raises:
+            Cancelled, LeaseLost: the run no longer holds the task.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+        run_id = _validate.task_uuid(run_id, "run_id")
+
+        def fetch(cur: Any) -> dict[str, Any]:
+            cur.execute(
+                "select * from teguh.get_task_checkpoint_states(%s, %s::uuid, %s::uuid)",
+                (queue, task_id, run_id),
+            )
+            return {name: state for name, state, status in cur.fetchall() if status == "committed"}
+
+        return self._run(
+            "get_checkpoints", fetch, conn=conn, retry=True, queue=queue, task_id=task_id, run_id=run_id
+        )
+
+    def await_event(
+        self,
+        queue: str,
+        task_id: str,
+        run_id: str,
+        step_name: str,
+        event_name: str,
+        timeout: Any = None,
+        *,
+        conn: Any = None,
+    ) -> tuple[bool, Any]:
+        """Wait for an event under a step name; returns (should_suspend, payload).
+
+        If the event was emitted, its payload is checkpointed and returned with
+        should_suspend false. Otherwise a wait is recorded, the run's lease ends,
+        and should_suspend is true.
+
+        Args:
+            timeout: seconds (rounded up) before the wait times out; None: never.
+
+        Raises:
+            EventTimeout: the step's wait timed out before the event came.
+            Cancelled, LeaseLost: the run no longer holds the task.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+        run_id = _validate.task_uuid(run_id, "run_id")
+        step_name = _validate.name(step_name, "step_name")
+        event_name = _validate.name(event_name, "event_name")
+        seconds = None if timeout is None else to_whole_seconds(timeout, "timeout")
+
+        def wait(cur: Any) -> tuple[bool, Any, bool]:
+            cur.execute(
+                "select * from teguh.await_event(%s, %s::uuid, %s::uuid, %s, %s, %s::int)",
+                (queue, task_id, run_id, step_name, event_name, seconds),
+            )
+            return cur.fetchone()
+
+        should_suspend, payload, timed_out = self._run(
+            "await_event", wait, conn=conn, queue=queue, task_id=task_id, run_id=run_id
+        )
+        if timed_out:
+            err = EventTimeout(
+                f"event {event_name!r} was not emitted before the wait of step {step_name!r} timed out",
+                queue=queue,
+                task_id=task_id,
+                run_id=run_id,
+            )
+            err.event_name = event_name
+            err.step_name = step_name
+            raise err
+        return bool(should_suspend), payload
+
+    def emit_event(self, queue: str, event_name: str, payload: Any = None, *, conn: Any = None) -> None:
+        """Emit an event (first write wins) and wake the tasks waiting for it.
+
+        Raises:
+            InvalidArgument: a blank or over-long name. PayloadTooLarge: payload over the limit.
+        """
+        queue = _validate.queue_name(queue)
+        event_name = _validate.name(event_name, "event_name")
+        payload_json = _json.dumps(payload, "payload", max_bytes=self.max_payload_bytes)
+        self._run(
+            "emit_event",
+            lambda cur: cur.execute(
+                "select teguh.emit_event(%s, %s, %s::jsonb)", (queue, event_name, payload_json)
+            ),
+            conn=conn,
+            retry=True,
+            queue=queue,
+        )
+
+    def cancel_task(self, queue: str, task_id: str, *, conn: Any = None) -> None:
+        """Cancel a task that has not finished; a finished task is left as is.
+
+        Raises:
+            TaskNotFound: no such task.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+        self._run(
+            "cancel_task",
+            lambda cur: cur.execute("select teguh.cancel_task(%s, %s::uuid)", (queue, task_id)),
+            conn=conn,
+            retry=True,
+            queue=queue,
+            task_id=task_id,
+        )
+
+    def retry_task(
+        self,
+        queue: str,
+        task_id: str,
+        *,
+        spawn_new: bool = False,
+        max_attempts: int | None = None,
+        conn: Any = None,
+    ) -> SpawnResult:
+        """Retry a failed or cancelled task, in place or (`spawn_new=True`) as a fresh copy.
+
+        Args:
+            max_attempts: the new limit, which must exceed the attempts made
+                (default: one more attempt).
+
+        Raises:
+            InvalidArgument: the task is not failed or cancelled, or max_attempts is too low.
+            TaskNotFound: no such task.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+        options: dict[str, Any] = {}
+        if not isinstance(spawn_new, bool):
+            raise TypeError("spawn_new must be a bool")
+        if spawn_new:
+            options["spawn_new"] = True
+        if max_attempts is not None:
+            options["max_attempts"] = _validate.integer(max_attempts, "max_attempts", minimum=1)
+        options_json = _json.dumps(options, "options", max_bytes=None)
+
+        def retry(cur: Any) -> SpawnResult:
+            cur.execute(
+                "select * from teguh.retry_task(%s, %s::uuid, %s::jsonb)",
+                (queue, task_id, options_json),
+            )
+            return _spawn_result(cur.fetchone())
+
+        return self._run("retry_task", retry, conn=conn, queue=queue, task_id=task_id)
+
+    def extend_claim(self, queue: str, run_id: str, extend_by: Any, *, conn: Any = None) -> None:
+        """Extend a run's lease to now + `extend_by` seconds (rounded up).
+
+        Raises:
+            InvalidArgument: extend_by <= 0.
+            Cancelled: the task was cancelled. LeaseLost: the run no longer holds it.
+        """
+        queue = _validate.queue_name(queue)
+        run_id = _validate.task_uuid(run_id, "run_id")
+        seconds = to_whole_seconds(extend_by, "extend_by", positive=True)
+        self._run(
+            "extend_claim",
+            lambda cur: cur.execute("select teguh.extend_claim(%s, %s::uuid, %s)", (queue, run_id, seconds)),
+            conn=conn,
+            retry=True,
+            queue=queue,
+            run_id=run_id,
+        )
+
+    def extend_claims(
+        self, queue: str, run_ids: Sequence[str], extend_by: Any, *, conn: Any = None
+    ) -> dict[str, str]:
+        """Extend several leases in one statement (the worker's heartbeat).
+
+        Returns each run id's outcome: `ok`, `cancelled` or `lost`.
+
+        Raises:
+            InvalidArgument: extend_by <= 0 or a malformed id.
+        """
+        queue = _validate.queue_name(queue)
+        ids = [_validate.task_uuid(run_id, "run_ids[]") for run_id in run_ids]
+        seconds = to_whole_seconds(extend_by, "extend_by", positive=True)
+        if not ids:
+            return {}
+
+        def extend(cur: Any) -> dict[str, str]:
+            cur.execute("select * from teguh.extend_claims(%s, %s::uuid[], %s)", (queue, ids, seconds))
+            return {str(run_id): outcome for run_id, outcome in cur.fetchall()}
+
+        return self._run("extend_claims", extend, conn=conn, retry=True, queue=queue)
+
+    # -- results and time -------------------------------------------------------
+
+    def get_task_result(self, queue: str, task_id: str, *, conn: Any = None) -> TaskResult:
+        """A task's state, attempts, result and last failure.
+
+        Raises:
+            TaskNotFound: no such task.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+
+        def fetch(cur: Any) -> TaskResult:
+            cur.execute("select * from teguh.get_task_result(%s, %s::uuid)", (queue, task_id))
+            row = cur.fetchone()
+            if row is None:
+                message = f"task {task_id} not found in queue {queue!r}"
+                raise TaskNotFound(message, queue=queue, task_id=task_id)
+            return TaskResult(str(row[0]), *row[1:])
+
+        return self._run("get_task_result", fetch, conn=conn, retry=True, queue=queue, task_id=task_id)
+
+    def wait_for_result(self, queue: str, task_id: str, timeout: Any = None) -> TaskResult:
+        """Block until the task is completed, failed or cancelled, and return its result.
+
+        Listens on `teguh_done` on a dedicated connection (instant for tasks spawned
+        with `notify_done=True`) and polls with backoff from 50 ms to 1 s, so it
+        works for every task.
+
+        Args:
+            timeout: seconds (or timedelta) to wait at most; None waits forever.
+
+        Raises:
+            TimeoutError: the task did not finish in time.
+            TaskNotFound: no such task.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+        deadline = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
+        wanted = f"{queue}:{task_id}"
+        interval = POLL_MIN_INTERVAL
+        with Listener(self.dsn, [DONE_CHANNEL], **self._connect_kwargs) as listener:
+            while True:
+                result = self.get_task_result(queue, task_id)
+                if result.done:
+                    return result
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise TimeoutError(f"task {task_id} in queue {queue!r} did not finish within {timeout} s")
+                next_poll = now + interval if deadline is None else min(now + interval, deadline)
+                interval = min(interval * 2, POLL_MAX_INTERVAL)
+                while True:  # wait for our notification or the next poll
+                    payloads = listener.wait(max(next_poll - time.monotonic(), 0))
+                    if payloads is None or not payloads or any(p.lower() == wanted for p in payloads):
+                        break
+
+    def next_due(self, queue: str, *, conn: Any = None) -> datetime | None:
+        """When something in the queue next falls due (in the past if work is waiting), or None."""
+        queue = _validate.queue_name(queue)
+        return self._run(
+            "next_due",
+            lambda cur: scalar(cur, "select teguh.next_due(%s)", queue),
+            conn=conn,
+            retry=True,
+            queue=queue,
+        )
+
+    def ticker(self, queue: str | None = None, *, conn: Any = None) -> int:
+        """Wake due sleepers and timed-out waits, recover expired leases; returns tasks made ready.
+
+        Args:
+            queue: one queue, or None for every queue.
+        """
+        if queue is not None:
+            queue = _validate.queue_name(queue)
+        return int(
+            self._run(
+                "ticker",
+                lambda cur: scalar(cur, "select teguh.ticker(%s::text)", queue),
+                conn=conn,
+                retry=True,
+                queue=queue,
+            )
+        )
+
+    def cleanup_tasks(
+        self, queue: str, ttl: Any = None, limit: int | None = None, *, conn: Any = None
+    ) -> int:
+        """Delete terminal tasks finished more than `ttl` seconds ago (default: the queue's TTL).
+
+        Returns how many tasks were deleted; their idempotency keys become free.
+        """
+        queue = _validate.queue_name(queue)
+        seconds = None if ttl is None else to_whole_seconds(ttl, "ttl")
+        lim = None if limit is None else _validate.integer(limit, "limit", minimum=1)
+        query = "select teguh.cleanup_tasks(%s, %s::int, %s::int)"
+        return int(
+            self._run(
+                "cleanup_tasks", lambda cur: scalar(cur, query, queue, seconds, lim), conn=conn, queue=queue
+            )
+        )
+
+
+def _spawn_result(row: Any) -> SpawnResult:
+    task_id, run_id, attempt, created = row
+    return SpawnResult(str(task_id), None if run_id is None else str(run_id), attempt, bool(created))

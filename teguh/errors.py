@@ -1,0 +1,233 @@
+"""Exceptions raised by teguh, and the mapping from database errors to them.
+
+Two families live here:
+
+* `TeguhError` (an `Exception`) is the root of every error a caller may want to
+  handle: bad input, unknown queues or tasks, a missing schema, a lost connection.
+* `Suspended`, `Cancelled` and `LeaseLost` are control-flow signals. They derive
+  from `BaseException`, so a task handler's broad `except Exception:` cannot
+  swallow them; the worker unwinds the handler on any of them and neither
+  completes nor fails the run.
+
+Every exception carries its subject as data (`queue`, `task_id`, `run_id`), not
+only in its message. A class's docstring first line is its default message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "TeguhError",
+    "TaskNotFound",
+    "QueueNotFound",
+    "InvalidQueueName",
+    "InvalidArgument",
+    "PayloadTooLarge",
+    "EventTimeout",
+    "SchemaNotInstalled",
+    "ConnectionLost",
+    "Suspended",
+    "Cancelled",
+    "LeaseLost",
+    "is_connection_lost",
+    "map_db_error",
+]
+
+
+class _Details:
+    """Shared constructor: a message (defaulting to the docstring) plus data attributes."""
+
+    queue: str | None
+    task_id: str | None
+    run_id: str | None
+    pgcode: str | None
+
+    def _init_details(
+        self,
+        message: str | None,
+        *,
+        queue: str | None = None,
+        task_id: Any = None,
+        run_id: Any = None,
+        pgcode: str | None = None,
+    ) -> str:
+        self.queue = queue
+        self.task_id = None if task_id is None else str(task_id)
+        self.run_id = None if run_id is None else str(run_id)
+        self.pgcode = pgcode
+        if message is None:
+            message = (type(self).__doc__ or type(self).__name__).strip().splitlines()[0]
+        return message
+
+
+class TeguhError(Exception, _Details):
+    """A teguh operation failed."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        queue: str | None = None,
+        task_id: Any = None,
+        run_id: Any = None,
+        pgcode: str | None = None,
+    ) -> None:
+        super().__init__(
+            self._init_details(message, queue=queue, task_id=task_id, run_id=run_id, pgcode=pgcode)
+        )
+
+
+class TaskNotFound(TeguhError):
+    """No task with this id exists in the queue (SQLSTATE TG003)."""
+
+
+class QueueNotFound(TeguhError):
+    """The queue does not exist; create it with `create_queue` or `teguh queue create` (TG002)."""
+
+
+class InvalidQueueName(TeguhError, ValueError):
+    """Queue names match ^[a-z][a-z0-9_]*$ and are at most 55 bytes (TG001)."""
+
+
+class InvalidArgument(TeguhError, ValueError):
+    """An argument is out of range or malformed (TG004)."""
+
+
+class PayloadTooLarge(InvalidArgument):
+    """A JSON value (params, result, payload or state) exceeds the client's size limit."""
+
+
+class EventTimeout(TeguhError, TimeoutError):
+    """The awaited event was not emitted before the wait's timeout elapsed."""
+
+    event_name: str | None = None
+    step_name: str | None = None
+
+
+class SchemaNotInstalled(TeguhError):
+    """The teguh schema is not installed in this database: run `teguh install`."""
+
+    installed_version: str | None = None
+    expected_version: str | None = None
+
+
+class ConnectionLost(TeguhError):
+    """The connection to PostgreSQL failed or was lost.
+
+    When it is raised by a call that changes state, the call may or may not have
+    taken effect: check before repeating it (an idempotency key makes spawns safe
+    to repeat).
+    """
+
+
+class _Signal(BaseException, _Details):
+    """Base of the control-flow signals (not errors)."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        queue: str | None = None,
+        task_id: Any = None,
+        run_id: Any = None,
+        pgcode: str | None = None,
+    ) -> None:
+        super().__init__(
+            self._init_details(message, queue=queue, task_id=task_id, run_id=run_id, pgcode=pgcode)
+        )
+
+
+class Suspended(_Signal):
+    """The task is sleeping or waiting for an event; its run ended without completing.
+
+    A `BaseException`, so a handler's `except Exception:` cannot swallow it.
+    """
+
+
+class Cancelled(_Signal):
+    """The task has been cancelled; the run must stop (SQLSTATE AB001).
+
+    A `BaseException`, so a handler's `except Exception:` cannot swallow it.
+    """
+
+
+class LeaseLost(_Signal):
+    """This run no longer holds its task: it expired and another run took over (AB002).
+
+    A `BaseException`, so a handler's `except Exception:` cannot swallow it.
+    """
+
+
+_BY_PGCODE: dict[str, type[BaseException]] = {
+    "AB001": Cancelled,
+    "AB002": LeaseLost,
+    "TG001": InvalidQueueName,
+    "TG002": QueueNotFound,
+    "TG003": TaskNotFound,
+    "TG004": InvalidArgument,
+    "42P01": SchemaNotInstalled,  # undefined_table
+    "3F000": SchemaNotInstalled,  # invalid_schema_name
+}
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Tell whether a psycopg2 error means the connection itself failed.
+
+    Only `InterfaceError`, and `OperationalError` without a SQLSTATE or with a
+    class 08 (connection exception) or 57P (operator intervention) code count:
+    `OperationalError` also covers errors such as program limits (class 54),
+    which a retry cannot fix.
+    """
+    import psycopg2
+
+    if isinstance(exc, psycopg2.InterfaceError):
+        return True
+    if isinstance(exc, psycopg2.OperationalError):
+        code = getattr(exc, "pgcode", None)
+        return code is None or code.startswith(("08", "57P"))
+    return False
+
+
+def error_message(exc: BaseException) -> str:
+    """The primary message of a database error, without its `CONTEXT:` lines."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if primary:
+        return str(primary)
+    lines = []
+    for line in str(exc).splitlines():
+        if line.startswith(("CONTEXT:", "PL/pgSQL function", "SQL statement", "SQL function")):
+            break
+        lines.append(line)
+    text = " ".join(part.strip() for part in lines if part.strip())
+    if text.startswith("ERROR:"):
+        text = text[len("ERROR:") :].strip()
+    return text or type(exc).__name__
+
+
+def map_db_error(
+    exc: BaseException,
+    *,
+    queue: str | None = None,
+    task_id: Any = None,
+    run_id: Any = None,
+) -> BaseException:
+    """Translate a psycopg2 error into the teguh exception for its SQLSTATE.
+
+    Returns the new exception (the caller raises it `from exc`, so `__cause__` keeps
+    the original), or `exc` itself when no mapping applies. Lost connections
+    become `ConnectionLost`.
+    """
+    code = getattr(exc, "pgcode", None)
+    message = error_message(exc)
+    cls = _BY_PGCODE.get(code or "")
+    if cls is SchemaNotInstalled:
+        message = f"the teguh schema is not installed in this database ({message}): run `teguh install`"
+    elif cls is None:
+        if is_connection_lost(exc):
+            cls = ConnectionLost
+            message = f"connection to PostgreSQL lost: {message}"
+        else:
+            return exc
+    return cls(message, queue=queue, task_id=task_id, run_id=run_id, pgcode=code)
