@@ -1,18 +1,25 @@
-"""The `teguh` command line (minimal for now: install, dev and queue management).
+"""The `teguh` command line.
 
-Errors print one line on stderr and exit with status 1; `--debug` shows the
-traceback instead. Usage errors exit with status 2 (click's convention).
+Every option can also be set through an environment variable: the ones named
+in `--help` (`TEGUH_DSN`, `TEGUH_APP`, `TEGUH_QUEUE`, ...), and otherwise
+`TEGUH_<COMMAND>_<OPTION>` (click's automatic names). Errors print one line on
+stderr and exit with status 1; `--debug` shows the traceback instead. Usage
+errors exit with status 2 (click's convention).
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
+import os
 import sys
+import time
 from typing import Any
 
 import click
 
-from . import _embedded
+from . import _embedded, _logging
 from .client import Client, install
 from .errors import Cancelled, LeaseLost, Suspended
 
@@ -39,7 +46,49 @@ def _client(ctx: click.Context) -> Client:
     return client
 
 
-@click.group(cls=_Group)
+def _json_arg(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{what} is not valid JSON: {exc}") from None
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def load_app(spec: str) -> Any:
+    """Import `module:attribute` (or `module`, taking its `app`); call it if it is a factory.
+
+    The current directory is importable, as with `python -m`.
+    """
+    from .app import App
+
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="--app") from None
+    try:
+        obj = getattr(module, attr or "app")
+    except AttributeError:
+        raise click.BadParameter(
+            f"{module_name!r} has no attribute {attr or 'app'!r}", param_hint="--app"
+        ) from None
+    if not isinstance(obj, App) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, App):
+        raise click.BadParameter(
+            f"{spec!r} is not a teguh.App (got {type(obj).__name__})", param_hint="--app"
+        )
+    return obj
+
+
+@click.group(cls=_Group, context_settings={"auto_envvar_prefix": "TEGUH"})
 @click.option(
     "--dsn",
     envvar="TEGUH_DSN",
@@ -110,6 +159,307 @@ def queue_list(ctx: click.Context) -> None:
     """List queue names, one per line."""
     for name in _client(ctx).list_queues():
         click.echo(name)
+
+
+@main.command("worker")
+@click.option("--app", "app_spec", envvar="TEGUH_APP", required=True, help="The app, as module:attribute.")
+@click.option("--queue", "-q", envvar="TEGUH_QUEUE", default=None, help="The queue (default: the app's).")
+@click.option(
+    "--concurrency",
+    "-c",
+    envvar="TEGUH_CONCURRENCY",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Handlers run at once.",
+)
+@click.option(
+    "--claim-timeout",
+    envvar="TEGUH_CLAIM_TIMEOUT",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="Lease length in seconds (0: never expires).",
+)
+@click.option(
+    "--heartbeat-interval",
+    envvar="TEGUH_HEARTBEAT_INTERVAL",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between lease extensions [default: min(10, claim timeout / 3)].",
+)
+@click.option(
+    "--poll-interval",
+    envvar="TEGUH_POLL_INTERVAL",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Longest idle wait in seconds.",
+)
+@click.option(
+    "--batch-size",
+    envvar="TEGUH_BATCH_SIZE",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most runs claimed at once [default: concurrency].",
+)
+@click.option(
+    "--worker-id", envvar="TEGUH_WORKER_ID", default=None, help="Names this worker [default: host:pid]."
+)
+@click.option(
+    "--shutdown-timeout",
+    envvar="TEGUH_SHUTDOWN_TIMEOUT",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a stop waits for running handlers.",
+)
+@click.option(
+    "--log-level",
+    envvar="TEGUH_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.option(
+    "--log-format",
+    envvar="TEGUH_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+)
+@click.pass_context
+def worker_cmd(
+    ctx: click.Context, app_spec: str, queue: str | None, log_level: str, log_format: str, **options: Any
+) -> None:
+    """Run a worker: claim tasks of QUEUE and run the app's handlers.
+
+    SIGTERM or SIGINT stops claiming and lets running tasks finish (up to
+    --shutdown-timeout); a second signal stops at once. Tasks still running
+    are handed back so another worker starts them immediately.
+    """
+    _logging.configure("DEBUG" if ctx.obj["debug"] else log_level, log_format)
+    app = load_app(app_spec)
+    if ctx.obj["dsn"] and app._client is None:
+        app._dsn = ctx.obj["dsn"]
+    worker = app.worker(queue, **options)
+    worker.run()
+    if worker.stuck_handlers:
+        # Python cannot stop a thread; their tasks were handed back already.
+        logging.getLogger("teguh.worker").warning(
+            "%d handler(s) still running at exit; their tasks were released", worker.stuck_handlers
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+@main.command("spawn")
+@click.argument("queue")
+@click.argument("task_name")
+@click.argument("params", required=False)
+@click.option("--max-attempts", type=click.IntRange(min=1), default=None, help="Attempts before failing.")
+@click.option("--retry-strategy", default=None, help='JSON, e.g. \'{"kind": "fixed", "base_seconds": 10}\'.')
+@click.option("--idempotency-key", default=None, help="A repeat with the same key returns the same task.")
+@click.option(
+    "--delay", type=click.FloatRange(min=0), default=None, help="Start no sooner than this many seconds."
+)
+@click.option("--priority", type=int, default=None, help="Higher is claimed first (default 0).")
+@click.option("--headers", default=None, help="JSON object stored with the task.")
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Wait up to this many seconds for the result and print it.",
+)
+@click.pass_context
+def spawn_cmd(
+    ctx: click.Context,
+    queue: str,
+    task_name: str,
+    params: str | None,
+    max_attempts: int | None,
+    retry_strategy: str | None,
+    idempotency_key: str | None,
+    delay: float | None,
+    priority: int | None,
+    headers: str | None,
+    wait_seconds: float | None,
+) -> None:
+    """Spawn TASK_NAME on QUEUE with PARAMS (JSON); prints the task id."""
+    from datetime import datetime, timedelta, timezone
+
+    options: dict[str, Any] = {}
+    if max_attempts is not None:
+        options["max_attempts"] = max_attempts
+    if retry_strategy is not None:
+        options["retry_strategy"] = _json_arg(retry_strategy, "--retry-strategy")
+    if idempotency_key is not None:
+        options["idempotency_key"] = idempotency_key
+    if delay:
+        options["available_at"] = datetime.now(timezone.utc) + timedelta(seconds=delay)
+    if priority is not None:
+        options["priority"] = priority
+    if headers is not None:
+        options["headers"] = _json_arg(headers, "--headers")
+    client = _client(ctx)
+    result = client.spawn_task(
+        queue, task_name, _json_arg(params, "PARAMS"), notify_done=wait_seconds is not None, **options
+    )
+    click.echo(result.task_id if result.created else f"{result.task_id} (existing task)")
+    if wait_seconds is not None:
+        done = client.wait_for_result(queue, result.task_id, timeout=wait_seconds)
+        _echo_json(_task_dict(done))
+        if done.state != "completed":
+            ctx.exit(1)
+
+
+@main.command("emit")
+@click.argument("queue")
+@click.argument("event_name")
+@click.argument("payload", required=False)
+@click.pass_context
+def emit_cmd(ctx: click.Context, queue: str, event_name: str, payload: str | None) -> None:
+    """Emit EVENT_NAME on QUEUE with PAYLOAD (JSON); the first emit of a name wins."""
+    _client(ctx).emit_event(queue, event_name, _json_arg(payload, "PAYLOAD"))
+    click.echo(f"event {event_name} emitted")
+
+
+def _task_dict(result: Any) -> dict[str, Any]:
+    return {
+        "task_id": result.task_id,
+        "state": result.state,
+        "attempts": result.attempts,
+        "result": result.result,
+        "failure": result.failure,
+        "cancelled_at": result.cancelled_at,
+        "finished_at": result.finished_at,
+    }
+
+
+@main.group("task")
+def task_group() -> None:
+    """Inspect, cancel and retry tasks."""
+
+
+@task_group.command("show")
+@click.argument("queue")
+@click.argument("task_id")
+@click.pass_context
+def task_show(ctx: click.Context, queue: str, task_id: str) -> None:
+    """Print the state, attempts, result and last failure of a task, as JSON."""
+    _echo_json(_task_dict(_client(ctx).get_task_result(queue, task_id)))
+
+
+@task_group.command("cancel")
+@click.argument("queue")
+@click.argument("task_id")
+@click.pass_context
+def task_cancel(ctx: click.Context, queue: str, task_id: str) -> None:
+    """Cancel a task that has not finished (a finished task is left as it is)."""
+    client = _client(ctx)
+    client.cancel_task(queue, task_id)
+    click.echo(f"task {task_id}: {client.get_task_result(queue, task_id).state}")
+
+
+@task_group.command("retry")
+@click.argument("queue")
+@click.argument("task_id")
+@click.option("--spawn-new", is_flag=True, help="Spawn a fresh task with the same inputs instead.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=None, help="The new attempt limit.")
+@click.pass_context
+def task_retry(
+    ctx: click.Context, queue: str, task_id: str, spawn_new: bool, max_attempts: int | None
+) -> None:
+    """Run a failed or cancelled task again; prints the task id."""
+    result = _client(ctx).retry_task(queue, task_id, spawn_new=spawn_new, max_attempts=max_attempts)
+    click.echo(result.task_id)
+
+
+@main.command("ticker")
+@click.option("--queue", "-q", default=None, help="Only this queue [default: all].")
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Repeat every this many seconds until interrupted [default: once].",
+)
+@click.pass_context
+def ticker_cmd(ctx: click.Context, queue: str | None, every: float | None) -> None:
+    """Wake due sleepers, time out waits, recover expired leases, enforce deadlines.
+
+    Workers do this themselves while they run; the ticker is for when none is.
+    """
+    client = _client(ctx)
+    while True:
+        click.echo(f"{client.ticker(queue)} task(s) made ready")
+        if every is None:
+            return
+        time.sleep(every)
+
+
+@main.group("cron")
+def cron_group() -> None:
+    """Schedule the ticker and the daily cleanup with pg_cron (when installed)."""
+
+
+def _cron(ctx: click.Context, function: str) -> None:
+    client = _client(ctx)
+    with client.transaction() as conn:
+        with conn.cursor() as cur:
+            cur.execute(f"select teguh.{function}()")
+        notices = [n.strip().removeprefix("NOTICE:").strip() for n in conn.notices]
+        del conn.notices[:]
+    for notice in notices:
+        click.echo(notice)
+    if not notices:
+        click.echo(f"pg_cron jobs {'scheduled' if function == 'start' else 'removed'}")
+
+
+@cron_group.command("start")
+@click.pass_context
+def cron_start(ctx: click.Context) -> None:
+    """Schedule `teguh.ticker()` and `teguh.cleanup_all_queues()` in pg_cron."""
+    _cron(ctx, "start")
+
+
+@cron_group.command("stop")
+@click.pass_context
+def cron_stop(ctx: click.Context) -> None:
+    """Remove teguh's pg_cron jobs."""
+    _cron(ctx, "stop")
+
+
+@main.command("cleanup")
+@click.option("--queue", "-q", default=None, help="Only this queue [default: all].")
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Seconds after finishing a task is kept [default: the queue's, 30 days].",
+)
+@click.pass_context
+def cleanup_cmd(ctx: click.Context, queue: str | None, ttl: int | None) -> None:
+    """Delete finished tasks (and old events) past their time to live."""
+    client = _client(ctx)
+    for name in [queue] if queue else client.list_queues():
+        click.echo(f"{name}: {client.cleanup_tasks(name, ttl_seconds=ttl)} task(s) deleted")
+
+
+@main.command("demo")
+@click.pass_context
+def demo_cmd(ctx: click.Context) -> None:
+    """Run a worker on example tasks (a step, a durable sleep, an event, a retry).
+
+    Uses the configured database, else the embedded PostgreSQL.
+    """
+    from .demo import run_demo
+
+    logging.getLogger("teguh").setLevel(logging.ERROR)
+    if not run_demo(ctx.obj["dsn"]):
+        ctx.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,167 @@
+"""`App`: the registry of task handlers, and the way to spawn and run them."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _validate
+from ._options import SPAWN_OPTIONS
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .results import SpawnResult
+    from .worker import Worker
+
+CATCH_ALL = "*"
+"""The task name of a handler that takes every task without a handler of its own."""
+
+DEFAULT_QUEUE = "default"
+
+
+def _wants_context(fn: Callable[..., Any]) -> bool:
+    """Whether a handler takes `(params, ctx)` rather than `(params)`."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    positional = 0
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            return True
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            positional += 1
+    if positional == 0:
+        raise TypeError(f"handler {fn!r} must take (params) or (params, ctx)")
+    return positional >= 2
+
+
+class Task:
+    """A registered handler: still callable as the plain function, plus `.spawn()`."""
+
+    def __init__(
+        self, app: App, name: str, fn: Callable[..., Any], queue: str | None, defaults: dict[str, Any]
+    ) -> None:
+        functools.update_wrapper(self, fn)
+        self.app = app
+        self.name = name
+        self.fn = fn
+        self.queue = queue
+        self.defaults = defaults
+        self.takes_context = _wants_context(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<teguh task {self.name!r} on queue {self.queue or self.app.queue!r}>"
+
+    def spawn(self, params: Any = None, **options: Any) -> SpawnResult:
+        """Spawn this task with its registered defaults, overridden by `options`.
+
+        Takes the options of `Client.spawn_task`, plus `queue=` and `conn=`.
+        """
+        return self.app.spawn_task(self.name, params, **options)
+
+
+class App:
+    """Registers handlers with `@app.task(...)`, spawns tasks and builds workers.
+
+    Args:
+        dsn: the database (else `TEGUH_DSN`, `DATABASE_URL`, libpq's `PG*`
+            variables, or the embedded PostgreSQL), used when `client` is None.
+        queue: the queue of handlers registered without one.
+        client: an existing `Client` to share.
+
+    The client is created on first use, so defining an app at import time
+    touches no database.
+    """
+
+    def __init__(
+        self, dsn: str | None = None, *, queue: str = DEFAULT_QUEUE, client: Client | None = None
+    ) -> None:
+        self.queue = _validate.queue_name(queue)
+        self._dsn = dsn
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._tasks: dict[str, Task] = {}
+
+    @property
+    def client(self) -> Client:
+        """The app's `Client` (created on first use)."""
+        with self._client_lock:
+            if self._client is None:
+                from .client import Client
+
+                self._client = Client(self._dsn)
+            return self._client
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """The registered handlers by task name (a copy)."""
+        return dict(self._tasks)
+
+    def task(
+        self, name: str, *, queue: str | None = None, **spawn_defaults: Any
+    ) -> Callable[[Callable], Task]:
+        """Register the decorated function as the handler of task `name`.
+
+        `queue` is where `.spawn()` sends the task and which worker runs it
+        (default: the app's queue); `spawn_defaults` are spawn options applied to
+        every spawn of this task (`max_attempts`, `retry_strategy`, ...).
+
+        Raises:
+            ValueError: the name is blank or already registered, or an option is unknown.
+        """
+        name = _validate.name(name, "task name")
+        if queue is not None:
+            queue = _validate.queue_name(queue)
+        unknown = sorted(set(spawn_defaults) - SPAWN_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown spawn options for task {name!r}: {', '.join(unknown)}")
+
+        def register(fn: Callable[..., Any]) -> Task:
+            if name in self._tasks:
+                raise ValueError(f"task {name!r} is already registered (by {self._tasks[name].fn!r})")
+            task = Task(self, name, fn, queue, dict(spawn_defaults))
+            self._tasks[name] = task
+            return task
+
+        return register
+
+    def handler_for(self, task_name: str) -> Task | None:
+        """The handler of `task_name`, else the catch-all, else None."""
+        return self._tasks.get(task_name) or self._tasks.get(CATCH_ALL)
+
+    def queue_of(self, task_name: str) -> str:
+        """The queue a task is spawned on when none is given."""
+        task = self._tasks.get(task_name)
+        return (task.queue if task is not None else None) or self.queue
+
+    def spawn_task(
+        self, task_name: str, params: Any = None, *, queue: str | None = None, **options: Any
+    ) -> SpawnResult:
+        """Spawn `task_name` on `queue` (default: its handler's queue, else the app's).
+
+        The handler's registered defaults apply first, then `options` (any
+        option of `Client.spawn_task`, including `conn=` to spawn inside your own
+        transaction). A task without a handler here can still be spawned: a
+        worker of another app may run it.
+        """
+        task = self._tasks.get(task_name)
+        merged = {**(task.defaults if task is not None else {}), **options}
+        return self.client.spawn_task(queue or self.queue_of(task_name), task_name, params, **merged)
+
+    def worker(self, queue: str | None = None, **options: Any) -> Worker:
+        """Build a `Worker` running this app's handlers on `queue` (default: the app's).
+
+        Takes the options of `Worker` (`concurrency`, `claim_timeout`,
+        `heartbeat_interval`, `poll_interval`, `batch_size`, `worker_id`,
+        `shutdown_timeout`, ...).
+        """
+        from .worker import Worker
+
+        return Worker(self, queue or self.queue, **options)

@@ -1,0 +1,270 @@
+"""`TaskContext`: what a handler uses to make its work durable.
+
+A context belongs to one run of one task. Its steps are checkpointed in the
+database, so when the task runs again (after a failure, a crash, a sleep or an
+event) the work already done is returned from the checkpoint instead of being
+done twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _json, _time, _validate
+from .errors import Cancelled, LeaseLost, Suspended
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .results import SpawnResult
+
+T = TypeVar("T")
+
+logger = logging.getLogger("teguh.context")
+
+
+class RunState:
+    """What the worker's heartbeat learned about a run, read by its context.
+
+    The heartbeat thread sets `cancelled` or `lost`; the handler's thread sees it
+    at its next context call and unwinds. Python cannot interrupt a thread, so
+    this is the earliest moment a handler can notice.
+    """
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+
+
+class TaskContext:
+    """The durable context passed to a handler as its second argument.
+
+    Read-only attributes: `task_id`, `run_id`, `attempt` (1-based; counts tries
+    after failures, unchanged by sleeps and events), `task_name`, `queue`,
+    `params`, `headers`, `wake_event`, `event_payload`.
+
+    Caveats: `step()` runs its function at most once per committed checkpoint;
+    the function may run again if the process dies after it returns and before
+    its checkpoint commits. Make such functions idempotent, or use the step's
+    own id (`f"{ctx.task_id}:{name}"`) as an idempotency key downstream.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        queue: str,
+        task_id: str,
+        run_id: str,
+        attempt: int,
+        task_name: str,
+        params: Any,
+        headers: dict[str, Any] | None,
+        wake_event: str | None,
+        event_payload: Any,
+        checkpoints: dict[str, Any],
+        claim_timeout: int,
+        state: RunState | None = None,
+        log: logging.LoggerAdapter | None = None,
+    ) -> None:
+        self._client = client
+        self.queue = queue
+        self.task_id = task_id
+        self.run_id = run_id
+        self.attempt = attempt
+        self.task_name = task_name
+        self.params = params
+        self.headers = headers or {}
+        self.wake_event = wake_event
+        self.event_payload = event_payload
+        self._checkpoints = dict(checkpoints)
+        self._claim_timeout = claim_timeout
+        self._state = state or RunState()
+        self._seen: set[str] = set()
+        self._spawns: dict[str, int] = {}
+        self.log = log or logging.LoggerAdapter(
+            logger, {"queue": queue, "task_id": task_id, "run_id": run_id, "attempt": attempt}
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskContext(queue={self.queue!r}, task_name={self.task_name!r}, task_id={self.task_id!r}, "
+            f"run_id={self.run_id!r}, attempt={self.attempt})"
+        )
+
+    # -- signals ------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Raise the signal the heartbeat recorded, if any."""
+        if self._state.cancelled.is_set():
+            raise Cancelled(
+                "task has been cancelled", queue=self.queue, task_id=self.task_id, run_id=self.run_id
+            )
+        if self._state.lost.is_set():
+            raise LeaseLost(
+                "this run no longer holds its task",
+                queue=self.queue,
+                task_id=self.task_id,
+                run_id=self.run_id,
+            )
+
+    def _claim_step(self, name: str) -> str:
+        name = _validate.name(name, "step name")
+        if name in self._seen:
+            raise ValueError(
+                f"step {name!r} was already used in this run of task {self.task_name!r}: "
+                "step names must be unique within a task"
+            )
+        self._seen.add(name)
+        return name
+
+    # -- durable primitives -------------------------------------------------
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` once and checkpoint its JSON result under `name`.
+
+        On a later run of the task, returns the stored result without calling
+        `fn`. The value returned is always the JSON round trip of the result (a
+        tuple comes back as a list), the first time as on replays, so code after
+        the step sees the same value either way.
+
+        Raises:
+            ValueError: `name` was already used in this run.
+            TypeError: the result is not JSON serialisable (nothing is stored).
+            Cancelled, LeaseLost: the task was cancelled or this run lost it.
+        """
+        self._check()
+        name = self._claim_step(name)
+        if name in self._checkpoints:
+            return self._checkpoints[name]
+        result = fn(*args, **kwargs)
+        text = _json.dumps(result, f"result of step {name!r}", max_bytes=self._client.max_payload_bytes)
+        self._check()
+        self._client.set_checkpoint(
+            self.queue,
+            self.task_id,
+            name,
+            result,
+            self.run_id,
+            extend_claim_by=self._claim_timeout,
+        )
+        value = json.loads(text)
+        self._checkpoints[name] = value
+        return value
+
+    def sleep_for(self, name: str, duration: float | timedelta) -> None:
+        """Sleep durably for `duration` under the step `name`.
+
+        The first time, the wake-up is scheduled (by the database clock), the run
+        ends and `Suspended` unwinds the handler; no worker is held while the task
+        sleeps. When the task runs again past that moment, the call returns at once.
+        """
+        seconds = _time.to_seconds(duration, "duration")
+        self._sleep(name, duration=seconds)
+
+    def sleep_until(self, name: str, when: datetime) -> None:
+        """Sleep durably until the aware datetime `when`, under the step `name`.
+
+        See `sleep_for`.
+        """
+        self._sleep(name, wake_at=_time.require_aware(when, "when"))
+
+    def _sleep(self, name: str, *, duration: float | None = None, wake_at: datetime | None = None) -> None:
+        self._check()
+        name = self._claim_step(name)
+        should_suspend, resume_at = self._client.sleep_run(
+            self.queue, self.run_id, name, duration=duration, wake_at=wake_at
+        )
+        if should_suspend:
+            self.log.debug("sleeping until %s (step %r)", resume_at, name)
+            raise Suspended(
+                f"sleeping until {resume_at.isoformat()}",
+                queue=self.queue,
+                task_id=self.task_id,
+                run_id=self.run_id,
+            )
+
+    def await_event(self, event_name: str, *, step: str | None = None, timeout: Any = None) -> Any:
+        """Return the payload of `event_name`, suspending the task until it is emitted.
+
+        The payload is cached under `step` (default: the event name), so later
+        runs get it back at once. If it was emitted before, even before this task
+        existed, it is returned without waiting.
+
+        Raises:
+            EventTimeout: `timeout` elapsed before the event was emitted.
+            Suspended: the task now waits; the handler unwinds and runs again
+                when the event arrives or the timeout passes.
+        """
+        self._check()
+        event_name = _validate.name(event_name, "event name")
+        name = self._claim_step(step if step is not None else event_name)
+        if name in self._checkpoints:
+            return self._checkpoints[name]
+        seconds = None if timeout is None else _time.to_whole_seconds(timeout, "timeout")
+        should_suspend, payload = self._client.await_event(
+            self.queue, self.task_id, self.run_id, name, event_name, timeout=seconds
+        )
+        if should_suspend:
+            self.log.debug("waiting for event %r (step %r)", event_name, name)
+            raise Suspended(
+                f"waiting for event {event_name!r}",
+                queue=self.queue,
+                task_id=self.task_id,
+                run_id=self.run_id,
+            )
+        self._checkpoints[name] = payload
+        return payload
+
+    def emit_event(self, event_name: str, payload: Any = None) -> None:
+        """Emit `event_name` on this task's queue; the first emit of a name wins."""
+        self._check()
+        self._client.emit_event(self.queue, event_name, payload)
+
+    def heartbeat(self, extend_by: Any = None) -> None:
+        """Extend this run's lease now (by `extend_by`, default the claim timeout).
+
+        The worker already heartbeats in the background; call this from long
+        loops to notice a cancellation early.
+
+        Raises:
+            Cancelled: the task was cancelled.
+            LeaseLost: another run took the task over.
+        """
+        self._check()
+        seconds = self._claim_timeout if extend_by is None else _time.to_whole_seconds(extend_by, "extend_by")
+        if seconds <= 0:
+            return  # a lease that never expires needs no extension
+        self._client.extend_claim(self.queue, self.run_id, seconds)
+
+    def spawn_task(
+        self, task_name: str, params: Any = None, *, queue: str | None = None, **options: Any
+    ) -> SpawnResult:
+        """Spawn a task once per run of this code path, even across replays.
+
+        The spawn is a step (named after the child's task name and its position
+        among this handler's spawns of that name) and carries a derived
+        idempotency key, so a replay returns the first spawn's result rather
+        than spawning again. Pass `idempotency_key=` to choose the key yourself.
+        """
+        task_name = _validate.name(task_name, "task name")
+        n = self._spawns.get(task_name, 0) + 1
+        self._spawns[task_name] = n
+        step_name = f"$spawn:{task_name}:{n}"
+        options.setdefault("idempotency_key", f"{self.task_id}:{step_name}")
+        target = queue or self.queue
+
+        def spawn() -> dict[str, Any]:
+            result = self._client.spawn_task(target, task_name, params, **options)
+            return {"task_id": result.task_id, "attempt": result.attempt, "created": result.created}
+
+        from .results import SpawnResult
+
+        stored = self.step(step_name, spawn)
+        return SpawnResult(
+            task_id=stored["task_id"], run_id=None, attempt=stored["attempt"], created=stored["created"]
+        )

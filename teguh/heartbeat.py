@@ -1,0 +1,90 @@
+"""The worker's heartbeat: one statement per tick extends every lease it holds.
+
+Per-run heartbeats would cost one round trip per run per tick; `extend_claims`
+extends them all at once and reports, per run, whether the task was cancelled
+or taken over, which the heartbeat passes on to the run's context.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import TeguhError, error_message
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .context import RunState
+
+logger = logging.getLogger("teguh.heartbeat")
+
+
+class Heartbeat(threading.Thread):
+    """Extends the leases of the runs `runs()` returns, every `interval` seconds.
+
+    Args:
+        client: the worker's client.
+        queue: the queue of the runs.
+        extend_by: the new lease length in seconds (the claim timeout).
+        interval: seconds between ticks.
+        runs: returns the current `{run_id: RunState}` of in-flight runs.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        queue: str,
+        extend_by: int,
+        interval: float,
+        runs: Callable[[], dict[str, RunState]],
+    ) -> None:
+        super().__init__(name=f"teguh-heartbeat-{queue}", daemon=True)
+        self._client = client
+        self._queue = queue
+        self._extend_by = extend_by
+        self._interval = interval
+        self._runs = runs
+        self._stop_event = threading.Event()
+        self.ticks = 0
+        self.beat = threading.Event()
+        """Set after every tick that reached the database (tests wait on it)."""
+
+    def stop(self) -> None:
+        """End the thread after its current tick."""
+        self._stop_event.set()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._interval):
+            self.tick()
+
+    def tick(self) -> None:
+        """Extend every in-flight lease now and flag cancelled or lost runs."""
+        runs = self._runs()
+        if not runs:
+            return
+        try:
+            outcomes = self._client.extend_claims(self._queue, list(runs), self._extend_by)
+        except TeguhError as exc:
+            logger.warning("heartbeat failed (%s); leases not extended this tick", error_message(exc))
+            return
+        except Exception:  # a heartbeat must never die
+            logger.exception("heartbeat failed unexpectedly")
+            return
+        for run_id, outcome in outcomes.items():
+            state = runs.get(run_id)
+            if state is None or outcome == "ok":
+                continue
+            if outcome == "cancelled":
+                if not state.cancelled.is_set():
+                    logger.info("run %s: its task was cancelled", run_id, extra={"run_id": run_id})
+                state.cancelled.set()
+            else:
+                if not state.lost.is_set():
+                    logger.warning(
+                        "run %s no longer holds its task (lease lost)", run_id, extra={"run_id": run_id}
+                    )
+                state.lost.set()
+        self.ticks += 1
+        self.beat.set()

@@ -1,0 +1,584 @@
+"""The worker: claims runs of one queue and executes their handlers in threads.
+
+One main loop claims batches sized to the free slots and hands them to a
+`ThreadPoolExecutor`. When there is nothing to claim it waits on its LISTEN
+connection for the earliest of a notification, `poll_interval`, the queue's
+next due moment (read from the database, so sleeps, event timeouts and
+expired leases are picked up on time without a ticker) and the end of one of
+its own runs. A heartbeat thread extends all its leases in one statement per
+tick, and a completer thread commits finished runs in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_module
+import signal
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import psycopg2
+import tenacity
+
+from . import _json, _validate
+from .context import RunState, TaskContext
+from .errors import Cancelled, ConnectionLost, LeaseLost, Suspended, TeguhError, error_message
+from .heartbeat import Heartbeat
+from .listener import QueueListener
+
+if TYPE_CHECKING:
+    from .app import App
+    from .client import Client
+
+logger = logging.getLogger("teguh.worker")
+
+DEFAULT_CONCURRENCY = 10
+"""Handlers run at once by one worker."""
+
+DEFAULT_CLAIM_TIMEOUT = 30
+"""Seconds a lease lasts without a heartbeat; after that another worker may take the task."""
+
+DEFAULT_POLL_INTERVAL = 30.0
+"""The longest an idle worker waits without hearing from the database."""
+
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+"""Seconds a stopping worker lets running handlers finish before releasing their tasks."""
+
+MAX_HEARTBEAT_INTERVAL = 10.0
+MIN_IDLE_WAIT = 0.005
+"""The shortest idle wait, so a due moment in the past cannot make the loop spin."""
+
+COMPLETION_RETRY_SECONDS = 60.0
+"""How long a completion or failure is retried while the database is unreachable."""
+
+UNKNOWN_TASK_RETRY_SECONDS = 60.0
+"""Delay before a task with no handler here is offered again (another deploy may know it)."""
+
+DEFAULT_BACKOFF_BASE = 1.0
+DEFAULT_BACKOFF_MAX = 300.0
+"""A task spawned without a retry strategy is retried after 1 s, 2 s, 4 s ... up to 5 min.
+
+Without it, a handler that always fails would be retried in a hot loop. An
+explicit `NoRetry()` strategy still retries at once.
+"""
+
+
+def default_worker_id() -> str:
+    """`hostname:pid`, which names the process holding a lease."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Run:
+    """A claimed run in this worker: its inputs, its context state and its logger."""
+
+    __slots__ = ("log", "row", "started", "state")
+
+    def __init__(self, row: dict[str, Any], queue: str) -> None:
+        self.row = row
+        self.state = RunState()
+        self.started = time.monotonic()
+        self.log = logging.LoggerAdapter(
+            logger,
+            {
+                "queue": queue,
+                "task_id": row["task_id"],
+                "run_id": row["run_id"],
+                "attempt": row["attempt"],
+                "task_name": row["task_name"],
+            },
+        )
+
+    @property
+    def run_id(self) -> str:
+        return self.row["run_id"]
+
+
+def _reason(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+class Worker:
+    """Runs the handlers of an `App` for the tasks of one queue.
+
+    Args:
+        app: the app whose handlers run.
+        queue: the queue to work on (created if missing).
+        concurrency: handlers run at once (threads).
+        claim_timeout: lease length in seconds; 0 means leases never expire
+            (and no heartbeat runs).
+        heartbeat_interval: seconds between lease extensions; default and
+            maximum `min(10, claim_timeout / 3)`.
+        poll_interval: the longest idle wait, in seconds.
+        batch_size: the most runs claimed at once (default: `concurrency`).
+        worker_id: names this worker on its leases (default `hostname:pid`).
+        shutdown_timeout: seconds a stop waits for running handlers.
+        install_signal_handlers: let `run()` handle SIGTERM/SIGINT when it runs
+            in the main thread.
+        client: the `Client` to use (default: one sized for `concurrency`,
+            on the app's database).
+
+    Caveats: Python cannot stop a thread. A handler that never returns keeps its
+    thread; its lease expires, another worker retries the task, and this run's
+    writes are refused (`LeaseLost`).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        queue: str,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        claim_timeout: int = DEFAULT_CLAIM_TIMEOUT,
+        heartbeat_interval: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        batch_size: int | None = None,
+        worker_id: str | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        install_signal_handlers: bool = True,
+        client: Client | None = None,
+    ) -> None:
+        self.app = app
+        self.queue = _validate.queue_name(queue)
+        self.concurrency = _validate.integer(concurrency, "concurrency", minimum=1)
+        self.claim_timeout = _validate.integer(claim_timeout, "claim_timeout", minimum=0)
+        if poll_interval is None or poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0 seconds, not {poll_interval!r}")
+        self.poll_interval = float(poll_interval)
+        self.batch_size = _validate.integer(batch_size or self.concurrency, "batch_size", minimum=1)
+        self.worker_id = _validate.name(worker_id or default_worker_id(), "worker_id")
+        if shutdown_timeout is None or shutdown_timeout < 0:
+            raise ValueError(f"shutdown_timeout must be >= 0 seconds, not {shutdown_timeout!r}")
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.install_signal_handlers = install_signal_handlers
+        ceiling = min(MAX_HEARTBEAT_INTERVAL, self.claim_timeout / 3)
+        if heartbeat_interval is None:
+            self.heartbeat_interval = ceiling
+        elif heartbeat_interval <= 0:
+            raise ValueError(f"heartbeat_interval must be > 0 seconds, not {heartbeat_interval!r}")
+        elif heartbeat_interval > ceiling and self.claim_timeout > 0:
+            logger.warning(
+                "heartbeat_interval %.1f s is too long for claim_timeout %d s; using %.1f s",
+                heartbeat_interval,
+                self.claim_timeout,
+                ceiling,
+            )
+            self.heartbeat_interval = ceiling
+        else:
+            self.heartbeat_interval = float(heartbeat_interval)
+        self._client = client
+
+        self._runs: dict[str, _Run] = {}
+        self._active = 0
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._force = False
+        self._ran = False
+        self._listener: QueueListener | None = None
+        self._completions: queue_module.Queue[tuple[_Run, str] | None] = queue_module.Queue()
+        self.started = threading.Event()
+        """Set once the worker listens and claims (tests and embedders wait on it)."""
+        self.processed = 0
+        """Runs that ended in this worker (completed, failed, suspended or cancelled)."""
+        self.stuck_handlers = 0
+        """Handlers still running when `run()` returned (their tasks were released)."""
+
+    # -- public -------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        """The client the worker talks through."""
+        if self._client is None:
+            from .client import Client
+
+            self._client = Client(
+                self.app.client.dsn,
+                max_connections=self.concurrency + 4,
+                application_name=f"teguh-worker:{self.queue}",
+            )
+        return self._client
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server pid of the LISTEN connection, when connected."""
+        return self._listener.backend_pid if self._listener is not None else None
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop claiming and return from `run()` once running handlers finish.
+
+        Handlers get `shutdown_timeout` seconds; what is still running after
+        that (at once with `force`) is released so another worker can take it
+        immediately. Safe to call from any thread or a signal handler.
+        """
+        self._stopping = True
+        if force:
+            self._force = True
+        if self._listener is not None:
+            self._listener.wake()
+
+    def run(self) -> None:
+        """Claim and run tasks until `stop()` (or SIGTERM/SIGINT in the main thread)."""
+        if self._ran:
+            raise RuntimeError("a Worker runs once; create a new one")
+        self._ran = True
+        restore = self._install_signals()
+        client = self.client
+        executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"teguh-{self.queue}")
+        heartbeat = None
+        completer = threading.Thread(
+            target=self._complete_loop, name=f"teguh-completer-{self.queue}", daemon=True
+        )
+        try:
+            client.create_queue(self.queue)
+            self._listener = QueueListener(
+                client.dsn, f"teguh_{self.queue}", application_name=f"teguh-listener:{self.queue}"
+            )
+            self._listener.connect()
+            if self._stopping:
+                self._listener.wake()
+            if self.claim_timeout > 0:
+                heartbeat = Heartbeat(
+                    client, self.queue, self.claim_timeout, self.heartbeat_interval, self._run_states
+                )
+                heartbeat.start()
+            completer.start()
+            logger.info(
+                "worker %s started on queue %s (concurrency %d)",
+                self.worker_id,
+                self.queue,
+                self.concurrency,
+                extra={"queue": self.queue},
+            )
+            self.started.set()
+            self._loop(executor)
+        finally:
+            self._shutdown(executor, heartbeat, completer)
+            restore()
+
+    # -- main loop ----------------------------------------------------------
+
+    def _loop(self, executor: ThreadPoolExecutor) -> None:
+        assert self._listener is not None
+        failures = 0
+        while not self._stopping:
+            with self._lock:
+                free = self.concurrency - self._active
+            filled = False
+            if free > 0:
+                qty = min(free, self.batch_size)
+                try:
+                    rows = self._claim(qty)
+                except (TeguhError, psycopg2.Error) as exc:
+                    failures += 1
+                    delay = min(5.0, 0.1 * 2 ** min(failures, 6))
+                    logger.warning("claim failed (%s); retrying in %.1f s", error_message(exc), delay)
+                    self._listener.wait(delay)
+                    continue
+                failures = 0
+                for row in rows:
+                    self._start(executor, row)
+                filled = len(rows) == qty
+                if filled and free > qty:
+                    continue  # more free slots and the queue had work: claim again now
+            timeout = self.poll_interval
+            if not filled and free > 0:
+                due = self._seconds_until_due()
+                if due is not None:
+                    timeout = min(timeout, max(due, MIN_IDLE_WAIT))
+            self._listener.wait(timeout)
+
+    def _claim(self, qty: int) -> list[dict[str, Any]]:
+        def claim(cur: Any) -> list[dict[str, Any]]:
+            cur.execute(
+                "select * from teguh.claim_runs(%s, %s, %s, %s)",
+                (self.queue, self.worker_id, self.claim_timeout, qty),
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        rows = self.client._run("claim_runs", claim, retry=True, queue=self.queue)
+        for row in rows:
+            row["run_id"] = str(row["run_id"])
+            row["task_id"] = str(row["task_id"])
+        return rows
+
+    def _seconds_until_due(self) -> float | None:
+        def due(cur: Any) -> float | None:
+            cur.execute(
+                "select extract(epoch from teguh.next_due(%s) - teguh.current_time())::float8", (self.queue,)
+            )
+            return cur.fetchone()[0]
+
+        try:
+            return self.client._run("next_due", due, retry=True, queue=self.queue)
+        except (TeguhError, psycopg2.Error) as exc:
+            logger.warning("next_due failed (%s)", error_message(exc))
+            return None
+
+    def _start(self, executor: ThreadPoolExecutor, row: dict[str, Any]) -> None:
+        run = _Run(row, self.queue)
+        with self._lock:
+            self._runs[run.run_id] = run
+            self._active += 1
+        executor.submit(self._execute, run)
+
+    def _run_states(self) -> dict[str, RunState]:
+        with self._lock:
+            return {run_id: run.state for run_id, run in self._runs.items()}
+
+    # -- executing a run ----------------------------------------------------
+
+    def _execute(self, run: _Run) -> None:
+        keep = False
+        try:
+            keep = self._handle(run)
+        except BaseException:  # never let a run kill its thread silently
+            run.log.exception("unexpected error while running the task")
+        finally:
+            with self._lock:
+                self._active -= 1
+                if not keep:
+                    self._runs.pop(run.run_id, None)
+                    self.processed += 1
+                self._lock.notify_all()
+            if self._listener is not None:
+                self._listener.wake()
+
+    def _handle(self, run: _Run) -> bool:
+        """Run the handler; returns True when a completion was queued for the completer."""
+        row = run.row
+        handler = self.app.handler_for(row["task_name"])
+        if handler is None:
+            run.log.warning(
+                "no handler for task %r; retrying in %.0f s", row["task_name"], UNKNOWN_TASK_RETRY_SECONDS
+            )
+            self._fail(
+                run,
+                {
+                    "type": "UnknownTask",
+                    "message": f"no handler for task {row['task_name']!r} on queue {self.queue!r} "
+                    "(and no catch-all '*' handler)",
+                },
+                delay=UNKNOWN_TASK_RETRY_SECONDS,
+            )
+            return False
+        ctx = TaskContext(
+            self.client,
+            queue=self.queue,
+            task_id=row["task_id"],
+            run_id=row["run_id"],
+            attempt=row["attempt"],
+            task_name=row["task_name"],
+            params=row["params"],
+            headers=row["headers"],
+            wake_event=row["wake_event"],
+            event_payload=row["event_payload"],
+            checkpoints=row.get("checkpoints") or {},
+            claim_timeout=self.claim_timeout,
+            state=run.state,
+            log=run.log,
+        )
+        run.log.debug("running")
+        try:
+            args = (row["params"], ctx) if handler.takes_context else (row["params"],)
+            result = handler.fn(*args)
+        except Suspended as sig:
+            run.log.info("suspended: %s", sig)
+            return False
+        except Cancelled:
+            run.log.info("cancelled")
+            return False
+        except LeaseLost:
+            run.log.warning("lost its lease; another run owns the task now")
+            return False
+        except BaseException as exc:
+            run.log.warning(
+                "failed: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, ConnectionLost)
+            )
+            self._fail(run, _reason(exc))
+            return False
+        try:
+            text = _json.dumps(
+                result, f"result of task {row['task_name']!r}", max_bytes=self.client.max_payload_bytes
+            )
+        except (TypeError, ValueError) as exc:
+            run.log.warning("returned a result that cannot be stored: %s", exc)
+            self._fail(
+                run, {"type": type(exc).__name__, "message": f"the task's result cannot be stored: {exc}"}
+            )
+            return False
+        self._completions.put((run, text))
+        return True
+
+    def _fail(self, run: _Run, reason: dict[str, Any], *, delay: float | None = None) -> None:
+        if run.state.cancelled.is_set() or run.state.lost.is_set():
+            return
+        if delay is None and not run.row.get("retry_strategy"):
+            delay = min(DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_BASE * 2 ** min(run.row["attempt"] - 1, 20))
+        retry_at = None if delay is None else datetime.now(timezone.utc) + timedelta(seconds=delay)
+        try:
+            self._retrying(lambda: self.client.fail_run(self.queue, run.run_id, reason, retry_at=retry_at))
+        except Cancelled:
+            run.log.info("cancelled before its failure was recorded")
+        except LeaseLost:
+            run.log.warning("lost its lease before its failure was recorded")
+        except TeguhError as exc:
+            run.log.error("could not record the failure (%s); the lease will expire and the task retry", exc)
+
+    def _retrying(self, call: Any) -> Any:
+        """Repeat `call` while the database is unreachable.
+
+        Safe for completions and failures: if an earlier try did commit, the
+        repeat finds no lease and raises `LeaseLost`, which callers accept.
+        """
+        for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(ConnectionLost),
+            stop=tenacity.stop_after_delay(COMPLETION_RETRY_SECONDS),
+            wait=tenacity.wait_exponential_jitter(initial=0.1, max=5.0),
+            reraise=True,
+        ):
+            with attempt:
+                return call()
+        return None  # pragma: no cover
+
+    # -- completions --------------------------------------------------------
+
+    def _complete_loop(self) -> None:
+        """Commit finished runs in batches: one statement for all runs waiting."""
+        done = False
+        while not done:
+            item = self._completions.get()
+            batch: list[tuple[_Run, str]] = []
+            if item is None:
+                done = True
+            else:
+                batch.append(item)
+            while len(batch) < 1000:
+                try:
+                    item = self._completions.get_nowait()
+                except queue_module.Empty:
+                    break
+                if item is None:
+                    done = True
+                    continue
+                batch.append(item)
+            if batch:
+                self._flush(batch)
+
+    def _flush(self, batch: list[tuple[_Run, str]]) -> None:
+        run_ids = [run.run_id for run, _ in batch]
+        results = [text for _, text in batch]
+
+        def complete(cur: Any) -> dict[str, str]:
+            cur.execute(
+                "select run_id::text, outcome from teguh.complete_runs(%s, %s::uuid[], %s::jsonb[])",
+                (self.queue, run_ids, results),
+            )
+            return dict(cur.fetchall())
+
+        try:
+            outcomes = self._retrying(lambda: self.client._run("complete_runs", complete, queue=self.queue))
+        except TeguhError as exc:
+            logger.error(
+                "could not record %d completions (%s); their leases will expire and the tasks run again",
+                len(batch),
+                exc,
+            )
+            outcomes = {}
+        with self._lock:
+            for run, _ in batch:
+                outcome = outcomes.get(run.run_id)
+                if outcome == "ok":
+                    run.log.info("completed")
+                elif outcome == "cancelled":
+                    run.log.info("finished, but its task had been cancelled")
+                elif outcome == "lost":
+                    run.log.warning("finished after losing its lease; its result was discarded")
+                self._runs.pop(run.run_id, None)
+                self.processed += 1
+            self._lock.notify_all()
+
+    # -- shutdown -----------------------------------------------------------
+
+    def _install_signals(self) -> Any:
+        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def handle(signum: int, frame: Any) -> None:
+            if self._stopping:
+                logger.warning("second %s: stopping now", signal.Signals(signum).name)
+                self.stop(force=True)
+            else:
+                logger.info(
+                    "%s: finishing running tasks (up to %.0f s); send it again to stop now",
+                    signal.Signals(signum).name,
+                    self.shutdown_timeout,
+                )
+                self.stop()
+
+        for sig in previous:
+            signal.signal(sig, handle)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _shutdown(
+        self, executor: ThreadPoolExecutor, heartbeat: Heartbeat | None, completer: threading.Thread
+    ) -> None:
+        self._stopping = True
+        deadline = time.monotonic() + (0 if self._force else self.shutdown_timeout)
+        with self._lock:
+            while self._active and not self._force:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lock.wait(min(left, 0.5))
+        if completer.is_alive():
+            self._completions.put(None)
+            completer.join(timeout=COMPLETION_RETRY_SECONDS + 5)
+        with self._lock:
+            leftover = [run for run in self._runs.values()]
+        for run in leftover:
+            self._release(run)
+        if heartbeat is not None:
+            heartbeat.stop()
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            self.stuck_handlers = self._active
+        # idle pool threads exit at once; busy ones cannot be stopped (see the class docs)
+        executor.shutdown(wait=not self.stuck_handlers, cancel_futures=True)
+        logger.info(
+            "worker %s stopped (%d runs released)", self.worker_id, len(leftover), extra={"queue": self.queue}
+        )
+
+    def _release(self, run: _Run) -> None:
+        """Hand a still-running task back so another worker can start it at once."""
+        run.state.lost.set()
+        try:
+            self.client._run(
+                "release",
+                lambda cur: cur.execute(
+                    "select teguh.schedule_run(%s, %s::uuid, teguh.current_time())", (self.queue, run.run_id)
+                ),
+                queue=self.queue,
+                run_id=run.run_id,
+            )
+            run.log.warning("released: still running at shutdown; another worker will take it")
+        except (Cancelled, LeaseLost):
+            pass
+        except TeguhError as exc:
+            run.log.warning("could not release (%s); its lease will expire", exc)
