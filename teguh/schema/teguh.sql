@@ -1234,7 +1234,10 @@ create or replace function teguh.cancel_task(q text, task_id uuid) returns void
 language plpgsql as $$
 #variable_conflict use_variable
 declare
+  now_ts timestamptz := teguh.current_time();
   st text;
+  nd boolean;
+  leftovers boolean;
 begin
   perform teguh._check_queue(q);
   execute format('select state from teguh.%I where task_id = $1', 't_' || q) into st using task_id;
@@ -1244,8 +1247,43 @@ begin
   if st in ('completed', 'failed', 'cancelled') then
     return;
   end if;
-  -- _cancel deletes p_, r_, w_ and then updates t_: the documented lock order
-  perform teguh._cancel(q, task_id, teguh.current_time());
+  -- Delete p_, r_, w_ rows and then lock t_: the documented order. A run that
+  -- committed while we waited (a retry's p_ row, a claim's r_ row) can leave a
+  -- row behind; then the subtransaction is undone, which releases the t_ lock
+  -- so whoever waits for it can finish, and we go round again.
+  loop
+    begin
+      execute format('delete from teguh.%I where task_id = $1', 'p_' || q) using task_id;
+      execute format('delete from teguh.%I where task_id = $1', 'r_' || q) using task_id;
+      execute format('delete from teguh.%I where task_id = $1', 'w_' || q) using task_id;
+      execute format('select state from teguh.%I where task_id = $1 for update', 't_' || q)
+        into st using task_id;
+      execute format($q$
+        select exists (select 1 from teguh.%1$I where task_id = $1)
+            or exists (select 1 from teguh.%2$I where task_id = $1)
+            or exists (select 1 from teguh.%3$I where task_id = $1)$q$, 'p_' || q, 'r_' || q, 'w_' || q)
+        into leftovers using task_id;
+      if leftovers and st not in ('completed', 'failed', 'cancelled') then
+        raise exception using errcode = 'TG999', message = 'cancel: retry';
+      end if;
+      exit;
+    exception when sqlstate 'TG999' then
+      null;
+    end;
+  end loop;
+  if st in ('completed', 'failed', 'cancelled') then
+    return;
+  end if;
+  execute format($q$
+    update teguh.%I
+       set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
+           available_at = null, wake_event = null
+     where task_id = $1
+    returning notify_done$q$, 't_' || q)
+    into nd using task_id, now_ts;
+  if nd then
+    perform teguh._notify_done(q, task_id);
+  end if;
 end
 $$;
 
