@@ -9,7 +9,9 @@ from `TeguhError`.
 import logging
 
 from ._version import __version__
+from .app import App, Task
 from .client import ClaimedRun, Client, SpawnResult, TaskResult, install, schema_sql
+from .context import TaskContext
 from .errors import (
     Cancelled,
     ConnectionLost,
@@ -25,8 +27,14 @@ from .errors import (
     TeguhError,
 )
 from .retry import Exponential, Fixed, NoRetry
+from .worker import Worker
 
 __all__ = [
+    # Apps, handlers and workers
+    "App",
+    "Task",
+    "TaskContext",
+    "Worker",
     # The client and the schema
     "Client",
     "install",

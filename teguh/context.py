@@ -237,9 +237,9 @@ class TaskContext:
         """
         self._check()
         seconds = self._claim_timeout if extend_by is None else _time.to_whole_seconds(extend_by, "extend_by")
-        if seconds <= 0:
-            return  # a lease that never expires needs no extension
-        self._client.extend_claim(self.queue, self.run_id, seconds)
+        # A lease that never expires stays so whatever the extension; the call
+        # still tells whether the run holds its task.
+        self._client.extend_claim(self.queue, self.run_id, max(seconds, 1))
 
     def spawn_task(
         self, task_name: str, params: Any = None, *, queue: str | None = None, **options: Any

@@ -59,7 +59,7 @@ class QueueListener:
         self._last_activity = 0.0
         self._next_attempt = 0.0
         self._failures = 0
-        self._backoff = tenacity.wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.2)
+        self._backoff = tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.2)
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)

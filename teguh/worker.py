@@ -176,6 +176,7 @@ class Worker:
         else:
             self.heartbeat_interval = float(heartbeat_interval)
         self._client = client
+        self._owns_client = client is None
 
         self._runs: dict[str, _Run] = {}
         self._active = 0
@@ -443,7 +444,7 @@ class Worker:
         for attempt in tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(ConnectionLost),
             stop=tenacity.stop_after_delay(COMPLETION_RETRY_SECONDS),
-            wait=tenacity.wait_exponential_jitter(initial=0.1, max=5.0),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.2),
             reraise=True,
         ):
             with attempt:
@@ -561,6 +562,8 @@ class Worker:
             self.stuck_handlers = self._active
         # idle pool threads exit at once; busy ones cannot be stopped (see the class docs)
         executor.shutdown(wait=not self.stuck_handlers, cancel_futures=True)
+        if self._owns_client and self._client is not None:
+            self._client.close()
         logger.info(
             "worker %s stopped (%d runs released)", self.worker_id, len(leftover), extra={"queue": self.queue}
         )

@@ -1,0 +1,224 @@
+"""Shared helpers for the worker tests: real PostgreSQL, real threads, no sleeps.
+
+* `eventually(check, timeout)` polls a condition with a deadline.
+* `start_worker(**options)` runs a `Worker` of the test's `app` in a thread,
+  waits until it listens, and stops and joins it at teardown.
+* `WorkerThread.wait_idle()` waits until the worker sits in its idle wait, so a
+  test can prove that only a notification (not a claim already under way) wakes it.
+* `spawn_process(...)` starts `proc_app.py` in a subprocess and kills it (by
+  pid) at teardown if it is still alive.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teguh.app import App
+from teguh.worker import Worker
+
+from . import proc_app
+
+Q = proc_app.Q
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+JOIN_TIMEOUT = 20.0
+"""Seconds a stopping worker thread may take at teardown before it is forced."""
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll `check` until it returns a truthy value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {check!r}")
+        time.sleep(interval)  # a polling interval, not synchronisation
+
+
+class _IdleProbe:
+    """Wraps the listener's `wait()` to tell when the worker loop sits in it.
+
+    Pure observation: it calls the real `wait()` unchanged.
+    """
+
+    def __init__(self, listener: Any) -> None:
+        self._wait = listener.wait
+        self.waiting = threading.Event()
+        self.entered = 0
+        self.timeouts: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, timeout: float) -> str:
+        with self._lock:
+            self.entered += 1
+            self.timeouts.append(timeout)
+        self.waiting.set()
+        try:
+            return self._wait(timeout)
+        finally:
+            self.waiting.clear()
+
+
+class WorkerThread:
+    """A `Worker` running in a daemon thread."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="test-worker", daemon=True)
+        self.probe: _IdleProbe | None = None
+
+    def _main(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # reported by start()/stop()
+            self.error = exc
+
+    def start(self, timeout: float = 15.0) -> WorkerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.worker.started.wait(0.05):
+            if not self.thread.is_alive():
+                raise AssertionError(f"worker died before starting: {self.error!r}") from self.error
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start within {timeout} s")
+        listener = self.worker._listener
+        assert listener is not None
+        self.probe = _IdleProbe(listener)
+        listener.wait = self.probe  # type: ignore[method-assign]
+        listener.wake()  # make the loop re-enter wait() through the probe
+        return self
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until the loop sits in its idle wait with no wake-up pending.
+
+        Idle means: no run in flight, inside `wait()`, the same call on two
+        polls in a row, and nothing left in the listener's wake-up pipe.
+        """
+        assert self.probe is not None
+        probe = self.probe
+        listener = self.worker._listener
+        seen = [-1]
+
+        def idle() -> bool:
+            with self.worker._lock:
+                busy = self.worker._active or self.worker._runs
+            if busy or not probe.waiting.is_set():
+                seen[0] = -1
+                return False
+            pending, _, _ = select.select([listener._rfd], [], [], 0)
+            current = probe.entered
+            stable = seen[0] == current and not pending
+            seen[0] = current
+            return stable and probe.waiting.is_set()
+
+        eventually(idle, timeout)
+
+    def stop(self, timeout: float = JOIN_TIMEOUT, *, force: bool = False) -> bool:
+        """Stop the worker and join its thread; returns whether it ended in time."""
+        self.worker.stop(force=force)
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+@pytest.fixture
+def app(dsn: str) -> Iterator[App]:
+    """An `App` on the test's database whose default queue is `Q`."""
+    application = App(dsn, queue=Q)
+    try:
+        yield application
+    finally:
+        application.client.close()
+
+
+@pytest.fixture
+def client(app: App) -> Any:
+    """The app's client, with queue `Q` created."""
+    app.client.create_queue(Q)
+    return app.client
+
+
+@pytest.fixture
+def start_worker(app: App) -> Iterator[Callable[..., WorkerThread]]:
+    """Start workers in threads: `start_worker(**options)` (options of `app.worker`).
+
+    Defaults: `poll_interval=30` (so only notifications and due moments wake an
+    idle worker) and `shutdown_timeout=10`. Every worker is stopped and joined at
+    teardown, forced if it does not end in time, and its client is closed.
+    """
+    running: list[WorkerThread] = []
+
+    def start(the_app: App | None = None, **options: Any) -> WorkerThread:
+        options.setdefault("poll_interval", 30)
+        options.setdefault("shutdown_timeout", 10)
+        worker = (the_app or app).worker(**options)
+        handle = WorkerThread(worker)
+        running.append(handle)
+        return handle.start()
+
+    yield start
+    problems = []
+    for handle in running:
+        if not handle.stop():
+            handle.stop(5, force=True)
+            problems.append(f"worker {handle.worker.worker_id} did not stop within {JOIN_TIMEOUT} s")
+        handle.worker.client.close()
+        if handle.error is not None:
+            problems.append(f"worker.run() raised {handle.error!r}")
+    assert not problems, problems
+
+
+@pytest.fixture
+def ledger(dsn: str) -> proc_app.Ledger:
+    """The executions table written by handlers through their own connections."""
+    proc_app.create_ledger(dsn)
+    return proc_app.Ledger(dsn)
+
+
+@pytest.fixture
+def spawn_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start `proc_app.py DSN [OPTIONS_JSON]` in a subprocess (killed at teardown)."""
+    procs: list[subprocess.Popen] = []
+
+    def start(dsn: str, **options: Any) -> subprocess.Popen:
+        import json
+
+        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 (closed at teardown)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "proc_app.py"), dsn, json.dumps(options)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(REPO),
+        )
+        proc.log_file = log  # type: ignore[attr-defined]
+        proc.log_path = tmp_path / f"worker-{len(procs)}.log"  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        proc.log_file.close()  # type: ignore[attr-defined]
+
+
+def process_log(proc: subprocess.Popen) -> str:
+    """What a `spawn_process` subprocess wrote so far (for assertion messages)."""
+    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]

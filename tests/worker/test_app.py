@@ -1,0 +1,116 @@
+"""`App`: the handler registry, spawn defaults, and the worker it builds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from typing import Any
+
+import pytest
+
+import teguh
+from teguh.app import App
+
+from .conftest import Q
+
+
+def test_registering_a_name_twice_raises(dsn: str) -> None:
+    app = App(dsn, queue=Q)
+
+    @app.task("dup")
+    def first(params: Any) -> Any:
+        return 1
+
+    with pytest.raises(ValueError, match="dup"):
+
+        @app.task("dup")
+        def second(params: Any) -> Any:
+            return 2
+
+    assert app.tasks["dup"].fn is first.fn
+    with pytest.raises(ValueError):
+        app.task("x", no_such_option=1)
+
+
+def test_spawn_applies_registered_defaults(app: App, client: Any, db: Any) -> None:
+    @app.task("emailer", max_attempts=5, retry_strategy=teguh.Fixed(7))
+    def emailer(params: Any, ctx: Any) -> Any:
+        """Send an email."""
+        return {"sent_to": params["to"]}
+
+    spawned = emailer.spawn({"to": "a@b.c"})
+    assert isinstance(spawned, teguh.SpawnResult) and spawned.created
+    row = db.one(
+        "select task_name, params, max_attempts, retry_strategy from teguh.t_jobs where task_id = %s",
+        spawned.task_id,
+    )
+    assert row == ("emailer", {"to": "a@b.c"}, 5, {"kind": "fixed", "base_seconds": 7})
+
+    overridden = emailer.spawn({"to": "d@e.f"}, max_attempts=2)
+    assert db.value("select max_attempts from teguh.t_jobs where task_id = %s", overridden.task_id) == 2
+
+    via_app = app.spawn_task("emailer", {"to": "g@h.i"}, idempotency_key="welcome:42")
+    again = app.spawn_task("emailer", {"to": "g@h.i"}, idempotency_key="welcome:42")
+    assert (again.task_id, again.created) == (via_app.task_id, False)
+    assert db.value("select max_attempts from teguh.t_jobs where task_id = %s", via_app.task_id) == 5
+
+    # still a plain function
+    assert emailer({"to": "x@y.z"}, None) == {"sent_to": "x@y.z"}
+    assert emailer.__name__ == "emailer" and emailer.__doc__ == "Send an email."
+
+
+def test_spawn_goes_to_the_handlers_queue(app: App, client: Any, db: Any) -> None:
+    client.create_queue("other")
+
+    @app.task("elsewhere", queue="other")
+    def elsewhere(params: Any) -> Any:
+        return None
+
+    spawned = elsewhere.spawn()
+    assert db.value("select count(*) from teguh.t_other where task_id = %s", spawned.task_id) == 1
+    assert db.value("select count(*) from teguh.t_jobs") == 0
+    # a task without a handler here goes to the app's queue
+    unregistered = app.spawn_task("handled-elsewhere")
+    assert db.value("select count(*) from teguh.t_jobs where task_id = %s", unregistered.task_id) == 1
+
+
+def test_worker_defaults(dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = App(dsn, queue=Q)
+    worker = app.worker(claim_timeout=6)
+    assert worker.queue == Q
+    assert worker.worker_id == f"{socket.gethostname()}:{os.getpid()}"
+    assert worker.heartbeat_interval == pytest.approx(2.0)
+    assert app.worker(claim_timeout=300).heartbeat_interval == pytest.approx(10.0)
+    assert app.worker("other").queue == "other"
+    with caplog.at_level(logging.WARNING, logger="teguh.worker"):
+        clamped = app.worker(claim_timeout=6, heartbeat_interval=5)
+    assert clamped.heartbeat_interval == pytest.approx(2.0)
+    assert any("heartbeat_interval" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError):
+        app.worker(poll_interval=0)
+
+
+def test_public_names_are_exported() -> None:
+    # python-api.md: `teguh.App(...)`; style item 8: App, Worker and TaskContext in __all__.
+    for name in ("App", "Worker", "TaskContext"):
+        assert hasattr(teguh, name), f"teguh.{name} is missing"
+        assert name in teguh.__all__
+
+
+def test_worker_uses_no_deprecated_tenacity_api(dsn: str) -> None:
+    # With `filterwarnings = error` (pyproject), a DeprecationWarning raised in
+    # Worker.run() kills the worker before it starts.
+    from teguh.listener import QueueListener
+
+    app = App(dsn, queue=Q)
+    worker = app.worker()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            QueueListener(dsn, "teguh_jobs").close()
+            assert worker._retrying(lambda: "ok") == "ok"
+    finally:
+        worker.client.close()
+        app.client.close()
