@@ -1,0 +1,220 @@
+"""Installing the schema: re-runnable, keeps data, version, pg_cron-less start/stop."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg2
+from teguh_engine_helpers import BASE, Engine, snapshot, ts
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "teguh" / "schema" / "teguh.sql"
+
+PUBLIC_FUNCTIONS = {
+    "version",
+    "current_time",
+    "portable_uuidv7",
+    "create_queue",
+    "drop_queue",
+    "list_queues",
+    "spawn_task",
+    "spawn_tasks",
+    "claim_task",
+    "complete_run",
+    "fail_run",
+    "schedule_run",
+    "sleep_run",
+    "set_task_checkpoint_state",
+    "get_task_checkpoint_state",
+    "get_task_checkpoint_states",
+    "await_event",
+    "emit_event",
+    "cancel_task",
+    "retry_task",
+    "extend_claim",
+    "extend_claims",
+    "get_task_result",
+    "next_due",
+    "ticker",
+    "cleanup_tasks",
+    "cleanup_all_queues",
+    "start",
+    "stop",
+}
+
+
+def apply_schema(dsn: str, user: str | None = None) -> None:
+    conn = psycopg2.connect(dsn) if user is None else psycopg2.connect(dsn, user=user)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(SCHEMA_FILE.read_text())
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_version_is_a_semver_string(db):
+    version = db.value("select teguh.version()")
+    assert isinstance(version, str)
+    assert re.fullmatch(r"\d+\.\d+\.\d+([-.+][0-9A-Za-z.-]+)?", version), version
+
+
+def test_every_public_function_exists(db):
+    names = {r[0] for r in db.all("select proname from pg_proc where pronamespace = 'teguh'::regnamespace")}
+    missing = PUBLIC_FUNCTIONS - names
+    assert not missing, f"missing functions: {sorted(missing)}"
+
+
+def test_no_function_has_ambiguous_overloads(db):
+    rows = db.all(
+        "select proname, count(*) from pg_proc where pronamespace = 'teguh'::regnamespace"
+        " group by proname having count(*) > 1"
+    )
+    assert [r for r in rows if r[0] in PUBLIC_FUNCTIONS] == []
+
+
+def test_schema_applies_cleanly_to_an_empty_database_twice(empty_dsn):
+    apply_schema(empty_dsn)
+    apply_schema(empty_dsn)
+    conn = psycopg2.connect(empty_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select teguh.version()")
+            assert cur.fetchone()[0]
+            cur.execute("select teguh.create_queue('fresh')")
+            cur.execute("select * from teguh.list_queues()")
+            assert cur.fetchall() == [("fresh",)]
+    finally:
+        conn.close()
+
+
+def test_reapplying_schema_keeps_all_data(dsn, db):
+    db.fake_now(BASE)
+    a = Engine(db, "alpha")
+    b = Engine(db, "beta")
+    a.create()
+    b.create()
+    done_task, done_run = a.start("t", {"n": 1})
+    a.checkpoint(done_task, "step-1", {"v": 1}, done_run)
+    a.complete(done_run, {"ok": True})
+    waiting_task, waiting_run = a.start("t", {"n": 2})
+    assert a.await_event(waiting_task, waiting_run, "wait", "ev", timeout=600)["should_suspend"]
+    a.emit("other", {"x": 1})
+    pending = [a.spawn("t", {"n": i}, idempotency_key=f"k{i}") for i in range(3)]
+    delayed = b.spawn("later", {}, available_at=ts(3600))
+    before = snapshot(db)
+
+    apply_schema(dsn)
+
+    after = snapshot(db)
+    assert after["contents"] == before["contents"]
+    assert {r[1] for r in after["relations"]} >= {r[1] for r in before["relations"]}
+    # and the engine still works on the old data
+    assert a.result(done_task)["result"] == {"ok": True}
+    assert a.spawn("t", {}, idempotency_key="k0")["task_id"] == pending[0]["task_id"]
+    claimed = a.claim(qty=10)
+    assert {r["task_id"] for r in claimed} == {p["task_id"] for p in pending}
+    a.emit("ev", {"late": True})
+    woke = a.claim_one()
+    assert woke["task_id"] == waiting_task
+    assert woke["event_payload"] == {"late": True}
+    b.at(3600)
+    assert b.claim_one()["task_id"] == delayed["task_id"]
+
+
+def test_install_as_a_non_superuser_owning_the_database(pg_server, empty_dsn):
+    role = f"teguh_owner_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(empty_dsn)
+    admin.autocommit = True
+    dbname = psycopg2.extensions.parse_dsn(empty_dsn)["dbname"]
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"create role {role} login nosuperuser nocreatedb nocreaterole")
+            cur.execute(f'alter database "{dbname}" owner to {role}')
+        apply_schema(empty_dsn, user=role)
+        apply_schema(empty_dsn, user=role)
+        conn = psycopg2.connect(empty_dsn, user=role)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select rolsuper from pg_roles where rolname = current_user")
+                assert cur.fetchone()[0] is False
+                cur.execute("select teguh.create_queue('owned')")
+                cur.execute("select task_id from teguh.spawn_task('owned', 't', '{}'::jsonb)")
+                task_id = cur.fetchone()[0]
+                cur.execute("select task_id from teguh.claim_task('owned', 'w', 30, 1)")
+                assert cur.fetchone()[0] == task_id
+        finally:
+            conn.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute('alter database "{}" owner to current_user'.format(dbname.replace('"', "")))
+            cur.execute(f"drop owned by {role} cascade")
+        admin.close()
+        # the role owns nothing now; drop it from another database
+        other = psycopg2.connect(pg_server.dsn("postgres"))
+        other.autocommit = True
+        with other.cursor() as cur:
+            cur.execute(f"drop role if exists {role}")
+        other.close()
+
+
+def test_start_and_stop_without_pg_cron_give_a_notice(db):
+    assert db.value("select count(*) from pg_extension where extname = 'pg_cron'") == 0
+    for fn in ("start", "stop", "start", "start", "stop", "stop"):
+        del db.conn.notices[:]
+        db.run(f"select teguh.{fn}()")
+        notices = list(db.conn.notices)
+        assert notices, f"teguh.{fn}() without pg_cron gave no NOTICE"
+        assert all(n.startswith("NOTICE") for n in notices), notices
+    assert db.value("select teguh.version()")
+
+
+def test_current_time_honours_fake_now(db):
+    db.fake_now(BASE)
+    assert db.value("select teguh.current_time()") == BASE
+    db.fake_now(ts(90.5))
+    assert db.value("select teguh.current_time()") == ts(90.5)
+
+
+def test_current_time_is_the_real_clock_without_fake_now(db):
+    db.fake_now(BASE)
+    db.fake_now(None)  # the setting is now '' (set but empty)
+    got = db.value("select teguh.current_time()")
+    now = datetime.now(timezone.utc)
+    assert abs((got - now).total_seconds()) < 60
+    # and it moves within a transaction, as clock_timestamp() does
+    db.run("begin")
+    try:
+        first = db.value("select teguh.current_time()")
+        db.value("select pg_sleep(0.01)")
+        second = db.value("select teguh.current_time()")
+    finally:
+        db.run("rollback")
+    assert second > first
+
+
+def test_current_time_never_set_in_a_fresh_session(dsn):
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select teguh.current_time()")
+            got = cur.fetchone()[0]
+    finally:
+        conn.close()
+    assert abs((got - datetime.now(timezone.utc)).total_seconds()) < 60
+
+
+def test_create_queue_creates_the_six_per_queue_tables(db):
+    db.run("select teguh.create_queue('shop')")
+    tables = {
+        r[0]
+        for r in db.all(
+            "select relname from pg_class where relnamespace = 'teguh'::regnamespace and relkind = 'r'"
+        )
+    }
+    for prefix in ("t", "p", "r", "c", "e", "w"):
+        assert f"{prefix}_shop" in tables

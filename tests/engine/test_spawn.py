@@ -1,0 +1,225 @@
+"""spawn_task / spawn_tasks: rows written, options, delayed spawn, idempotency keys."""
+
+from __future__ import annotations
+
+import uuid
+
+from teguh_engine_helpers import BASE, Engine, ts
+
+
+def test_spawn_returns_a_new_task(eng):  # A1
+    row = eng.spawn("noop", {"x": 1})
+    assert row["created"] is True
+    assert isinstance(row["task_id"], str) and uuid.UUID(row["task_id"])
+    assert row["attempt"] == 1
+    assert row["run_id"] is None  # runs are created at claim
+
+
+def test_spawn_writes_a_pending_task_and_a_dispatch_row(eng):
+    eng.at(5)
+    row = eng.spawn(
+        "send",
+        {"to": "a@b.c"},
+        headers={"trace": "abc"},
+        retry_strategy={"kind": "fixed", "base_seconds": 5},
+        max_attempts=4,
+        cancellation={"max_delay": 100},
+    )
+    task = eng.task(row["task_id"])
+    assert task["task_name"] == "send"
+    assert task["params"] == {"to": "a@b.c"}
+    assert task["headers"] == {"trace": "abc"}
+    assert task["retry_strategy"] == {"kind": "fixed", "base_seconds": 5}
+    assert task["max_attempts"] == 4
+    assert task["cancellation"] == {"max_delay": 100}
+    assert task["state"] == "pending"
+    assert task["enqueued_at"] == ts(5)
+    assert task["first_started_at"] is None and task["finished_at"] is None
+    p = eng.pending_row(row["task_id"])
+    assert p is not None and p["attempt"] == 1
+    assert p["available_at"] <= ts(5)
+    assert eng.count("r") == 0
+
+
+def test_claim_hands_back_what_was_spawned(eng):  # A2 (first half)
+    spawned = eng.spawn(
+        "ping",
+        {"val": 42},
+        headers={"h": 1},
+        retry_strategy={"kind": "exponential", "base_seconds": 2},
+        max_attempts=7,
+    )
+    run = eng.claim_one()
+    assert run["task_id"] == spawned["task_id"]
+    assert run["task_name"] == "ping"
+    assert run["params"] == {"val": 42}
+    assert run["headers"] == {"h": 1}
+    assert run["retry_strategy"] == {"kind": "exponential", "base_seconds": 2}
+    assert run["max_attempts"] == 7
+    assert run["attempt"] == 1
+    assert run["wake_event"] is None and run["event_payload"] is None
+    assert run["run_id"] is not None and run["run_id"] != spawned["run_id"]
+
+
+def test_delayed_spawn_waits_and_is_claimed_as_attempt_1(eng):  # A19, difference 1
+    row = eng.spawn("later", {}, available_at=ts(500))
+    assert row["created"] is True
+    task = eng.task(row["task_id"])
+    assert task["state"] == "pending"
+    assert task["available_at"] == ts(500)
+    assert eng.pending_row(row["task_id"]) is None  # no p_ row until due
+    assert eng.claim() == []
+    eng.at(499)
+    assert eng.claim() == []
+    eng.at(500)
+    run = eng.claim_one()
+    assert run["task_id"] == row["task_id"]
+    assert run["attempt"] == 1
+    eng.complete(run["run_id"])
+    assert eng.result(row["task_id"])["attempts"] == 1
+
+
+def test_available_at_in_the_past_is_ready_now(eng):
+    eng.at(100)
+    row = eng.spawn("t", available_at=ts(10))
+    assert eng.pending_row(row["task_id"]) is not None
+    assert eng.claim_one()["task_id"] == row["task_id"]
+
+
+def test_idempotency_key_returns_the_existing_task(eng):  # A4
+    first = eng.spawn("order", {"v": 1}, idempotency_key="order-123")
+    second = eng.spawn("order", {"v": 2}, idempotency_key="order-123", max_attempts=9)
+    assert first["created"] is True
+    assert second["created"] is False
+    assert second["task_id"] == first["task_id"]
+    assert second["run_id"] is None
+    assert eng.count("t") == 1
+    task = eng.task(first["task_id"])
+    assert task["params"] == {"v": 1}  # a hit changes nothing
+    assert task["max_attempts"] is None
+    assert eng.count("p") == 1
+
+
+def test_idempotency_key_is_shared_across_task_names(eng):
+    first = eng.spawn("a", idempotency_key="shared")
+    second = eng.spawn("b", idempotency_key="shared")
+    assert second["task_id"] == first["task_id"] and second["created"] is False
+    assert eng.task(first["task_id"])["task_name"] == "a"
+
+
+def test_different_or_missing_keys_make_distinct_tasks(eng):
+    ids = {
+        eng.spawn("t")["task_id"],
+        eng.spawn("t")["task_id"],
+        eng.spawn("t", idempotency_key="k1")["task_id"],
+        eng.spawn("t", idempotency_key="k2")["task_id"],
+    }
+    assert len(ids) == 4
+
+
+def test_idempotency_key_is_scoped_to_its_queue(db):
+    db.fake_now(BASE)
+    a, b = Engine(db, "qa"), Engine(db, "qb")
+    a.create()
+    b.create()
+    ta = a.spawn("t", idempotency_key="same")
+    tb = b.spawn("t", idempotency_key="same")
+    assert ta["created"] is True and tb["created"] is True
+    assert ta["task_id"] != tb["task_id"]
+
+
+def test_idempotency_key_persists_after_completion(eng):
+    first = eng.spawn("t", idempotency_key="once")
+    run = eng.claim_one()
+    eng.complete(run["run_id"], {"ok": True})
+    again = eng.spawn("t", idempotency_key="once")
+    assert again["created"] is False and again["task_id"] == first["task_id"]
+    assert eng.claim() == []
+    assert eng.state(first["task_id"]) == "completed"
+
+
+def test_idempotency_hit_on_a_running_task_does_not_requeue_it(eng):
+    first = eng.spawn("t", idempotency_key="busy")
+    run = eng.claim_one()
+    again = eng.spawn("t", idempotency_key="busy")
+    assert again["task_id"] == first["task_id"] and again["created"] is False
+    assert eng.pending_row(first["task_id"]) is None
+    assert eng.claim() == []
+    assert eng.lease(run["run_id"]) is not None
+
+
+def test_max_attempts_null_means_unlimited(eng):
+    row = eng.spawn("t", max_attempts=None)
+    assert eng.task(row["task_id"])["max_attempts"] is None
+    for attempt in range(1, 8):
+        run = eng.claim_one()
+        assert run["attempt"] == attempt
+        eng.fail(run["run_id"])
+    assert eng.state(row["task_id"]) == "pending"
+
+
+def test_spawn_tasks_returns_rows_in_input_order(eng):
+    items = [
+        {"task_name": "a", "params": {"i": 0}},
+        {"task_name": "b", "params": {"i": 1}, "max_attempts": 2, "headers": {"x": 1}},
+        {"task_name": "c", "params": {"i": 2}, "available_at": ts(60).isoformat()},
+        {"task_name": "d", "params": {"i": 3}, "priority": 5},
+    ]
+    rows = eng.spawn_many(items)
+    assert len(rows) == 4
+    assert all(r["created"] is True and r["attempt"] == 1 and r["run_id"] is None for r in rows)
+    assert len({r["task_id"] for r in rows}) == 4
+    for item, row in zip(items, rows, strict=False):
+        task = eng.task(row["task_id"])
+        assert task["task_name"] == item["task_name"]
+        assert task["params"] == item["params"]
+    assert eng.task(rows[1]["task_id"])["max_attempts"] == 2
+    assert eng.task(rows[1]["task_id"])["headers"] == {"x": 1}
+    assert eng.pending_row(rows[2]["task_id"]) is None
+    assert eng.count("p") == 3
+    claimed = eng.claim(qty=10)
+    assert claimed[0]["task_name"] == "d"  # priority 5 first
+    assert {r["task_name"] for r in claimed} == {"a", "b", "d"}
+
+
+def test_spawn_tasks_with_idempotency_hits(eng):
+    existing = eng.spawn("t", {"old": True}, idempotency_key="k1")
+    rows = eng.spawn_many(
+        [
+            {"task_name": "t", "params": {}, "idempotency_key": "k0"},
+            {"task_name": "t", "params": {"new": True}, "idempotency_key": "k1"},
+            {"task_name": "t", "params": {}},
+        ]
+    )
+    assert [r["created"] for r in rows] == [True, False, True]
+    assert rows[1]["task_id"] == existing["task_id"]
+    assert eng.task(existing["task_id"])["params"] == {"old": True}
+    assert eng.count("t") == 3
+
+
+def test_spawn_tasks_large_batch(eng):
+    items = [{"task_name": "bulk", "params": {"i": i}} for i in range(2000)]
+    rows = eng.spawn_many(items)
+    assert len(rows) == 2000 and all(r["created"] for r in rows)
+    assert eng.count("t") == 2000 and eng.count("p") == 2000
+    ids = [r["task_id"] for r in rows]
+    params = dict(eng.sql.all(f"select task_id::text, (params->>'i')::int from {eng.table('t')}"))
+    assert [params[i] for i in ids] == list(range(2000))
+
+
+def test_priority_orders_claims(eng):
+    low = eng.spawn("low", priority=-1)
+    mid = eng.spawn("mid")
+    high = eng.spawn("high", priority=10)
+    assert [eng.claim_one()["task_id"] for _ in range(3)] == [
+        high["task_id"],
+        mid["task_id"],
+        low["task_id"],
+    ]
+
+
+def test_notify_done_flag_is_stored(eng):
+    a = eng.spawn("t", notify_done=True)
+    b = eng.spawn("t")
+    assert eng.task(a["task_id"])["notify_done"] is True
+    assert eng.task(b["task_id"])["notify_done"] is False
