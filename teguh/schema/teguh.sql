@@ -722,11 +722,21 @@ begin
 
   -- A fresh statement sees tasks that won the idempotency key, including
   -- ones a concurrent spawner committed while we waited on its insert.
+  if coalesce(cardinality(new_pos), 0) = jsonb_array_length(items) then
+    return query select x.task_id, null::uuid, 1, true from unnest(new_ids) as x(task_id);
+    return;
+  end if;
+  -- Scalar subqueries, evaluated only for items that lost their idempotency
+  -- key, probe the key's unique index; a join here could scan all of t_.
   return query execute format($q$
-    select coalesce(n.task_id, t.task_id), null::uuid, coalesce(t.attempts, 1), n.task_id is not null
+    select coalesce(n.task_id,
+                    (select t.task_id from teguh.%1$I t where t.idempotency_key = x.item->>'idempotency_key')),
+           null::uuid,
+           case when n.task_id is not null then 1
+                else (select t.attempts from teguh.%1$I t where t.idempotency_key = x.item->>'idempotency_key') end,
+           n.task_id is not null
       from jsonb_array_elements($1) with ordinality as x(item, pos)
       left join unnest($2::bigint[], $3::uuid[]) as n(pos, task_id) on n.pos = x.pos
-      left join teguh.%I t on n.task_id is null and t.idempotency_key = x.item->>'idempotency_key'
      order by x.pos$q$, 't_' || q)
     using items, coalesce(new_pos, '{}'), coalesce(new_ids, '{}');
 end

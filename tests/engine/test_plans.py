@@ -233,3 +233,42 @@ def test_claim_path_is_bounded_and_index_driven_at_100k_tasks(eng):
     for rel in sorted(big):
         assert delta(rel, "seq_tup_read") < 1000, f"{rel}: {before.get(rel)} -> {after.get(rel)}"
     assert delta(f"t_{Q}", "idx_scan") > 0
+
+
+@pytest.mark.slow
+def test_spawn_reads_tasks_by_key_only(eng):
+    """A spawn's idempotency lookup probes the key's index; it never scans t_.
+
+    An earlier version joined the batch to t_ on the key, and with some
+    statistics the planner hashed all of t_ for it, so spawns slowed down as a
+    queue's history grew. The lookup is now a scalar subquery per item that
+    lost its key, which cannot become a scan.
+    """
+    batch = (
+        "select count(*) from teguh.spawn_tasks(%s, (select jsonb_agg(jsonb_build_object("
+        "'task_name', 'bulk', 'params', g)) from generate_series(1, %s) g))"
+    )
+    assert eng.sql.value(batch, eng.q, 30000) == 30000
+
+    def seq_read() -> int:
+        return eng.sql.value(
+            "select coalesce(seq_tup_read, 0) from pg_stat_xact_user_tables where relname = %s", f"t_{Q}"
+        )
+
+    eng.sql.run("begin")
+    try:
+        before = seq_read()
+        for i in range(3):
+            first = eng.spawn("probe", {"i": i}, idempotency_key=f"probe-{i}")
+            again = eng.spawn("probe", {"i": i}, idempotency_key=f"probe-{i}")
+            assert again["task_id"] == first["task_id"] and again["created"] is False
+            assert eng.spawn("probe", {"i": i})["created"] is True
+        mixed = eng.spawn_many(
+            [{"task_name": "probe", "idempotency_key": "probe-0"}, {"task_name": "probe", "params": 9}]
+        )
+        assert [r["created"] for r in mixed] == [False, True]
+        assert mixed[0]["task_id"] == first["task_id"] or mixed[0]["created"] is False
+        after = seq_read()
+    finally:
+        eng.sql.run("rollback")
+    assert after - before < 1000, f"spawns read {after - before} rows of t_ sequentially"
