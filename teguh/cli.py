@@ -55,6 +55,11 @@ def _json_arg(text: str | None, what: str) -> Any:
         raise click.BadParameter(f"{what} is not valid JSON: {exc}") from None
 
 
+def _scalar(cur: Any, query: str, *args: Any) -> Any:
+    cur.execute(query, args)
+    return cur.fetchone()[0]
+
+
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -240,8 +245,8 @@ def worker_cmd(
     """
     _logging.configure("DEBUG" if ctx.obj["debug"] else log_level, log_format)
     app = load_app(app_spec)
-    if ctx.obj["dsn"] and app._client is None:
-        app._dsn = ctx.obj["dsn"]
+    if ctx.obj["dsn"] and app._client is None and app._dsn is None:
+        app._dsn = ctx.obj["dsn"]  # a DSN written in the app wins, like any explicit argument
     worker = app.worker(queue, **options)
     worker.run()
     if worker.stuck_handlers:
@@ -289,8 +294,6 @@ def spawn_cmd(
     wait_seconds: float | None,
 ) -> None:
     """Spawn TASK_NAME on QUEUE with PARAMS (JSON); prints the task id."""
-    from datetime import datetime, timedelta, timezone
-
     options: dict[str, Any] = {}
     if max_attempts is not None:
         options["max_attempts"] = max_attempts
@@ -298,13 +301,16 @@ def spawn_cmd(
         options["retry_strategy"] = _json_arg(retry_strategy, "--retry-strategy")
     if idempotency_key is not None:
         options["idempotency_key"] = idempotency_key
+    client = _client(ctx)
     if delay:
-        options["available_at"] = datetime.now(timezone.utc) + timedelta(seconds=delay)
+        # the database's clock, like every other time in teguh
+        options["available_at"] = client._run(
+            "now", lambda cur: _scalar(cur, "select teguh.current_time() + make_interval(secs => %s)", delay)
+        )
     if priority is not None:
         options["priority"] = priority
     if headers is not None:
         options["headers"] = _json_arg(headers, "--headers")
-    client = _client(ctx)
     result = client.spawn_task(
         queue, task_name, _json_arg(params, "PARAMS"), notify_done=wait_seconds is not None, **options
     )
@@ -445,7 +451,7 @@ def cleanup_cmd(ctx: click.Context, queue: str | None, ttl: int | None) -> None:
     """Delete finished tasks (and old events) past their time to live."""
     client = _client(ctx)
     for name in [queue] if queue else client.list_queues():
-        click.echo(f"{name}: {client.cleanup_tasks(name, ttl_seconds=ttl)} task(s) deleted")
+        click.echo(f"{name}: {client.cleanup_tasks(name, ttl=ttl)} task(s) deleted")
 
 
 @main.command("demo")

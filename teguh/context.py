@@ -236,10 +236,13 @@ class TaskContext:
             LeaseLost: another run took the task over.
         """
         self._check()
-        seconds = self._claim_timeout if extend_by is None else _time.to_whole_seconds(extend_by, "extend_by")
-        # A lease that never expires stays so whatever the extension; the call
-        # still tells whether the run holds its task.
-        self._client.extend_claim(self.queue, self.run_id, max(seconds, 1))
+        if extend_by is None:
+            # A lease that never expires stays so whatever the extension; the
+            # call still tells whether the run holds its task.
+            seconds = max(self._claim_timeout, 1)
+        else:
+            seconds = _time.to_whole_seconds(extend_by, "extend_by", positive=True)
+        self._client.extend_claim(self.queue, self.run_id, seconds)
 
     def spawn_task(
         self, task_name: str, params: Any = None, *, queue: str | None = None, **options: Any

@@ -20,7 +20,6 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import psycopg2
@@ -206,6 +205,7 @@ class Worker:
                 max_connections=self.concurrency + 4,
                 application_name=f"teguh-worker:{self.queue}",
             )
+            self._client.max_payload_bytes = self.app.client.max_payload_bytes
         return self._client
 
     @property
@@ -425,15 +425,33 @@ class Worker:
             return
         if delay is None and not run.row.get("retry_strategy"):
             delay = min(DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_BASE * 2 ** min(run.row["attempt"] - 1, 20))
-        retry_at = None if delay is None else datetime.now(timezone.utc) + timedelta(seconds=delay)
+        final = run.row.get("max_attempts") is not None and run.row["attempt"] >= run.row["max_attempts"]
+        if final:
+            run.log.error(
+                "failed for good after %d attempt(s): %s", run.row["attempt"], reason.get("message")
+            )
         try:
-            self._retrying(lambda: self.client.fail_run(self.queue, run.run_id, reason, retry_at=retry_at))
+            self._retrying(lambda: self._fail_now(run, reason, delay))
         except Cancelled:
             run.log.info("cancelled before its failure was recorded")
         except LeaseLost:
             run.log.warning("lost its lease before its failure was recorded")
         except TeguhError as exc:
             run.log.error("could not record the failure (%s); the lease will expire and the task retry", exc)
+
+    def _fail_now(self, run: _Run, reason: dict[str, Any], delay: float | None) -> None:
+        text = _json.dumps(reason, "failure reason", max_bytes=None)
+        # a delay is measured on the database's clock, like every time in teguh
+        self.client._run(
+            "fail_run",
+            lambda cur: cur.execute(
+                "select teguh.fail_run(%s, %s::uuid, %s::jsonb,"
+                " teguh.current_time() + make_interval(secs => %s::float8))",
+                (self.queue, run.run_id, text, delay),
+            ),
+            queue=self.queue,
+            run_id=run.run_id,
+        )
 
     def _retrying(self, call: Any) -> Any:
         """Repeat `call` while the database is unreachable.

@@ -55,3 +55,24 @@ def test_usage_errors_exit_with_status_2(runner: CliRunner) -> None:
     assert runner.invoke(main, ["queue", "create"]).exit_code == 2
     assert runner.invoke(main, ["no-such-command"]).exit_code == 2
     assert "install" in runner.invoke(main, ["--help"]).stdout
+
+
+def test_spawn_delay_cleanup_and_task_commands(runner: CliRunner, dsn: str) -> None:
+    base = ["--dsn", dsn]
+    assert runner.invoke(main, [*base, "queue", "create", "jobs"]).exit_code == 0
+    delayed = runner.invoke(main, [*base, "spawn", "jobs", "later", '{"a": 1}', "--delay", "3600"])
+    assert delayed.exit_code == 0, delayed.output
+    task_id = delayed.stdout.strip()
+    with teguh.Client(dsn) as client:
+        # delayed: no dispatch row, so nothing to claim now
+        assert client.claim_task("jobs", "w") == []
+        assert client.next_due("jobs") is not None
+    shown = runner.invoke(main, [*base, "task", "show", "jobs", task_id])
+    assert shown.exit_code == 0 and '"state": "pending"' in shown.stdout
+    cancelled = runner.invoke(main, [*base, "task", "cancel", "jobs", task_id])
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.stdout
+    cleaned = runner.invoke(main, [*base, "cleanup", "--queue", "jobs", "--ttl", "0"])
+    assert cleaned.exit_code == 0, cleaned.output
+    assert cleaned.stdout.strip() == "jobs: 1 task(s) deleted"
+    gone = runner.invoke(main, [*base, "task", "show", "jobs", task_id])
+    assert gone.exit_code == 1 and "not found" in gone.stderr
