@@ -386,6 +386,168 @@ begin
 end
 $$;
 
+-- ---------------------------------------------------------------------------
+-- Per-queue hot path
+-- ---------------------------------------------------------------------------
+
+-- The calls a worker makes for every task (claim, complete, next_due) run as
+-- functions of their own queue, written with static SQL: PL/pgSQL caches
+-- their plans for the session, where dynamic SQL would be planned on every
+-- call. create_queue (and every install, for existing queues) generates them
+-- from this template; the public functions check their arguments and call
+-- them. Placeholders: %1$I _claim_<q>, %2$I _done_<q>, %3$I t_<q>,
+-- %4$I r_<q>, %5$I p_<q>, %6$I c_<q>, %7$L the queue name, %8$L its channel,
+-- %9$I _due_<q>.
+create or replace function teguh._hot_path_sql(q text) returns text
+language sql immutable as $outer$
+  select format($tmpl$
+create or replace function teguh.%1$I(p_worker_id text, p_claim_timeout int, p_qty int)
+returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
+              max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
+language plpgsql as $body$
+#variable_conflict use_column
+declare
+  now_ts timestamptz := teguh.current_time();
+  recovered record;
+  woken int := 0;
+  claimed int;
+  v_ids uuid[];
+begin
+  -- A claim lost in a crash only makes its tasks claimable again, and any
+  -- later durable commit (a checkpoint, a completion) flushes it first:
+  -- waiting for the disk here buys nothing.
+  perform set_config('synchronous_commit', 'off', true);
+
+  -- The sweeps, entered only when their index says something is due. The
+  -- probes take no parameter, so their cached plans cannot go generic-wrong.
+  if (select min(r.claim_expires_at) from teguh.%4$I r where r.claim_expires_at is not null) <= now_ts then
+    select * into recovered from teguh._recover_expired(%7$L, p_qty, now_ts);
+    woken := recovered.made_ready;
+  end if;
+  if (select min(t.available_at) from teguh.%3$I t
+       where t.available_at is not null and t.state in ('pending', 'sleeping')) <= now_ts then
+    woken := woken + teguh._wake_due(%7$L, p_qty, now_ts);
+  end if;
+  if (select min(t.deadline_at) from teguh.%3$I t
+       where t.deadline_at is not null and t.state in ('pending', 'running', 'sleeping')) <= now_ts then
+    perform teguh._enforce_deadlines(%7$L, p_qty, now_ts);
+  end if;
+
+  -- Pick through index p_<q>_oi. The picked ids then drive every other
+  -- statement as `= any(array)`, which the planner sizes at a handful of
+  -- rows: primary-key probes, whatever the batch size.
+  select array_agg(x.task_id) into v_ids
+    from (select p.task_id from teguh.%5$I p
+           order by p.priority desc, p.available_at, p.task_id
+           limit p_qty
+             for update skip locked) x;
+  if v_ids is null then
+    return;
+  end if;
+
+  return query
+    with del as (
+      delete from teguh.%5$I p
+       where p.task_id = any(v_ids)
+      returning p.task_id, p.attempt, p.wake_event, p.event_payload, p.priority, p.available_at,
+                teguh.portable_uuidv7() as run_id
+    ), upd as (
+      update teguh.%3$I t
+         set state = 'running', attempts = del.attempt, last_run_id = del.run_id,
+             first_started_at = coalesce(t.first_started_at, now_ts), available_at = null, wake_event = null,
+             deadline_at = case when t.first_started_at is null
+                                then now_ts + make_interval(secs => (t.cancellation->>'max_duration')::float8)
+                                else t.deadline_at end
+        from del
+       where t.task_id = any(v_ids) and t.task_id = del.task_id and t.state = 'pending'
+         and (t.deadline_at is null or t.deadline_at > now_ts)
+      returning del.run_id, t.task_id, del.attempt, t.task_name, t.params, t.retry_strategy,
+                t.max_attempts, t.headers, del.wake_event, del.event_payload,
+                del.priority, del.available_at
+    ), ins as (
+      insert into teguh.%4$I (run_id, task_id, attempt, claimed_by, claimed_at, claim_expires_at)
+      select upd.run_id, upd.task_id, upd.attempt, p_worker_id, now_ts,
+             case when p_claim_timeout > 0 then now_ts + make_interval(secs => p_claim_timeout) end
+        from upd
+    )
+    select upd.run_id, upd.task_id, upd.attempt, upd.task_name, upd.params, upd.retry_strategy,
+           upd.max_attempts, upd.headers, upd.wake_event, upd.event_payload,
+           coalesce((select jsonb_object_agg(c.checkpoint_name, c.state)
+                       from teguh.%6$I c
+                      where c.task_id = upd.task_id and c.status = 'committed' and c.kind <> 'sleep'),
+                    '{}'::jsonb)
+      from upd
+     order by upd.priority desc, upd.available_at, upd.task_id;
+
+  get diagnostics claimed = row_count;
+  -- the sweeps may have readied more than this claim took: wake the others
+  if woken > 0 and claimed >= p_qty then
+    perform pg_notify(%8$L, 'wake');
+  end if;
+end
+$body$;
+
+create or replace function teguh.%2$I(p_run_ids uuid[], p_results jsonb[])
+returns table(run_id uuid, outcome text)
+language plpgsql as $body$
+#variable_conflict use_column
+declare
+  now_ts timestamptz := teguh.current_time();
+  v_runs uuid[];
+  v_tasks uuid[];
+  v_done uuid[];
+begin
+  -- lease rows first, then task rows: r_ -> t_; every statement probes by key
+  with ended as (
+    delete from teguh.%4$I r where r.run_id = any(p_run_ids) returning r.run_id, r.task_id
+  )
+  select array_agg(ended.run_id), array_agg(ended.task_id) into v_runs, v_tasks from ended;
+
+  if v_runs is not null then
+    with input as (
+      select distinct on (x.run_id) x.run_id, x.result
+        from unnest(p_run_ids, p_results) as x(run_id, result)
+       order by x.run_id
+    ), ended as (
+      select e.run_id, e.task_id from unnest(v_runs, v_tasks) as e(run_id, task_id)
+    ), done as (
+      update teguh.%3$I t
+         set state = 'completed', result = input.result, finished_at = now_ts, available_at = null,
+             wake_event = null
+        from ended join input on input.run_id = ended.run_id
+       where t.task_id = any(v_tasks) and t.task_id = ended.task_id
+      returning t.task_id, t.notify_done
+    )
+    select array_agg(done.task_id) filter (where done.notify_done) into v_done from done;
+    if v_done is not null then
+      perform pg_notify('teguh_done', %7$L || ':' || d::text) from unnest(v_done) as d;
+    end if;
+  end if;
+
+  return query
+    select x.run_id,
+           case when x.run_id = any(v_runs) then 'ok'
+                when exists (select 1 from teguh.%3$I t
+                              where t.last_run_id = x.run_id and t.state = 'cancelled') then 'cancelled'
+                else 'lost' end
+      from (select distinct y.run_id from unnest(p_run_ids) as y(run_id) where y.run_id is not null) x;
+end
+$body$;
+
+create or replace function teguh.%9$I() returns timestamptz
+language sql stable as $body$
+  select least(
+    (select min(t.available_at) from teguh.%3$I t
+      where t.available_at is not null and t.state in ('pending', 'sleeping')),
+    (select min(t.deadline_at) from teguh.%3$I t
+      where t.deadline_at is not null and t.state in ('pending', 'running', 'sleeping')),
+    (select min(r.claim_expires_at) from teguh.%4$I r where r.claim_expires_at is not null))
+$body$;
+$tmpl$,
+    '_claim_' || q, '_done_' || q, 't_' || q, 'r_' || q, 'p_' || q, 'c_' || q, q, 'teguh_' || q,
+    '_due_' || q)
+$outer$;
+
 create or replace function teguh.create_queue(q text) returns void
 language plpgsql as $$
 begin
@@ -394,6 +556,7 @@ begin
   perform pg_advisory_xact_lock(7420581234);
   insert into teguh.queues (queue_name) values (q) on conflict do nothing;
   perform teguh._ensure_queue_tables(q);
+  execute teguh._hot_path_sql(q);
 end
 $$;
 
@@ -404,6 +567,9 @@ declare
 begin
   perform teguh._check_queue_name(q);
   perform pg_advisory_xact_lock(7420581234);
+  foreach prefix in array array['_claim_', '_done_', '_due_'] loop
+    execute format('drop function if exists teguh.%I', prefix || q);
+  end loop;
   foreach prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
     execute format('drop table if exists teguh.%I', prefix || q);
   end loop;
@@ -774,16 +940,12 @@ $$;
 -- ---------------------------------------------------------------------------
 
 -- The worker's claim: claim_task plus each task's committed step checkpoints
--- (name -> state), so a replayed step costs no round trip.
+-- (name -> state), so a replayed step costs no round trip. The work happens
+-- in the queue's own _claim_<q> (see "Per-queue hot path" below).
 create or replace function teguh.claim_runs(q text, worker_id text, claim_timeout int default 30, qty int default 1)
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
               max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
 language plpgsql as $$
-declare
-  now_ts timestamptz := teguh.current_time();
-  recovered record;
-  woken int;
-  claimed int;
 begin
   perform teguh._check_queue(q);
   perform teguh._check_name('worker id', worker_id);
@@ -793,59 +955,8 @@ begin
   if qty is null or qty < 1 or qty > 10000 then
     raise exception 'qty must be between 1 and 10000, not %', qty using errcode = 'TG004';
   end if;
-
-  select * into recovered from teguh._recover_expired(q, qty, now_ts);
-  woken := teguh._wake_due(q, qty, now_ts) + recovered.made_ready;
-  perform teguh._enforce_deadlines(q, qty, now_ts);
-
-  -- p_ is read through index p_<q>_oi and deleted by primary key; t_ is
-  -- updated by primary key; r_ gets one insert per run; c_ is read by its
-  -- primary key prefix.
-  return query execute format($q$
-    with picked as (
-      select p.task_id from teguh.%1$I p
-       order by p.priority desc, p.available_at, p.task_id
-       limit $1
-         for update skip locked
-    ), del as (
-      delete from teguh.%1$I p using picked
-       where p.task_id = picked.task_id
-      returning p.task_id, p.attempt, p.wake_event, p.event_payload, p.priority, p.available_at,
-                teguh.portable_uuidv7() as run_id
-    ), upd as (
-      update teguh.%2$I t
-         set state = 'running', attempts = del.attempt, last_run_id = del.run_id,
-             first_started_at = coalesce(t.first_started_at, $2), available_at = null, wake_event = null,
-             deadline_at = case when t.first_started_at is null
-                                then $2 + make_interval(secs => (t.cancellation->>'max_duration')::float8)
-                                else t.deadline_at end
-        from del
-       where t.task_id = del.task_id and t.state = 'pending'
-         and (t.deadline_at is null or t.deadline_at > $2)
-      returning del.run_id, t.task_id, del.attempt, t.task_name, t.params, t.retry_strategy,
-                t.max_attempts, t.headers, del.wake_event, del.event_payload,
-                del.priority, del.available_at
-    ), ins as (
-      insert into teguh.%3$I (run_id, task_id, attempt, claimed_by, claimed_at, claim_expires_at)
-      select upd.run_id, upd.task_id, upd.attempt, $3, $2,
-             case when $4 > 0 then $2 + make_interval(secs => $4) end
-        from upd
-    )
-    select upd.run_id, upd.task_id, upd.attempt, upd.task_name, upd.params, upd.retry_strategy,
-           upd.max_attempts, upd.headers, upd.wake_event, upd.event_payload,
-           coalesce((select jsonb_object_agg(c.checkpoint_name, c.state)
-                       from teguh.%4$I c
-                      where c.task_id = upd.task_id and c.status = 'committed' and c.kind <> 'sleep'),
-                    '{}'::jsonb)
-      from upd
-     order by upd.priority desc, upd.available_at, upd.task_id$q$, 'p_' || q, 't_' || q, 'r_' || q, 'c_' || q)
-    using qty, now_ts, worker_id, claim_timeout;
-
-  get diagnostics claimed = row_count;
-  -- the sweep may have readied more than this claim took: wake the others
-  if woken > 0 and claimed >= qty then
-    perform pg_notify('teguh_' || q, 'wake');
-  end if;
+  return query execute format('select * from teguh.%I($1, $2, $3)', '_claim_' || q)
+    using worker_id, claim_timeout, qty;
 end
 $$;
 
@@ -907,43 +1018,12 @@ $$;
 create or replace function teguh.complete_runs(q text, run_ids uuid[], results jsonb[])
 returns table(run_id uuid, outcome text)
 language plpgsql as $$
-declare
-  now_ts timestamptz := teguh.current_time();
 begin
   perform teguh._check_queue(q);
   if run_ids is null or results is null or cardinality(run_ids) <> cardinality(results) then
     raise exception 'complete_runs takes as many results as run ids' using errcode = 'TG004';
   end if;
-  -- deleting the lease rows locks them first, then the task rows: r_ -> t_
-  return query execute format($q$
-    with input as (
-      select distinct on (x.run_id) x.run_id, x.result
-        from unnest($1::uuid[], $2::jsonb[]) as x(run_id, result)
-       where x.run_id is not null
-       order by x.run_id
-    ), ended as (
-      delete from teguh.%1$I r using input
-       where r.run_id = input.run_id
-      returning r.run_id, r.task_id
-    ), done as (
-      update teguh.%2$I t
-         set state = 'completed', result = input.result, finished_at = $3, available_at = null,
-             wake_event = null
-        from ended join input on input.run_id = ended.run_id
-       where t.task_id = ended.task_id
-      returning t.task_id, t.notify_done
-    ), announced as (
-      select count(pg_notify('teguh_done', $4 || ':' || done.task_id::text)) from done where done.notify_done
-    )
-    select input.run_id,
-           case when ended.run_id is not null then 'ok'
-                when exists (select 1 from teguh.%2$I t
-                              where t.last_run_id = input.run_id and t.state = 'cancelled') then 'cancelled'
-                else 'lost' end
-      from input left join ended on ended.run_id = input.run_id
-     -- referencing `announced` is what makes PostgreSQL run it
-     where (select count(*) from announced) >= 0$q$, 'r_' || q, 't_' || q)
-    using run_ids, results, now_ts, q;
+  return query execute format('select * from teguh.%I($1, $2)', '_done_' || q) using run_ids, results;
 end
 $$;
 
@@ -1397,6 +1477,8 @@ begin
     raise exception 'extend_by must be > 0 seconds, not %', coalesce(extend_by::text, 'NULL')
       using errcode = 'TG004';
   end if;
+  -- a lost extension costs at most an early expiry; no need to wait for the disk
+  perform set_config('synchronous_commit', 'off', true);
   return query execute format($q$
     with ids as (
       select distinct x.run_id from unnest($1::uuid[]) as x(run_id) where x.run_id is not null
@@ -1442,22 +1524,15 @@ begin
 end
 $$;
 
--- The earliest moment something in the queue falls due; index scans only.
+-- The earliest moment something in the queue falls due; index scans only
+-- (in the queue's own _due_<q>).
 create or replace function teguh.next_due(q text) returns timestamptz
 language plpgsql as $$
 declare
   due timestamptz;
 begin
   perform teguh._check_queue(q);
-  execute format($q$
-    select least(
-      (select min(available_at) from teguh.%1$I
-        where available_at is not null and state in ('pending', 'sleeping')),
-      (select min(deadline_at) from teguh.%1$I
-        where deadline_at is not null and state in ('pending', 'running', 'sleeping')),
-      (select min(claim_expires_at) from teguh.%2$I where claim_expires_at is not null))$q$,
-    't_' || q, 'r_' || q)
-    into due;
+  execute format('select teguh.%I()', '_due_' || q) into due;
   return due;
 end
 $$;
@@ -1621,6 +1696,7 @@ declare
 begin
   for qn in select queue_name from teguh.queues order by queue_name loop
     perform teguh._ensure_queue_tables(qn);
+    execute teguh._hot_path_sql(qn);
   end loop;
 end
 $upgrade$;
