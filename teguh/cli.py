@@ -206,7 +206,14 @@ def queue_list(ctx: click.Context) -> None:
     envvar="TEGUH_BATCH_SIZE",
     type=click.IntRange(min=1),
     default=None,
-    help="Most runs claimed at once [default: concurrency].",
+    help="Most runs claimed at once [default: concurrency + prefetch].",
+)
+@click.option(
+    "--prefetch",
+    envvar="TEGUH_PREFETCH",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Runs claimed ahead of free slots [default: concurrency; 0 for long tasks on many workers].",
 )
 @click.option(
     "--worker-id", envvar="TEGUH_WORKER_ID", default=None, help="Names this worker [default: host:pid]."

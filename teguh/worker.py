@@ -11,6 +11,7 @@ tick, and a completer thread commits finished runs in batches.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue as queue_module
@@ -118,7 +119,11 @@ class Worker:
         heartbeat_interval: seconds between lease extensions; default and
             maximum `min(10, claim_timeout / 3)`.
         poll_interval: the longest idle wait, in seconds.
-        batch_size: the most runs claimed at once (default: `concurrency`).
+        batch_size: the most runs claimed at once (default: `concurrency + prefetch`).
+        prefetch: runs claimed ahead of free slots, so the next batch is at hand
+            when handlers finish (default: `concurrency`). Prefetched runs hold
+            leases; a stopping worker hands them back at once. Use 0 for long
+            tasks on many workers, so no task waits behind a busy worker.
         worker_id: names this worker on its leases (default `hostname:pid`).
         shutdown_timeout: seconds a stop waits for running handlers.
         install_signal_handlers: let `run()` handle SIGTERM/SIGINT when it runs
@@ -141,6 +146,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         batch_size: int | None = None,
+        prefetch: int | None = None,
         worker_id: str | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         install_signal_handlers: bool = True,
@@ -153,7 +159,12 @@ class Worker:
         if poll_interval is None or poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0 seconds, not {poll_interval!r}")
         self.poll_interval = float(poll_interval)
-        self.batch_size = _validate.integer(batch_size or self.concurrency, "batch_size", minimum=1)
+        self.prefetch = _validate.integer(
+            self.concurrency if prefetch is None else prefetch, "prefetch", minimum=0
+        )
+        self.batch_size = _validate.integer(
+            batch_size or self.concurrency + self.prefetch, "batch_size", minimum=1
+        )
         self.worker_id = _validate.name(worker_id or default_worker_id(), "worker_id")
         if shutdown_timeout is None or shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, not {shutdown_timeout!r}")
@@ -178,6 +189,7 @@ class Worker:
         self._owns_client = client is None
 
         self._runs: dict[str, _Run] = {}
+        self._buffer: collections.deque[_Run] = collections.deque()
         self._active = 0
         self._lock = threading.Condition()
         self._stopping = False
@@ -271,11 +283,11 @@ class Worker:
         assert self._listener is not None
         failures = 0
         while not self._stopping:
-            with self._lock:
-                free = self.concurrency - self._active
-            filled = False
-            if free > 0:
-                qty = min(free, self.batch_size)
+            free = self._start_buffered(executor)
+            want = free + self.prefetch - len(self._buffer)
+            got_all = False
+            if want > 0:
+                qty = min(want, self.batch_size)
                 try:
                     rows = self._claim(qty)
                 except (TeguhError, psycopg2.Error) as exc:
@@ -285,17 +297,36 @@ class Worker:
                     self._listener.wait(delay)
                     continue
                 failures = 0
-                for row in rows:
-                    self._start(executor, row)
-                filled = len(rows) == qty
-                if filled and free > qty:
-                    continue  # more free slots and the queue had work: claim again now
+                self._hold(rows)
+                got_all = len(rows) == qty
+                free = self._start_buffered(executor)
+                if got_all and (free > 0 or len(self._buffer) < self.prefetch):
+                    continue  # the queue had more and there is room: claim again now
             timeout = self.poll_interval
-            if not filled and free > 0:
+            if not got_all and free > 0:
                 due = self._seconds_until_due()
                 if due is not None:
                     timeout = min(timeout, max(due, MIN_IDLE_WAIT))
             self._listener.wait(timeout)
+
+    def _hold(self, rows: list[dict[str, Any]]) -> None:
+        """Register claimed runs (their leases are heartbeated from now on) and buffer them."""
+        with self._lock:
+            for row in rows:
+                run = _Run(row, self.queue)
+                self._runs[run.run_id] = run
+                self._buffer.append(run)
+
+    def _start_buffered(self, executor: ThreadPoolExecutor) -> int:
+        """Start buffered runs in free slots; returns the slots still free."""
+        with self._lock:
+            free = self.concurrency - self._active
+            while free > 0 and self._buffer:
+                run = self._buffer.popleft()
+                self._active += 1
+                free -= 1
+                executor.submit(self._execute, run)
+            return free
 
     def _claim(self, qty: int) -> list[dict[str, Any]]:
         def claim(cur: Any) -> list[dict[str, Any]]:
@@ -324,13 +355,6 @@ class Worker:
         except (TeguhError, psycopg2.Error) as exc:
             logger.warning("next_due failed (%s)", error_message(exc))
             return None
-
-    def _start(self, executor: ThreadPoolExecutor, row: dict[str, Any]) -> None:
-        run = _Run(row, self.queue)
-        with self._lock:
-            self._runs[run.run_id] = run
-            self._active += 1
-        executor.submit(self._execute, run)
 
     def _run_states(self) -> dict[str, RunState]:
         with self._lock:
@@ -558,6 +582,14 @@ class Worker:
         self, executor: ThreadPoolExecutor, heartbeat: Heartbeat | None, completer: threading.Thread
     ) -> None:
         self._stopping = True
+        # prefetched runs never started: hand them back before waiting for the rest
+        with self._lock:
+            unstarted = list(self._buffer)
+            self._buffer.clear()
+            for run in unstarted:
+                self._runs.pop(run.run_id, None)
+        for run in unstarted:
+            self._release(run, started=False)
         deadline = time.monotonic() + (0 if self._force else self.shutdown_timeout)
         with self._lock:
             while self._active and not self._force:
@@ -583,11 +615,15 @@ class Worker:
         if self._owns_client and self._client is not None:
             self._client.close()
         logger.info(
-            "worker %s stopped (%d runs released)", self.worker_id, len(leftover), extra={"queue": self.queue}
+            "worker %s stopped (%d running and %d prefetched runs released)",
+            self.worker_id,
+            len(leftover),
+            len(unstarted),
+            extra={"queue": self.queue},
         )
 
-    def _release(self, run: _Run) -> None:
-        """Hand a still-running task back so another worker can start it at once."""
+    def _release(self, run: _Run, *, started: bool = True) -> None:
+        """Hand a task back so another worker can start it at once."""
         run.state.lost.set()
         try:
             self.client._run(
@@ -598,7 +634,8 @@ class Worker:
                 queue=self.queue,
                 run_id=run.run_id,
             )
-            run.log.warning("released: still running at shutdown; another worker will take it")
+            if started:
+                run.log.warning("released: still running at shutdown; another worker will take it")
         except (Cancelled, LeaseLost):
             pass
         except TeguhError as exc:
