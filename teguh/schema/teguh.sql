@@ -40,9 +40,22 @@ language sql volatile as $$
   select coalesce(nullif(current_setting('teguh.fake_now', true), '')::timestamptz, clock_timestamp())
 $$;
 
--- 16 random bytes; replaced below by a pgcrypto version when pgcrypto is there.
-create or replace function teguh._random_bytes() returns bytea
-language sql volatile as $$ select uuid_send(gen_random_uuid()) $$;
+-- A UUIDv7: 48-bit milliseconds from teguh.current_time(), version 7,
+-- RFC 4122 variant, the rest random. Ids sort by creation time. One
+-- expression, so PostgreSQL inlines it: a batch of 1,000 spawns calls it
+-- 1,000 times. The random part comes from gen_random_uuid() (a v4 UUID: its
+-- variant bits are already right, and setting bits 52 and 53 turns version 4
+-- into 7), or from pgcrypto's gen_random_bytes when pgcrypto is installed.
+create or replace function teguh.portable_uuidv7() returns uuid
+language sql volatile as $$
+  select encode(
+    set_bit(set_bit(
+      overlay(uuid_send(gen_random_uuid())
+        placing substring(int8send(floor(extract(epoch from teguh.current_time()) * 1000)::bigint) from 3)
+        from 1 for 6),
+      52, 1), 53, 1),
+    'hex')::uuid
+$$;
 
 do $install$
 declare
@@ -52,28 +65,23 @@ begin
     from pg_extension e join pg_namespace n on n.oid = e.extnamespace
    where e.extname = 'pgcrypto';
   if crypto_schema is not null then
-    execute format(
-      'create or replace function teguh._random_bytes() returns bytea '
-      'language sql volatile as $f$ select %I.gen_random_bytes(16) $f$',
-      crypto_schema);
+    -- version 0111 in byte 6 (bits 55..52), variant 10 in byte 8 (bits 71, 70)
+    execute format($f$
+      create or replace function teguh.portable_uuidv7() returns uuid
+      language sql volatile as $body$
+        select encode(
+          set_bit(set_bit(set_bit(set_bit(set_bit(set_bit(
+            overlay(%I.gen_random_bytes(16)
+              placing substring(int8send(floor(extract(epoch from teguh.current_time()) * 1000)::bigint) from 3)
+              from 1 for 6),
+            52, 1), 53, 1), 54, 1), 55, 0), 70, 0), 71, 1),
+          'hex')::uuid
+      $body$$f$, crypto_schema);
   end if;
 end
 $install$;
 
--- A UUIDv7: 48-bit milliseconds from teguh.current_time(), version 7,
--- RFC 4122 variant, the rest random. Ids sort by creation time.
-create or replace function teguh.portable_uuidv7() returns uuid
-language sql volatile as $$
-  select encode(
-    set_byte(
-      set_byte(
-        overlay(x.b placing substring(int8send(x.ms) from 3) from 1 for 6),
-        6, (get_byte(x.b, 6) & 15) | 112),
-      8, (get_byte(x.b, 8) & 63) | 128),
-    'hex')::uuid
-    from (select teguh._random_bytes() as b,
-                 floor(extract(epoch from teguh.current_time()) * 1000)::bigint as ms) x
-$$;
+drop function if exists teguh._random_bytes();
 
 -- ---------------------------------------------------------------------------
 -- Validation and errors
@@ -390,14 +398,14 @@ $$;
 -- Per-queue hot path
 -- ---------------------------------------------------------------------------
 
--- The calls a worker makes for every task (claim, complete, next_due) run as
+-- The calls made for every task (spawn, claim, complete, next_due) run as
 -- functions of their own queue, written with static SQL: PL/pgSQL caches
 -- their plans for the session, where dynamic SQL would be planned on every
 -- call. create_queue (and every install, for existing queues) generates them
 -- from this template; the public functions check their arguments and call
 -- them. Placeholders: %1$I _claim_<q>, %2$I _done_<q>, %3$I t_<q>,
 -- %4$I r_<q>, %5$I p_<q>, %6$I c_<q>, %7$L the queue name, %8$L its channel,
--- %9$I _due_<q>.
+-- %9$I _due_<q>, %10$I _spawn_<q>.
 create or replace function teguh._hot_path_sql(q text) returns text
 language sql immutable as $outer$
   select format($tmpl$
@@ -534,6 +542,48 @@ begin
 end
 $body$;
 
+-- One task, the common case: no validation loop, no dynamic SQL.
+create or replace function teguh.%10$I(p_task_name text, p_params jsonb, p_options jsonb)
+returns table(task_id uuid, run_id uuid, attempt int, created boolean)
+language plpgsql as $body$
+#variable_conflict use_column
+declare
+  now_ts timestamptz := teguh.current_time();
+  v_id uuid := teguh.portable_uuidv7();
+  v_later timestamptz;
+  v_priority int := coalesce((p_options->>'priority')::int, 0);
+begin
+  if p_options = '{}'::jsonb then
+    perform teguh._check_name('task name', p_task_name);
+  else
+    perform teguh._check_spawn_item(p_options || jsonb_build_object('task_name', p_task_name), null);
+    if (p_options->>'available_at')::timestamptz > now_ts then
+      v_later := (p_options->>'available_at')::timestamptz;
+    end if;
+  end if;
+  insert into teguh.%3$I as t
+    (task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation, idempotency_key,
+     priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at)
+  values (v_id, p_task_name, coalesce(p_params, 'null'::jsonb), nullif(p_options->'headers', 'null'::jsonb),
+          nullif(p_options->'retry_strategy', 'null'::jsonb), (p_options->>'max_attempts')::int,
+          nullif(p_options->'cancellation', 'null'::jsonb), p_options->>'idempotency_key', v_priority,
+          'pending', 1, now_ts, v_later, coalesce((p_options->>'notify_done')::boolean, false),
+          now_ts + make_interval(secs => (p_options->'cancellation'->>'max_delay')::float8))
+  on conflict (idempotency_key) do nothing;
+  if not found then
+    -- the key is taken: return its task (a fresh statement sees a concurrent winner)
+    return query select t.task_id, null::uuid, t.attempts, false
+                   from teguh.%3$I t where t.idempotency_key = p_options->>'idempotency_key';
+    return;
+  end if;
+  if v_later is null then
+    insert into teguh.%5$I (task_id, attempt, priority, available_at) values (v_id, 1, v_priority, now_ts);
+    perform pg_notify(%8$L, 'spawn');
+  end if;
+  return query select v_id, null::uuid, 1, true;
+end
+$body$;
+
 create or replace function teguh.%9$I() returns timestamptz
 language sql stable as $body$
   select least(
@@ -545,7 +595,7 @@ language sql stable as $body$
 $body$;
 $tmpl$,
     '_claim_' || q, '_done_' || q, 't_' || q, 'r_' || q, 'p_' || q, 'c_' || q, q, 'teguh_' || q,
-    '_due_' || q)
+    '_due_' || q, '_spawn_' || q)
 $outer$;
 
 create or replace function teguh.create_queue(q text) returns void
@@ -567,7 +617,7 @@ declare
 begin
   perform teguh._check_queue_name(q);
   perform pg_advisory_xact_lock(7420581234);
-  foreach prefix in array array['_claim_', '_done_', '_due_'] loop
+  foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
   end loop;
   foreach prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
@@ -848,7 +898,17 @@ begin
   if items is null or jsonb_typeof(items) <> 'array' then
     raise exception 'spawn items must be a JSON array' using errcode = 'TG004';
   end if;
-  for item, pos in select x.item, x.pos from jsonb_array_elements(items) with ordinality as x(item, pos) loop
+  -- Items holding nothing but a valid task_name and params pass this one
+  -- query; only the others get the full per-item check.
+  for item, pos in
+    select x.item, x.pos
+      from jsonb_array_elements(items) with ordinality as x(item, pos)
+     where case when jsonb_typeof(x.item) <> 'object' then true
+                when jsonb_typeof(x.item->'task_name') is distinct from 'string' then true
+                when x.item->>'task_name' ~ '^\s*$' or octet_length(x.item->>'task_name') > 1024 then true
+                else exists (select 1 from jsonb_object_keys(x.item) k where k not in ('task_name', 'params'))
+           end
+  loop
     perform teguh._check_spawn_item(item, pos);
   end loop;
 
@@ -920,9 +980,8 @@ begin
   if options ? 'task_name' or options ? 'params' then
     raise exception 'spawn options must not hold task_name or params' using errcode = 'TG004';
   end if;
-  return query select * from teguh._spawn(
-    q, jsonb_build_array(options || jsonb_build_object('task_name', task_name,
-                                                         'params', coalesce(params, 'null'::jsonb))));
+  return query execute format('select * from teguh.%I($1, $2, $3)', '_spawn_' || q)
+    using task_name, params, options;
 end
 $$;
 
