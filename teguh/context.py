@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,16 +27,21 @@ logger = logging.getLogger("teguh.context")
 
 
 class RunState:
-    """What the worker's heartbeat learned about a run, read by its context.
+    """What the worker learned about a run, read by its context.
 
-    The heartbeat thread sets `cancelled` or `lost`; the handler's thread sees it
-    at its next context call and unwinds. Python cannot interrupt a thread, so
-    this is the earliest moment a handler can notice.
+    The heartbeat sets `cancelled` or `lost`; the handler's thread sees it at
+    its next context call and unwinds. Python cannot interrupt a thread, so
+    this is the earliest moment a handler can notice. `completing` is set once
+    the handler returned and its completion waits to be committed. Plain
+    attributes: a flag written by one thread and read by another needs no lock.
     """
 
+    __slots__ = ("cancelled", "completing", "lost")
+
     def __init__(self) -> None:
-        self.cancelled = threading.Event()
-        self.lost = threading.Event()
+        self.cancelled = False
+        self.lost = False
+        self.completing = False
 
 
 class TaskContext:
@@ -100,11 +104,11 @@ class TaskContext:
 
     def _check(self) -> None:
         """Raise the signal the heartbeat recorded, if any."""
-        if self._state.cancelled.is_set():
+        if self._state.cancelled:
             raise Cancelled(
                 "task has been cancelled", queue=self.queue, task_id=self.task_id, run_id=self.run_id
             )
-        if self._state.lost.is_set():
+        if self._state.lost:
             raise LeaseLost(
                 "this run no longer holds its task",
                 queue=self.queue,

@@ -74,17 +74,18 @@ class Heartbeat(threading.Thread):
             return
         for run_id, outcome in outcomes.items():
             state = runs.get(run_id)
-            if state is None or outcome == "ok":
+            # a run whose completion is committing loses its lease row on purpose
+            if state is None or outcome == "ok" or state.completing:
                 continue
             if outcome == "cancelled":
-                if not state.cancelled.is_set():
+                if not state.cancelled:
                     logger.info("run %s: its task was cancelled", run_id, extra={"run_id": run_id})
-                state.cancelled.set()
+                state.cancelled = True
             else:
-                if not state.lost.is_set():
+                if not state.lost:
                     logger.warning(
                         "run %s no longer holds its task (lease lost)", run_id, extra={"run_id": run_id}
                     )
-                state.lost.set()
+                state.lost = True
         self.ticks += 1
         self.beat.set()

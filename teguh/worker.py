@@ -318,15 +318,37 @@ class Worker:
                 self._buffer.append(run)
 
     def _start_buffered(self, executor: ThreadPoolExecutor) -> int:
-        """Start buffered runs in free slots; returns the slots still free."""
+        """Put idle threads to work on buffered runs; returns the threads still idle."""
         with self._lock:
             free = self.concurrency - self._active
-            while free > 0 and self._buffer:
+            n = min(free, len(self._buffer))
+            self._active += n
+        for _ in range(n):
+            executor.submit(self._drain)
+        return free - n
+
+    def _drain(self) -> None:
+        """An executor thread's work: run buffered runs until none is left.
+
+        Taking the next run here, rather than going back through the main
+        loop and the executor for each one, keeps a fast queue's per-task cost
+        to a deque pop. The main loop is woken when the buffer runs low (to
+        claim more) and when the thread goes idle.
+        """
+        low_water = self.prefetch // 2
+        while True:
+            with self._lock:
+                if not self._buffer or self._stopping:
+                    self._active -= 1
+                    self._lock.notify_all()
+                    break
                 run = self._buffer.popleft()
-                self._active += 1
-                free -= 1
-                executor.submit(self._execute, run)
-            return free
+                low = len(self._buffer) == low_water
+            if low and self._listener is not None:
+                self._listener.wake()
+            self._execute(run)
+        if self._listener is not None:
+            self._listener.wake()
 
     def _claim(self, qty: int) -> list[dict[str, Any]]:
         def claim(cur: Any) -> list[dict[str, Any]]:
@@ -369,14 +391,10 @@ class Worker:
         except BaseException:  # never let a run kill its thread silently
             run.log.exception("unexpected error while running the task")
         finally:
-            with self._lock:
-                self._active -= 1
-                if not keep:
+            if not keep:
+                with self._lock:
                     self._runs.pop(run.run_id, None)
                     self.processed += 1
-                self._lock.notify_all()
-            if self._listener is not None:
-                self._listener.wake()
 
     def _handle(self, run: _Run) -> bool:
         """Run the handler; returns True when a completion was queued for the completer."""
@@ -441,11 +459,12 @@ class Worker:
                 run, {"type": type(exc).__name__, "message": f"the task's result cannot be stored: {exc}"}
             )
             return False
+        run.state.completing = True
         self._completions.put((run, text))
         return True
 
     def _fail(self, run: _Run, reason: dict[str, Any], *, delay: float | None = None) -> None:
-        if run.state.cancelled.is_set() or run.state.lost.is_set():
+        if run.state.cancelled or run.state.lost:
             return
         if delay is None and not run.row.get("retry_strategy"):
             delay = min(DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_BASE * 2 ** min(run.row["attempt"] - 1, 20))
@@ -624,7 +643,7 @@ class Worker:
 
     def _release(self, run: _Run, *, started: bool = True) -> None:
         """Hand a task back so another worker can start it at once."""
-        run.state.lost.set()
+        run.state.lost = True
         try:
             self.client._run(
                 "release",
