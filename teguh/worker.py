@@ -99,6 +99,17 @@ class _Run:
         return self.row["run_id"]
 
 
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+"""Deadlock and serialization failure: the transaction was rolled back and may be repeated."""
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionLost):
+        return True
+    cause = exc.__cause__ if isinstance(exc, TeguhError) else exc
+    return getattr(cause, "pgcode", None) in TRANSIENT_SQLSTATES
+
+
 def _reason(exc: BaseException) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
@@ -479,8 +490,11 @@ class Worker:
             run.log.info("cancelled before its failure was recorded")
         except LeaseLost:
             run.log.warning("lost its lease before its failure was recorded")
-        except TeguhError as exc:
-            run.log.error("could not record the failure (%s); the lease will expire and the task retry", exc)
+        except Exception as exc:
+            run.log.error(
+                "could not record the failure (%s); the lease will expire and the task retry",
+                error_message(exc),
+            )
 
     def _fail_now(self, run: _Run, reason: dict[str, Any], delay: float | None) -> None:
         text = _json.dumps(reason, "failure reason", max_bytes=None)
@@ -497,13 +511,14 @@ class Worker:
         )
 
     def _retrying(self, call: Any) -> Any:
-        """Repeat `call` while the database is unreachable.
+        """Repeat `call` while the database is unreachable or reports a transient error.
 
         Safe for completions and failures: if an earlier try did commit, the
-        repeat finds no lease and raises `LeaseLost`, which callers accept.
+        repeat finds no lease and raises `LeaseLost`, which callers accept. A
+        deadlock or serialization failure rolled the try back, so it is repeated.
         """
         for attempt in tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(ConnectionLost),
+            retry=tenacity.retry_if_exception(_transient),
             stop=tenacity.stop_after_delay(COMPLETION_RETRY_SECONDS),
             wait=tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.2),
             reraise=True,
@@ -549,11 +564,11 @@ class Worker:
 
         try:
             outcomes = self._retrying(lambda: self.client._run("complete_runs", complete, queue=self.queue))
-        except TeguhError as exc:
+        except Exception as exc:  # the completer must outlive any error
             logger.error(
                 "could not record %d completions (%s); their leases will expire and the tasks run again",
                 len(batch),
-                exc,
+                error_message(exc),
             )
             outcomes = {}
         with self._lock:

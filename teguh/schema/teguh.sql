@@ -284,6 +284,21 @@ $$;
 
 -- Creates (or upgrades) a queue's tables. Index names stay within 63 bytes for
 -- the longest (55-byte) queue name.
+-- Creates an index unless it exists. `create index if not exists` is not
+-- enough: it locks the table in SHARE mode before it looks, which blocks (and
+-- can deadlock with) running workers on every re-install.
+create or replace function teguh._ensure_index(definition text, index_name text, table_name text)
+returns void
+language plpgsql as $$
+begin
+  if to_regclass(format('teguh.%I', index_name)) is null then
+    execute format('create index if not exists %I on teguh.%I ', index_name, table_name) || definition;
+  end if;
+end
+$$;
+
+-- Creates (or upgrades) a queue's tables. Index names stay within 63 bytes for
+-- the longest (55-byte) queue name.
 create or replace function teguh._ensure_queue_tables(q text) returns void
 language plpgsql as $$
 begin
@@ -314,17 +329,17 @@ begin
       constraint %2$I unique (idempotency_key)
     )$ddl$, 't_' || q, 't_' || q || '_ik');
   -- due sleepers and delayed tasks: the only tasks with available_at set
-  execute format('create index if not exists %I on teguh.%I (available_at) '
+  perform teguh._ensure_index('(available_at) '
                  'where available_at is not null and state in (''pending'', ''sleeping'')',
                  't_' || q || '_ai', 't_' || q);
-  execute format('create index if not exists %I on teguh.%I (deadline_at) '
+  perform teguh._ensure_index('(deadline_at) '
                  'where deadline_at is not null and state in (''pending'', ''running'', ''sleeping'')',
                  't_' || q || '_di', 't_' || q);
-  execute format('create index if not exists %I on teguh.%I (finished_at) '
+  perform teguh._ensure_index('(finished_at) '
                  'where state in (''completed'', ''failed'', ''cancelled'')',
                  't_' || q || '_fi', 't_' || q);
   -- tells AB001 from AB002 without a scan
-  execute format('create index if not exists %I on teguh.%I (last_run_id) where state = ''cancelled''',
+  perform teguh._ensure_index('(last_run_id) where state = ''cancelled''',
                  't_' || q || '_ci', 't_' || q);
 
   -- dispatch: insert and delete only
@@ -337,7 +352,7 @@ begin
       wake_event text,
       event_payload jsonb
     ) with (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000)$ddl$, 'p_' || q);
-  execute format('create index if not exists %I on teguh.%I (priority desc, available_at, task_id)',
+  perform teguh._ensure_index('(priority desc, available_at, task_id)',
                  'p_' || q || '_oi', 'p_' || q);
 
   -- leases of in-flight runs
@@ -353,7 +368,7 @@ begin
       constraint %2$I unique (task_id)
     ) with (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000)$ddl$,
     'r_' || q, 'r_' || q || '_ti');
-  execute format('create index if not exists %I on teguh.%I (claim_expires_at) '
+  perform teguh._ensure_index('(claim_expires_at) '
                  'where claim_expires_at is not null', 'r_' || q || '_ei', 'r_' || q);
 
   -- step checkpoints
@@ -377,7 +392,7 @@ begin
       emitted_at timestamptz,
       created_at timestamptz not null
     )$ddl$, 'e_' || q);
-  execute format('create index if not exists %I on teguh.%I ((coalesce(emitted_at, created_at)))',
+  perform teguh._ensure_index('((coalesce(emitted_at, created_at)))',
                  'e_' || q || '_ai', 'e_' || q);
 
   -- waits: tasks suspended on an event
@@ -390,7 +405,7 @@ begin
       timeout_at timestamptz,
       created_at timestamptz not null
     )$ddl$, 'w_' || q);
-  execute format('create index if not exists %I on teguh.%I (event_name)', 'w_' || q || '_ei', 'w_' || q);
+  perform teguh._ensure_index('(event_name)', 'w_' || q || '_ei', 'w_' || q);
 end
 $$;
 
@@ -602,6 +617,11 @@ create or replace function teguh.create_queue(q text) returns void
 language plpgsql as $$
 begin
   perform teguh._check_queue_name(q);
+  -- An existing queue is left alone: DDL on its tables would lock them
+  -- against running workers (every worker creates its queue at start).
+  if exists (select 1 from teguh.queues where queue_name = q) then
+    return;
+  end if;
   -- concurrent `create table if not exists` can collide in pg_type
   perform pg_advisory_xact_lock(7420581234);
   insert into teguh.queues (queue_name) values (q) on conflict do nothing;

@@ -218,3 +218,24 @@ def test_create_queue_creates_the_six_per_queue_tables(db):
     }
     for prefix in ("t", "p", "r", "c", "e", "w"):
         assert f"{prefix}_shop" in tables
+
+
+def test_create_queue_and_reinstall_take_no_lock_on_a_busy_queue(db, sql_factory):
+    """Workers create their queue at start and installs re-run over live queues:
+    neither may wait for (or deadlock with) transactions using the queue's tables."""
+    db.run("select teguh.create_queue('busy')")
+    holder = sql_factory()
+    holder.run("begin")
+    for prefix in ("t", "p", "r", "c", "e", "w"):
+        holder.run(f"lock table teguh.{prefix}_busy in row exclusive mode")
+    try:
+        db.run("set statement_timeout = '3s'")
+        db.run("select teguh.create_queue('busy')")
+        db.run("begin")
+        with db.conn.cursor() as cur:
+            cur.execute(SCHEMA_FILE.read_text())  # no parameters: the file's % signs stay as they are
+        db.run("commit")
+    finally:
+        holder.run("rollback")
+        db.run("reset statement_timeout")
+    assert db.value("select count(*) from teguh.list_queues() where queue_name = 'busy'") == 1
