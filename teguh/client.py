@@ -193,7 +193,9 @@ class Client(ClientBase):
         queue = _validate.queue_name(queue)
         if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
             raise TypeError("items must be a list of dicts")
-        flat: list[dict[str, Any]] = []
+        # The batch's JSON is built item by item, so each value is encoded
+        # (and checked) once.
+        parts: list[str] = []
         for index, item in enumerate(items):
             field = f"items[{index}]."
             if not isinstance(item, Mapping):
@@ -203,19 +205,18 @@ class Client(ClientBase):
                 raise InvalidArgument(f"unknown key(s) {unknown} in items[{index}]")
             if "task_name" not in item:
                 raise InvalidArgument(f"items[{index}] has no task_name")
-            entry = {"task_name": _validate.name(item["task_name"], f"{field}task_name")}
-            params = item.get("params")
-            _json.dumps(params, f"{field}params", max_bytes=self.max_payload_bytes)
-            entry["params"] = params
-            entry.update(
-                spawn_options(
-                    field, self.max_payload_bytes, **{k: v for k, v in item.items() if k in SPAWN_OPTIONS}
-                )
-            )
-            flat.append(entry)
-        if not flat:
+            name = _json.dumps(_validate.name(item["task_name"], f"{field}task_name"), f"{field}task_name")
+            params = _json.dumps(item.get("params"), f"{field}params", max_bytes=self.max_payload_bytes)
+            text = f'{{"task_name":{name},"params":{params}'
+            given = {k: v for k, v in item.items() if k in SPAWN_OPTIONS}
+            if given:
+                options = spawn_options(field, self.max_payload_bytes, **given)
+                if options:
+                    text += "," + _json.dumps(options, f"{field}options", max_bytes=None)[1:-1]
+            parts.append(text + "}")
+        if not parts:
             return []
-        items_json = _json.dumps(flat, "items", max_bytes=None)
+        items_json = "[" + ",".join(parts) + "]"
 
         def spawn(cur: Any) -> list[SpawnResult]:
             cur.execute(

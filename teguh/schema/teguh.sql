@@ -325,9 +325,13 @@ begin
       failure_reason jsonb,
       cancelled_at timestamptz,
       notify_done boolean not null default false,
-      deadline_at timestamptz,
-      constraint %2$I unique (idempotency_key)
-    )$ddl$, 't_' || q, 't_' || q || '_ik');
+      deadline_at timestamptz
+    )$ddl$, 't_' || q);
+  -- partial: most tasks have no key, and an index entry per spawn would be waste
+  if to_regclass(format('teguh.%I', 't_' || q || '_ik')) is null then
+    execute format('create unique index %I on teguh.%I (idempotency_key) where idempotency_key is not null',
+                   't_' || q || '_ik', 't_' || q);
+  end if;
   -- due sleepers and delayed tasks: the only tasks with available_at set
   perform teguh._ensure_index('(available_at) '
                  'where available_at is not null and state in (''pending'', ''sleeping'')',
@@ -584,7 +588,7 @@ begin
           nullif(p_options->'cancellation', 'null'::jsonb), p_options->>'idempotency_key', v_priority,
           'pending', 1, now_ts, v_later, coalesce((p_options->>'notify_done')::boolean, false),
           now_ts + make_interval(secs => (p_options->'cancellation'->>'max_delay')::float8))
-  on conflict (idempotency_key) do nothing;
+  on conflict (idempotency_key) where idempotency_key is not null do nothing;
   if not found then
     -- the key is taken: return its task (a fresh statement sees a concurrent winner)
     return query select t.task_id, null::uuid, t.attempts, false
@@ -950,7 +954,7 @@ begin
              $2 + make_interval(secs => (i.item->'cancellation'->>'max_delay')::float8)
         from input i
        order by i.pos
-      on conflict (idempotency_key) do nothing
+      on conflict (idempotency_key) where idempotency_key is not null do nothing
       returning t.task_id, t.priority, t.available_at
     ), ready as (
       insert into teguh.%2$I (task_id, attempt, priority, available_at)
