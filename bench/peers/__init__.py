@@ -1,0 +1,22 @@
+"""One module per system under test.
+
+Each module defines a `Peer` class (the harness side: install, spawn, count
+finished jobs) and a `worker` entry point run as `python -m
+bench.peers.<module> worker --dsn URL --concurrency N [--stamps FILE]`.
+"""
+
+PEERS = ("teguh", "pgqueuer", "procrastinate")
+
+
+def load(name: str):
+    """The `Peer` instance of a peer by name."""
+    import importlib
+
+    return importlib.import_module(f"bench.peers.{name}_runner").Peer()
+
+
+def missing(peer) -> list[str]:
+    """The modules a peer needs that are not installed."""
+    import importlib.util
+
+    return [module for module in peer.requires if importlib.util.find_spec(module) is None]

@@ -1,0 +1,121 @@
+"""teguh: `Client.spawn_task` / `spawn_tasks` to produce, `App` + `Worker` to consume."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+QUEUE = "bench"
+TASK = "noop"
+
+
+class Peer:
+    name = "teguh"
+    module = "bench.peers.teguh_runner"
+    requires = ("teguh", "psycopg2")
+
+    def version(self) -> str:
+        import teguh
+
+        return f"teguh {teguh.__version__}, psycopg2 {_psycopg2_version()}"
+
+    def settings(self, concurrency: int) -> list[str]:
+        return [
+            f"queue `{QUEUE}`; spawn with `Client(dsn).spawn_task(queue, 'noop', i)` and "
+            "`spawn_tasks(queue, [{'task_name': 'noop', 'params': i}, ...])` (default pool)",
+            f"worker: `App(dsn).worker(queue, concurrency={concurrency})` in its own process; every other "
+            "Worker option at its default (threads, claim_timeout 30 s, batch_size = concurrency, "
+            "poll_interval 30 s)",
+            "handler: `def noop(params): return None` (sync, run in the worker's thread pool)",
+        ]
+
+    def install(self, dsn: str) -> None:
+        import teguh
+
+        teguh.install(dsn)
+        with teguh.Client(dsn, max_connections=1) as client:
+            client.create_queue(QUEUE)
+
+    def spawn_single(self, dsn: str, n: int, first: int = 0) -> float:
+        import teguh
+
+        with teguh.Client(dsn, max_connections=1) as client:
+            client.list_queues()  # connect before timing
+            t0 = time.perf_counter()
+            for i in range(first, first + n):
+                client.spawn_task(QUEUE, TASK, i)
+            return time.perf_counter() - t0
+
+    def spawn_batch(self, dsn: str, n: int, size: int, first: int = 0) -> float:
+        import teguh
+
+        with teguh.Client(dsn, max_connections=1) as client:
+            client.list_queues()
+            t0 = time.perf_counter()
+            for start in range(first, first + n, size):
+                stop = min(start + size, first + n)
+                client.spawn_tasks(QUEUE, [{"task_name": TASK, "params": i} for i in range(start, stop)])
+            return time.perf_counter() - t0
+
+    def spawn_paced(self, dsn: str, count: int, gap: float) -> list[float]:
+        import teguh
+
+        times = []
+        with teguh.Client(dsn, max_connections=1) as client:
+            client.list_queues()
+            for i in range(count):
+                times.append(time.time())
+                client.spawn_task(QUEUE, TASK, i)
+                time.sleep(gap)
+        return times
+
+    def finished_sql(self, n: int) -> str:
+        return f"select count(*) from teguh.t_{QUEUE} where state = 'completed'"
+
+    def leftover_sql(self) -> str | None:
+        """Rows still in the dispatch and lease tables (both should be empty after a drain)."""
+        return f"select (select count(*) from teguh.p_{QUEUE}) + (select count(*) from teguh.r_{QUEUE})"
+
+    def worker_args(self, dsn: str, concurrency: int, stamps: str | None) -> list[str]:
+        return ["--dsn", dsn, "--concurrency", str(concurrency), *(["--stamps", stamps] if stamps else [])]
+
+
+def _psycopg2_version() -> str:
+    import psycopg2
+
+    return psycopg2.__version__.split()[0]
+
+
+def worker(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--concurrency", type=int, required=True)
+    parser.add_argument("--stamps")
+    args = parser.parse_args(argv)
+
+    import teguh
+    from bench._workers import Stamps, barrier
+
+    app = teguh.App(args.dsn, queue=QUEUE)
+    if args.stamps:
+        stamps = Stamps(args.stamps)
+
+        @app.task(TASK)
+        def noop(params):
+            stamps.mark(params)
+
+    else:
+
+        @app.task(TASK)
+        def noop(params):
+            return None
+
+    worker = app.worker(QUEUE, concurrency=args.concurrency)
+    barrier()
+    worker.run()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["worker"]:
+        worker(sys.argv[2:])

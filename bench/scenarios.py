@@ -1,0 +1,383 @@
+"""The scenarios, each on a fresh database of its own.
+
+Every function takes the cluster, a peer (see `bench/peers`) and the settings,
+and returns plain numbers. Nothing here knows a peer's internals beyond what
+its `Peer` class exposes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+from bench._pg import POLLER_ROLE, Cluster, proc_times, rss_kib
+from bench._workers import Stamps, start_workers, stop_workers
+
+_db_numbers = itertools.count(1)
+
+
+@dataclass
+class Settings:
+    n: int
+    concurrency: int
+    batch: int
+    wakeup_samples: int
+    wakeup_warmup: int
+    wakeup_gap: float
+    log_dir: Path
+
+
+# -- databases -------------------------------------------------------------------
+
+
+class FreshDatabase:
+    """A new database with the peer installed and autovacuum off on every table; dropped on exit."""
+
+    def __init__(self, cluster: Cluster, peer, autovacuum: bool = False) -> None:
+        self.cluster = cluster
+        self.name = f"bench_{peer.name}_{next(_db_numbers)}"
+        cluster.create_database(self.name)
+        self.url = cluster.url(self.name)
+        try:
+            peer.install(self.url)
+            if not autovacuum:
+                self.disable_autovacuum()
+        except BaseException:
+            cluster.drop_database(self.name)
+            raise
+
+    def __enter__(self) -> FreshDatabase:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cluster.drop_database(self.name)
+
+    def connect(self):
+        """A connection of the harness (its own role, so its statements are not counted as the peer's)."""
+        conn = self.cluster.connect(self.name, user=POLLER_ROLE)
+        conn.autocommit = True
+        return conn
+
+    def disable_autovacuum(self) -> None:
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute(
+                "select format('alter table %I.%I set (autovacuum_enabled = false)', n.nspname, c.relname) "
+                "from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema') "
+                "and n.nspname not like 'pg_toast%'"
+            )
+            for (statement,) in cur.fetchall():
+                cur.execute(statement)
+        finally:
+            conn.close()
+
+
+def scalar(conn, sql: str):
+    cur = conn.cursor()
+    cur.execute(sql)
+    return cur.fetchone()[0]
+
+
+def optional_scalar(conn, sql: str | None):
+    """`scalar`, or None when there is no such query or it fails (say, a table was renamed)."""
+    if sql is None:
+        return None
+    try:
+        return scalar(conn, sql)
+    except psycopg2.Error:
+        return None
+
+
+# -- spawning ----------------------------------------------------------------------
+
+
+def single_spawn(cluster: Cluster, peer, s: Settings) -> dict:
+    """Jobs per second spawned one call at a time from one thread."""
+    with FreshDatabase(cluster, peer) as db, StatementWatch(cluster, db) as watch:
+        rate = s.n / peer.spawn_single(db.url, s.n)
+        return {"rate": rate, "statements": watch.read(s.n)}
+
+
+def batch_spawn(cluster: Cluster, peer, s: Settings) -> dict:
+    """Jobs per second spawned `s.batch` per call."""
+    with FreshDatabase(cluster, peer) as db, StatementWatch(cluster, db) as watch:
+        rate = s.n / peer.spawn_batch(db.url, s.n, s.batch)
+        return {"rate": rate, "statements": watch.read(s.n)}
+
+
+# -- draining ----------------------------------------------------------------------
+
+
+STALL_SECONDS = 60.0
+"""A drain that finishes no job for this long has failed."""
+
+
+def wait_until_finished(conn, sql: str, n: int) -> float:
+    """Poll the count of finished jobs; return the time.time() of the poll that first saw n.
+
+    Polls every 50 ms, and faster (down to 2 ms) when the remaining jobs should
+    take less than that at the rate seen so far, so the end is seen within a
+    few ms without polling hard for the whole drain. Raises when no job
+    finishes for STALL_SECONDS.
+    """
+    cur = conn.cursor()
+    start = last_progress = time.time()
+    last_done = -1
+    while True:
+        polled = time.time()
+        cur.execute(sql)
+        done = cur.fetchone()[0]
+        if done >= n:
+            return polled
+        if done != last_done:
+            last_done, last_progress = done, polled
+        elif polled - last_progress > STALL_SECONDS:
+            raise TimeoutError(
+                f"stalled: {done} of {n} jobs finished, none in the last {STALL_SECONDS:.0f} s"
+            )
+        rate = done / max(polled - start, 1e-3)
+        left = (n - done) / rate if rate > 0 else 1.0
+        time.sleep(min(0.05, max(0.002, left / 4)))
+
+
+def wait_for_no_other_backends(conn, timeout: float = 15.0) -> None:
+    """Wait until only this connection is left on its database (the workers' stats are flushed then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        others = scalar(
+            conn,
+            "select count(*) from pg_stat_activity "
+            "where datname = current_database() and pid <> pg_backend_pid()",
+        )
+        if others == 0:
+            return
+        time.sleep(0.05)
+
+
+def table_stats(conn) -> tuple[int, int]:
+    """Dead tuples and total size (tables, indexes, TOAST) of every user table of the database."""
+    conn.cursor().execute("select pg_stat_clear_snapshot()")
+    cur = conn.cursor()
+    cur.execute(
+        "select coalesce(sum(n_dead_tup), 0)::bigint, "
+        "coalesce(sum(pg_total_relation_size(relid)), 0)::bigint from pg_stat_user_tables"
+    )
+    dead, size = cur.fetchone()
+    return int(dead), int(size)
+
+
+class StatementWatch:
+    """The peer's statements from now on, when the cluster preloads pg_stat_statements (`--statements`)."""
+
+    def __init__(self, cluster: Cluster, db: FreshDatabase) -> None:
+        self.on = cluster.statements
+        self.conn = db.connect() if self.on else None
+        if self.on:
+            self.conn.cursor().execute("create extension if not exists pg_stat_statements")
+            self.reset()
+
+    def reset(self) -> None:
+        if self.on:
+            self.conn.cursor().execute("select pg_stat_statements_reset()")
+
+    def read(self, n: int) -> list | None:
+        return top_statements(self.conn, n) if self.on else None
+
+    def __enter__(self) -> StatementWatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def top_statements(conn, n: int, limit: int = 8) -> list[tuple[float, float, str]]:
+    """The peer's statements since the last reset: (calls per job, mean ms, query), most called first.
+
+    Array literals are folded (`ARRAY[...]`), so a statement sent with arrays
+    of different lengths counts as one. The first row is the total.
+    """
+    cur = conn.cursor()
+    cur.execute(
+        "select s.calls, s.total_exec_time, s.query from pg_stat_statements s "
+        "join pg_database d on d.oid = s.dbid join pg_roles r on r.oid = s.userid "
+        "where d.datname = current_database() and r.rolname <> %s",
+        (POLLER_ROLE,),
+    )
+    merged: dict[str, list[float]] = {}
+    for calls, total_ms, query in cur.fetchall():
+        key = re.sub(r"ARRAY\[[^\]]*\]", "ARRAY[...]", " ".join(query.split()))
+        entry = merged.setdefault(key, [0, 0.0])
+        entry[0] += calls
+        entry[1] += total_ms
+    ordered = sorted(merged.items(), key=lambda item: -item[1][0])
+    calls = sum(c for c, _ in merged.values())
+    total_ms = sum(t for _, t in merged.values())
+    rows = [(calls / n, total_ms / max(calls, 1), "(all statements)")]
+    rows += [(c / n, t / c, query) for query, (c, t) in ordered[:limit]]
+    return rows
+
+
+def drain(cluster: Cluster, peer, s: Settings, workers: int = 1) -> dict[str, float]:
+    """Pre-fill n jobs, start the worker(s) at once, time until the database counts n finished."""
+    nproc = os.cpu_count() or 1
+    with FreshDatabase(cluster, peer) as db:
+        peer.spawn_batch(db.url, s.n, s.batch)
+        cluster.admin("checkpoint")
+        poller = db.connect()
+        watch = StatementWatch(cluster, db)
+        procs = []
+        try:
+            poller_pid = scalar(poller, "select pg_backend_pid()")
+            args = peer.worker_args(db.url, s.concurrency, None)
+            procs = start_workers(peer.module, args, workers, s.log_dir)
+            cpu_w0 = sum(proc_times(p.pid) for p in procs)
+            cpu_pg0 = cluster.cpu_seconds() - proc_times(poller_pid)
+            watch.reset()
+            t0 = time.time()
+            for p in procs:
+                p.go()
+            t1 = wait_until_finished(poller, peer.finished_sql(s.n), s.n)
+            cpu_w1 = sum(proc_times(p.pid) for p in procs)
+            cpu_pg1 = cluster.cpu_seconds() - proc_times(poller_pid)
+            statements = watch.read(s.n)
+            died = [p for p in procs if p.proc.poll() is not None]
+            if died:
+                raise RuntimeError(
+                    f"{len(died)} of {workers} workers exited during the drain; see {died[0].log_path}"
+                )
+            stop_workers(procs)
+            procs = []
+            wait_for_no_other_backends(poller)
+            dead, size = table_stats(poller)
+            leftover = optional_scalar(poller, peer.leftover_sql())
+        finally:
+            stop_workers(procs)
+            watch.close()
+            poller.close()
+    wall = t1 - t0
+    return {
+        "rate": s.n / wall,
+        "cpu_worker": (cpu_w1 - cpu_w0) / (wall * nproc),
+        "cpu_pg": (cpu_pg1 - cpu_pg0) / (wall * nproc),
+        "dead_per_job": dead / s.n,
+        "size_mb": size / 1e6,
+        "leftover": leftover,
+        "statements": statements,
+    }
+
+
+# -- wake-up -------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def wakeup(cluster: Cluster, peer, s: Settings) -> dict[str, float]:
+    """Spawn one job every `wakeup_gap` s to an idle worker; latency from spawn call to handler start."""
+    count = s.wakeup_warmup + s.wakeup_samples
+    stamps_path = s.log_dir / f"stamps-{peer.name}.bin"
+    stamps = Stamps(stamps_path, count)
+    with FreshDatabase(cluster, peer) as db:
+        procs = []
+        try:
+            procs = start_workers(
+                peer.module, peer.worker_args(db.url, s.concurrency, str(stamps_path)), 1, s.log_dir
+            )
+            procs[0].go()
+            time.sleep(1.5)  # let it reach its idle wait
+            spawned = peer.spawn_paced(db.url, count, s.wakeup_gap)
+            deadline = time.monotonic() + 30
+            while 0.0 in stamps.read() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            started = stamps.read()
+        finally:
+            stop_workers(procs)
+            stamps.close()
+            stamps_path.unlink(missing_ok=True)
+    pairs = list(zip(spawned, started, strict=True))[s.wakeup_warmup :]
+    missing = sum(1 for _, t in pairs if t == 0.0)
+    if missing:
+        raise RuntimeError(f"{missing} of {len(pairs)} wake-up jobs never started")
+    latencies = [(t - spawn) * 1000 for spawn, t in pairs]
+    return {"median_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 99)}
+
+
+# -- memory over a long run (teguh) ----------------------------------------------------
+
+
+def memory(
+    cluster: Cluster, peer, s: Settings, checkpoints: list[int], feed: int = 5000, backlog: int = 20000
+) -> list[dict[str, float]]:
+    """Worker RSS after each checkpoint of processed tasks, feeding the queue in batches.
+
+    Autovacuum stays on here (this is a long run, as in production). Also
+    gives the drain rate between checkpoints, which shows whether claiming
+    slows down as the queue's history of completed tasks grows.
+    """
+    rows = []
+    with FreshDatabase(cluster, peer, autovacuum=True) as db:
+        poller = db.connect()
+        procs = []
+        try:
+            procs = start_workers(peer.module, peer.worker_args(db.url, s.concurrency, None), 1, s.log_dir)
+            pid = procs[0].pid
+            procs[0].go()
+            spawned = 0
+            last_done, last_t = 0, time.time()
+            total = max(checkpoints)
+            for checkpoint in sorted(checkpoints):
+                seen, seen_at = -1, time.time()
+                while True:
+                    done = _processed(poller, peer, spawned, total)
+                    if done >= checkpoint:
+                        break
+                    if done != seen:
+                        seen, seen_at = done, time.time()
+                    elif time.time() - seen_at > STALL_SECONDS:
+                        raise TimeoutError(f"stalled at {done:,} processed tasks")
+                    if spawned - done < backlog and spawned < total:
+                        take = min(feed, total - spawned)
+                        peer.spawn_batch(db.url, take, s.batch, first=spawned)
+                        spawned += take
+                    else:
+                        time.sleep(0.2)
+                now = time.time()
+                rows.append(
+                    {
+                        "target": checkpoint,
+                        "processed": done,
+                        "rss_mib": rss_kib(pid) / 1024,
+                        "rate": (done - last_done) / (now - last_t),
+                    }
+                )
+                last_done, last_t = done, now
+        finally:
+            stop_workers(procs)
+            poller.close()
+    return rows
+
+
+def _processed(conn, peer, spawned: int, total: int) -> int:
+    """Tasks finished so far: spawned minus those still queued or leased when the peer can tell
+    (cheap at any history size), else its count of finished jobs (a scan of the history)."""
+    outstanding = optional_scalar(conn, peer.leftover_sql())
+    if outstanding is not None:
+        return spawned - outstanding
+    return scalar(conn, peer.finished_sql(total))
