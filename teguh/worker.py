@@ -530,7 +530,19 @@ class Worker:
     # -- completions --------------------------------------------------------
 
     def _complete_loop(self) -> None:
-        """Commit finished runs in batches: one statement for all runs waiting."""
+        """Commit finished runs in batches: one statement for all runs waiting.
+
+        `_flush` survives every error; should this thread end anyway, the
+        worker stops, since a worker that cannot complete would otherwise keep
+        heartbeating leases it will never give back.
+        """
+        try:
+            self._complete_batches()
+        except BaseException:
+            logger.critical("the completion thread failed; stopping the worker", exc_info=True)
+            self.stop()
+
+    def _complete_batches(self) -> None:
         done = False
         while not done:
             item = self._completions.get()

@@ -36,3 +36,25 @@ def test_a_failing_completion_batch_does_not_stop_completions(
     # its lease expires and the next attempt completes normally
     eventually(lambda: client.get_task_result(Q, poison).state == "completed", timeout=30)
     assert handle.thread.is_alive()
+
+
+@pytest.mark.timeout(60)
+def test_worker_stops_and_hands_back_if_its_completer_dies(app: Any, client: Any, start_worker: Any) -> None:
+    @app.task("echo")
+    def echo(params: Any) -> Any:
+        return params
+
+    handle = start_worker(claim_timeout=30)
+
+    def broken(batch: Any) -> None:
+        raise RuntimeError("simulated bug in the completer")
+
+    handle.worker._flush = broken  # type: ignore[method-assign]
+    task = client.spawn_task(Q, "echo", 1).task_id
+    # the worker stops by itself rather than heartbeat a lease it cannot complete
+    handle.thread.join(20)
+    assert not handle.thread.is_alive()
+    handle.error = None  # the thread's own exception is the point of the test
+    # the run was handed back at shutdown: claimable at once, not after 30 s
+    assert client.get_task_result(Q, task).state == "pending"
+    assert len(client.claim_task(Q, "other")) == 1
