@@ -561,7 +561,8 @@ begin
 end
 $body$;
 
--- One task, the common case: no validation loop, no dynamic SQL.
+-- One task, the common case: no validation loop, no dynamic SQL, and a plain
+-- insert unless an idempotency key can conflict.
 create or replace function teguh.%10$I(p_task_name text, p_params jsonb, p_options jsonb)
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $body$
@@ -570,30 +571,35 @@ declare
   now_ts timestamptz := teguh.current_time();
   v_id uuid := teguh.portable_uuidv7();
   v_later timestamptz;
-  v_priority int := coalesce((p_options->>'priority')::int, 0);
+  v_priority int := 0;
 begin
   if p_options = '{}'::jsonb then
-    perform teguh._check_name('task name', p_task_name);
+    if p_task_name is null or p_task_name ~ '^\s*$' or octet_length(p_task_name) > 1024 then
+      perform teguh._check_name('task name', p_task_name);
+    end if;
+    insert into teguh.%3$I (task_id, task_name, params, state, attempts, enqueued_at)
+    values (v_id, p_task_name, coalesce(p_params, 'null'::jsonb), 'pending', 1, now_ts);
   else
     perform teguh._check_spawn_item(p_options || jsonb_build_object('task_name', p_task_name), null);
+    v_priority := coalesce((p_options->>'priority')::int, 0);
     if (p_options->>'available_at')::timestamptz > now_ts then
       v_later := (p_options->>'available_at')::timestamptz;
     end if;
-  end if;
-  insert into teguh.%3$I as t
-    (task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation, idempotency_key,
-     priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at)
-  values (v_id, p_task_name, coalesce(p_params, 'null'::jsonb), nullif(p_options->'headers', 'null'::jsonb),
-          nullif(p_options->'retry_strategy', 'null'::jsonb), (p_options->>'max_attempts')::int,
-          nullif(p_options->'cancellation', 'null'::jsonb), p_options->>'idempotency_key', v_priority,
-          'pending', 1, now_ts, v_later, coalesce((p_options->>'notify_done')::boolean, false),
-          now_ts + make_interval(secs => (p_options->'cancellation'->>'max_delay')::float8))
-  on conflict (idempotency_key) where idempotency_key is not null do nothing;
-  if not found then
-    -- the key is taken: return its task (a fresh statement sees a concurrent winner)
-    return query select t.task_id, null::uuid, t.attempts, false
-                   from teguh.%3$I t where t.idempotency_key = p_options->>'idempotency_key';
-    return;
+    insert into teguh.%3$I as t
+      (task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation, idempotency_key,
+       priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at)
+    values (v_id, p_task_name, coalesce(p_params, 'null'::jsonb), nullif(p_options->'headers', 'null'::jsonb),
+            nullif(p_options->'retry_strategy', 'null'::jsonb), (p_options->>'max_attempts')::int,
+            nullif(p_options->'cancellation', 'null'::jsonb), p_options->>'idempotency_key', v_priority,
+            'pending', 1, now_ts, v_later, coalesce((p_options->>'notify_done')::boolean, false),
+            now_ts + make_interval(secs => (p_options->'cancellation'->>'max_delay')::float8))
+    on conflict (idempotency_key) where idempotency_key is not null do nothing;
+    if not found then
+      -- the key is taken: return its task (a fresh statement sees a concurrent winner)
+      return query select t.task_id, null::uuid, t.attempts, false
+                     from teguh.%3$I t where t.idempotency_key = p_options->>'idempotency_key';
+      return;
+    end if;
   end if;
   if v_later is null then
     insert into teguh.%5$I (task_id, attempt, priority, available_at) values (v_id, 1, v_priority, now_ts);
