@@ -193,6 +193,44 @@ class Client(ClientBase):
         queue = _validate.queue_name(queue)
         if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
             raise TypeError("items must be a list of dicts")
+        items_json = self._spawn_tasks_json(items)
+        if items_json is None:
+            items_json = self._spawn_tasks_json_per_item(items)
+        if items_json is None:
+            return []
+
+        def spawn(cur: Any) -> list[SpawnResult]:
+            cur.execute(
+                "select * from teguh.spawn_tasks(%s, %s::jsonb)",
+                (queue, items_json),
+            )
+            return [_spawn_result(row) for row in cur.fetchall()]
+
+        return self._run("spawn_tasks", spawn, conn=conn, queue=queue)
+
+    def _spawn_tasks_json(self, items: Sequence[Mapping[str, Any]]) -> str | None:
+        """The batch's JSON in one encoding, when every item is plain and the whole fits the limit.
+
+        A batch no larger than the per-value limit cannot hold a value above it,
+        so one encoding checks every item at once. Returns None to take the
+        item-by-item path (options, an oversized batch, or an item to report).
+        """
+        plain = []
+        for item in items:
+            if not isinstance(item, dict) or item.keys() - {"task_name", "params"}:
+                return None
+            name = item.get("task_name")
+            if not isinstance(name, str) or not name.strip() or len(name) > 256:
+                return None
+            plain.append({"task_name": name, "params": item.get("params")})
+        if not plain:
+            return None
+        try:
+            return _json.dumps(plain, "items", max_bytes=self.max_payload_bytes)
+        except (TypeError, ValueError):
+            return None  # the per-item path names the item at fault
+
+    def _spawn_tasks_json_per_item(self, items: Sequence[Mapping[str, Any]]) -> str | None:
         # The batch's JSON is built item by item, so each value is encoded
         # (and checked) once.
         parts: list[str] = []
@@ -215,17 +253,8 @@ class Client(ClientBase):
                     text += "," + _json.dumps(options, f"{field}options", max_bytes=None)[1:-1]
             parts.append(text + "}")
         if not parts:
-            return []
-        items_json = "[" + ",".join(parts) + "]"
-
-        def spawn(cur: Any) -> list[SpawnResult]:
-            cur.execute(
-                "select * from teguh.spawn_tasks(%s, %s::jsonb)",
-                (queue, items_json),
-            )
-            return [_spawn_result(row) for row in cur.fetchall()]
-
-        return self._run("spawn_tasks", spawn, conn=conn, queue=queue)
+            return None
+        return "[" + ",".join(parts) + "]"
 
     # -- runs -------------------------------------------------------------------
 

@@ -924,6 +924,7 @@ declare
   new_pos bigint[];
   new_ids uuid[];
   any_ready boolean;
+  keyed boolean;
 begin
   if items is null or jsonb_typeof(items) <> 'array' then
     raise exception 'spawn items must be a JSON array' using errcode = 'TG004';
@@ -941,6 +942,7 @@ begin
   loop
     perform teguh._check_spawn_item(item, pos);
   end loop;
+  keyed := jsonb_path_exists(items, '$[*].idempotency_key ? (@ != null)');
 
   execute format($q$
     with input as materialized (
@@ -960,7 +962,7 @@ begin
              $2 + make_interval(secs => (i.item->'cancellation'->>'max_delay')::float8)
         from input i
        order by i.pos
-      on conflict (idempotency_key) where idempotency_key is not null do nothing
+      %3$s
       returning t.task_id, t.priority, t.available_at
     ), ready as (
       insert into teguh.%2$I (task_id, attempt, priority, available_at)
@@ -969,7 +971,10 @@ begin
     )
     select array_agg(i.pos order by i.pos), array_agg(i.task_id order by i.pos),
            exists (select 1 from ready)
-      from input i join ins on ins.task_id = i.task_id$q$, 't_' || q, 'p_' || q)
+      from input i join ins on ins.task_id = i.task_id$q$, 't_' || q, 'p_' || q,
+      -- a speculative insertion per row costs; only keyed items can conflict
+      case when keyed then 'on conflict (idempotency_key) where idempotency_key is not null do nothing'
+           else '' end)
     into new_pos, new_ids, any_ready using items, now_ts;
 
   if any_ready then
