@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ContextManager
 
 from . import _validate
 from ._options import SPAWN_OPTIONS
 
 if TYPE_CHECKING:
     from .client import Client
+    from .context import TaskContext
     from .results import SpawnResult
     from .worker import Worker
 
@@ -88,6 +90,7 @@ class App:
         self._client = client
         self._client_lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
+        self._around_run: list[Callable[[TaskContext], ContextManager[Any]]] = []
 
     @property
     def client(self) -> Client:
@@ -131,6 +134,29 @@ class App:
             return task
 
         return register
+
+    def around_run(
+        self, hook: Callable[[TaskContext], ContextManager[Any]]
+    ) -> Callable[[TaskContext], ContextManager[Any]]:
+        """Register `hook(ctx)`, a context manager entered around every handler call.
+
+        Frameworks use it to give handlers their environment (Flask's app
+        context, Django's connection housekeeping). Hooks nest in registration
+        order, the first registered outermost; an exception a hook raises
+        fails the run like one raised by the handler. Usable as a decorator.
+        """
+        self._around_run.append(hook)
+        return hook
+
+    def run_handler(self, task: Task, params: Any, ctx: TaskContext) -> Any:
+        """Call `task`'s handler with `params` (and `ctx`) inside the `around_run` hooks."""
+        args = (params, ctx) if task.takes_context else (params,)
+        if not self._around_run:
+            return task.fn(*args)
+        with contextlib.ExitStack() as stack:
+            for hook in self._around_run:
+                stack.enter_context(hook(ctx))
+            return task.fn(*args)
 
     def handler_for(self, task_name: str) -> Task | None:
         """The handler of `task_name`, else the catch-all, else None."""

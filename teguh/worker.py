@@ -443,8 +443,7 @@ class Worker:
         )
         run.log.debug("running")
         try:
-            args = (row["params"], ctx) if handler.takes_context else (row["params"],)
-            result = handler.fn(*args)
+            result = self.app.run_handler(handler, row["params"], ctx)
         except Suspended as sig:
             run.log.info("suspended: %s", sig)
             return False

@@ -123,3 +123,66 @@ def test_handler_taking_only_params(app: Any, run_task: Any) -> None:
 
     assert run_task("params-only", {"x": 41}).result == 42
     assert run_task("params-and-ctx", {"y": 1}).result == {"task_name": "params-and-ctx", "same_params": True}
+
+
+@pytest.mark.timeout(30)
+def test_around_run_hooks_wrap_every_handler_call_in_order(app: Any, run_task: Any) -> None:
+    import contextlib
+    import threading
+
+    events: list[str] = []
+    local = threading.local()
+
+    @app.around_run
+    @contextlib.contextmanager
+    def outer(ctx: Any) -> Any:
+        events.append(f"outer-enter:{ctx.task_name}")
+        local.env = "from-hook"
+        try:
+            yield
+        finally:
+            local.env = None
+            events.append("outer-exit")
+
+    @app.around_run
+    @contextlib.contextmanager
+    def inner(ctx: Any) -> Any:
+        events.append("inner-enter")
+        try:
+            yield
+        finally:
+            events.append("inner-exit")
+
+    @app.task("sees-env")
+    def sees_env(params: Any) -> Any:
+        events.append("handler")
+        return getattr(local, "env", None)
+
+    @app.task("raises-inside")
+    def raises_inside(params: Any) -> Any:
+        raise RuntimeError("boom")
+
+    assert run_task("sees-env").result == "from-hook"
+    assert events == ["outer-enter:sees-env", "inner-enter", "handler", "inner-exit", "outer-exit"]
+    events.clear()
+    failed = run_task("raises-inside")
+    assert failed.state == "failed" and failed.failure["type"] == "RuntimeError"
+    assert events == ["outer-enter:raises-inside", "inner-enter", "inner-exit", "outer-exit"]
+
+
+@pytest.mark.timeout(30)
+def test_an_around_run_hook_that_raises_fails_the_run(app: Any, run_task: Any) -> None:
+    calls: list[str] = []
+
+    @app.around_run
+    def broken(ctx: Any) -> Any:
+        raise LookupError("no environment for you")
+
+    @app.task("never-runs")
+    def never_runs(params: Any) -> Any:
+        calls.append("ran")
+
+    result = run_task("never-runs")
+    assert result.state == "failed"
+    assert result.failure["type"] == "LookupError" and "no environment" in result.failure["message"]
+    assert calls == []
