@@ -1,0 +1,1 @@
+"""Integrations with web frameworks (Flask, Django). Each module imports its framework lazily."""
