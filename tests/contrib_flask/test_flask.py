@@ -211,3 +211,17 @@ def test_handlers_run_outside_any_context_before_init_app(dsn: str) -> None:
         assert seen == [False]
     finally:
         ext.client.close()
+
+
+def test_eager_mode_runs_the_views_task_inline_in_app_context(flask_app: Flask, db: Any) -> None:
+    from teguh.testing import eager
+
+    with eager(fa.ext.teguh_app) as runner:
+        response = flask_app.test_client().post("/sa/ok", json={"body": "inline"})
+        assert response.status_code == 200
+        done = runner.result(response.get_json()["task_id"])
+    assert done.state == "completed"
+    # It ran inside the view's spawn call, before the view committed its row.
+    assert done.result == {"marker": "flask-test", "notes": 0, "params": {"body": "inline"}}
+    assert tasks(db) == []  # eager spawns never reach the database
+    assert notes(db) == ["inline"]
