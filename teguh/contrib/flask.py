@@ -106,7 +106,8 @@ def dbapi_connection(session: Any) -> Any:
     if not isinstance(raw, psycopg2.extensions.connection):
         raise InvalidArgument(
             "spawning in a SQLAlchemy session's transaction needs the psycopg2 driver "
-            f"(postgresql+psycopg2://...); this session's connection is {type(raw).__name__}"
+            "(a postgresql+psycopg2:// URL; SQLAlchemy 2.1 makes postgresql:// mean psycopg 3); "
+            f"this session's connection is a {type(raw).__module__}.{type(raw).__name__}"
         )
     return raw
 

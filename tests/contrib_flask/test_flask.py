@@ -225,3 +225,15 @@ def test_eager_mode_runs_the_views_task_inline_in_app_context(flask_app: Flask, 
     assert done.result == {"marker": "flask-test", "notes": 0, "params": {"body": "inline"}}
     assert tasks(db) == []  # eager spawns never reach the database
     assert notes(db) == ["inline"]
+
+
+def test_a_session_on_another_driver_is_refused_with_a_clear_message(dsn: str) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(fa.sqlalchemy_uri(dsn).replace("+psycopg2", "+psycopg"))
+    try:
+        with Session(engine) as session, pytest.raises(teguh.InvalidArgument, match="psycopg2"):
+            dbapi_connection(session)
+    finally:
+        engine.dispose()
