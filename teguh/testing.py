@@ -9,7 +9,7 @@
 * `worker_thread(app)` runs a real `Worker` in a thread for the length of a
   `with` block.
 * `temporary_database()` creates a database with the schema installed and
-  drops it afterwards.
+  drops it afterwards; `use_database(app, dsn)` points an app at it.
 
 The pytest plugin (`_teguh_pytestplugin`, loaded automatically) wraps these as
 fixtures: `teguh_dsn`, `teguh_app`, `teguh_eager`, `teguh_clock`, `teguh_worker`.
@@ -46,6 +46,7 @@ __all__ = [
     "FakeClock",
     "eager",
     "temporary_database",
+    "use_database",
     "worker_thread",
 ]
 
@@ -633,6 +634,27 @@ def worker_thread(app: App, queue: str | None = None, **options: Any) -> Iterato
         raise TeguhError(f"the worker did not stop within {WORKER_STOP_TIMEOUT} s")
     if errors:
         raise TeguhError(f"worker.run() raised {errors[0]!r}") from errors[0]
+
+
+@contextlib.contextmanager
+def use_database(app: App, dsn: str) -> Iterator[App]:
+    """Point `app` at `dsn` for the block, through a new client; restore the previous one after.
+
+    For apps defined at import time (`app = teguh.App(queue="jobs")`) that a
+    test runs against its own database. Workers built inside the block use it
+    too. The block's client is closed at the end.
+    """
+    with app._client_lock:
+        saved = app._client, app._dsn
+        app._client, app._dsn = Client(dsn), dsn
+    try:
+        yield app
+    finally:
+        with app._client_lock:
+            client = app._client
+            app._client, app._dsn = saved
+        if client is not None:
+            client.close()
 
 
 _db_numbers = itertools.count()

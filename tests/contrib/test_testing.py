@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 import teguh
-from teguh.testing import EagerRunner, FakeClock, eager, temporary_database, worker_thread
+from teguh.testing import EagerRunner, FakeClock, eager, temporary_database, use_database, worker_thread
 
 FUTURE = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
@@ -301,3 +301,48 @@ def test_temporary_database_has_the_schema_and_is_dropped(pg_server: Any) -> Non
             assert cur.fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_use_database_points_an_app_at_a_database_and_restores_it(dsn: str) -> None:
+    app = teguh.App(queue="jobs")  # no DSN: would use the environment or the embedded server
+    with use_database(app, dsn) as bound:
+        assert bound is app and app.client.dsn == dsn
+        app.client.create_queue("jobs")
+        inner = app.client
+    assert app._client is None and app._dsn is None
+    with pytest.raises(teguh.TeguhError, match="closed"):
+        inner.list_queues()
+
+
+def test_the_docs_trial_reminder_example(app: teguh.App) -> None:
+    """docs/testing.md's eager examples, as written there."""
+    outbox: list[tuple[str, str]] = []
+
+    def send_mail(email: str, what: str) -> None:
+        outbox.append((email, what))
+
+    @app.task("trial-reminder")
+    def trial_reminder(params: Any, ctx: teguh.TaskContext) -> str:
+        ctx.step("welcome", send_mail, params["email"], "welcome")
+        ctx.sleep_for("trial", timedelta(days=14))
+        try:
+            ctx.await_event(f"paid-{params['user']}", timeout=timedelta(days=3))
+            return "paid"
+        except teguh.EventTimeout:
+            ctx.step("nudge", send_mail, params["email"], "your trial ended")
+            return "nudged"
+
+    with eager(app) as runner:
+        spawned = trial_reminder.spawn({"user": 7, "email": "a@b.c"})
+        assert runner.result(spawned.task_id).state == "sleeping"
+        runner.advance(days=14)
+        runner.advance(days=3)
+        assert runner.result(spawned.task_id).result == "nudged"
+    assert runner.checkpoints(spawned.task_id).keys() == {"welcome", "nudge"}
+    assert outbox == [("a@b.c", "welcome"), ("a@b.c", "your trial ended")]
+
+    with eager(app) as runner:
+        spawned = trial_reminder.spawn({"user": 8, "email": "b@c.d"})
+        runner.advance(days=14)
+        runner.emit_event("paid-8")
+        assert runner.result(spawned.task_id).result == "paid"
