@@ -224,9 +224,11 @@ class EagerRunner:
 
     Caveats: each task runs once per wake-up and a failure is final (no
     retries, no backoff: test retry strategies with a worker and a
-    `FakeClock`). `conn=`/`session=` transactions are ignored: the task runs
-    even if the caller's transaction later rolls back. Tasks spawned through
-    `Client.spawn_task` directly are not intercepted.
+    `FakeClock`). A `conn=` transaction is ignored: the task runs at once,
+    even if the caller's transaction later rolls back (the Flask extension's
+    `session=` does better: the task runs when the session commits, and is
+    forgotten if it rolls back). Tasks spawned through `Client.spawn_task`
+    directly are not intercepted.
     """
 
     def __init__(
@@ -271,12 +273,16 @@ class EagerRunner:
         # An instance attribute shadows App.spawn_task for this app only;
         # Task.spawn and framework integrations all go through it.
         self.app.spawn_task = self.spawn_task  # type: ignore[method-assign]
+        # Integrations look for this to route their other calls (events,
+        # results) here too, and to skip resolving a transaction never used.
+        self.app._eager_runner = self  # type: ignore[attr-defined]
         self._active = True
 
     def stop(self) -> None:
         """Give the app its real `spawn_task` back; idempotent."""
         if self._active and vars(self.app).get("spawn_task") == self.spawn_task:
             del self.app.spawn_task
+            vars(self.app).pop("_eager_runner", None)
         self._active = False
 
     # -- the app-facing calls ---------------------------------------------------
@@ -301,6 +307,42 @@ class EagerRunner:
             spawned = self._spawn(target, task_name, params, merged)
             self._drain()
         return spawned
+
+    def spawn_later(
+        self, task_name: str, params: Any = None, *, queue: str | None = None, **options: Any
+    ) -> SpawnResult:
+        """Record a spawn without running it: `run(task_id)` runs it, `discard(task_id)` forgets it.
+
+        For spawns inside a transaction: run on commit, discard on rollback
+        (the Flask extension does this for `session=`).
+        """
+        handler = self.app._tasks.get(task_name)
+        merged = {**(handler.defaults if handler is not None else {}), **options}
+        merged.pop("conn", None)
+        target = _validate.queue_name(queue or self.app.queue_of(task_name))
+        with self._lock:
+            return self._spawn(target, task_name, params, merged, hold=True)
+
+    def run(self, task_id: str) -> None:
+        """Run a task recorded by `spawn_later` (and what it starts), unless it ran already."""
+        with self._lock:
+            task = self._task(task_id)
+            if task.state == "pending" and task.runs == 0 and task not in self._ready:
+                self._ready.append(task)
+            self._drain()
+
+    def discard(self, task_id: str) -> None:
+        """Forget a task that has not run (its spawn was rolled back)."""
+        with self._lock:
+            task = self._task(task_id)
+            if task.runs:
+                raise TeguhError(f"task {task_id} already ran; it cannot be discarded")
+            del self._tasks[task.task_id]
+            for key, value in list(self._keys.items()):
+                if value == task.task_id:
+                    del self._keys[key]
+            with contextlib.suppress(ValueError):
+                self._ready.remove(task)
 
     def emit_event(self, event_name: str, payload: Any = None, *, queue: str | None = None) -> None:
         """Emit an event (first emit wins) and run the tasks it wakes, inline."""
@@ -368,7 +410,9 @@ class EagerRunner:
         except KeyError:
             raise TaskNotFound(f"no eager task {task_id!r}", task_id=task_id) from None
 
-    def _spawn(self, queue: str, task_name: str, params: Any, options: dict[str, Any]) -> SpawnResult:
+    def _spawn(
+        self, queue: str, task_name: str, params: Any, options: dict[str, Any], *, hold: bool = False
+    ) -> SpawnResult:
         task_name = _validate.name(task_name, "task_name")
         params = _roundtrip(params, "params")
         key = options.get("idempotency_key")
@@ -385,7 +429,7 @@ class EagerRunner:
         available_at = options.get("available_at")
         if available_at is not None and _time.require_aware(available_at, "available_at") > self.now:
             task.state, task.wake_at = "sleeping", available_at
-        else:
+        elif not hold:
             self._ready.append(task)
         return SpawnResult(task_id=task.task_id, run_id=None, attempt=1, created=True)
 

@@ -61,14 +61,16 @@ def fulfil_order(params: dict[str, Any], ctx: teguh.TaskContext) -> dict[str, An
     return {"order_id": order_id, "shelf": shelf, "approved_by": approval["by"], "status": status}
 
 
-def create_app() -> Flask:
+def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
-    # One database for the app and for teguh: TEGUH_DSN (`teguh dev` prints one).
-    # Spawning in the session's transaction needs SQLAlchemy's psycopg2 driver,
-    # and SQLAlchemy 2.1 defaults postgresql:// to psycopg 3: name it.
-    app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["TEGUH_DSN"].replace(
-        "postgresql://", "postgresql+psycopg2://", 1
-    )
+    if "TEGUH_DSN" in os.environ:
+        # One database for the app and for teguh: TEGUH_DSN (`teguh dev` prints one).
+        # Spawning in the session's transaction needs SQLAlchemy's psycopg2 driver,
+        # and SQLAlchemy 2.1 defaults postgresql:// to psycopg 3: name it.
+        app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["TEGUH_DSN"].replace(
+            "postgresql://", "postgresql+psycopg2://", 1
+        )
+    app.config.from_mapping(config or {})  # tests override the database here
     db.init_app(app)
     tasks.init_app(app)  # TEGUH_DSN unset in the config: it uses SQLALCHEMY_DATABASE_URI
 

@@ -112,6 +112,36 @@ def dbapi_connection(session: Any) -> Any:
     return raw
 
 
+def _on_session_end(session: Any, *, commit: Callable[[], None], rollback: Callable[[], None]) -> None:
+    """Call `commit()` when the session's transaction commits, or `rollback()` when it rolls back."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import scoped_session
+
+    target = session() if isinstance(session, scoped_session) else session
+    done = False
+
+    def ended(outcome: Callable[[], None]) -> Callable[[Any], None]:
+        def listener(_session: Any) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                outcome()
+
+        return listener
+
+    on_rollback = ended(rollback)
+
+    def transaction_end(_session: Any, transaction: Any) -> None:
+        # A root transaction that ends without after_commit was rolled back
+        # or discarded (Flask-SQLAlchemy closes the session at teardown, and
+        # the rollback then happens in the pool, with no after_rollback).
+        if transaction.parent is None:
+            on_rollback(_session)
+
+    event.listen(target, "after_commit", ended(commit), once=True)
+    event.listen(target, "after_transaction_end", transaction_end)
+
+
 class Teguh:
     """The Flask extension: a `teguh.App` configured from `app.config`.
 
@@ -236,6 +266,20 @@ class Teguh:
             InvalidArgument: both `session` and `conn` are given, or the session
                 does not use psycopg2.
         """
+        runner = self._eager()
+        if runner is not None:
+            # Eager mode (teguh.testing): nothing is written, so any database
+            # works (SQLite in tests too); a session spawn runs when the
+            # session commits and is forgotten if it rolls back, as for real.
+            if session is None:
+                return self.teguh_app.spawn_task(task_name, params, queue=queue, **options)
+            spawned = runner.spawn_later(task_name, params, queue=queue, **options)
+            _on_session_end(
+                session,
+                commit=lambda: runner.run(spawned.task_id),
+                rollback=lambda: runner.discard(spawned.task_id),
+            )
+            return spawned
         conn = self._connection(session, conn)
         return self.teguh_app.spawn_task(task_name, params, queue=queue, conn=conn, **options)
 
@@ -252,6 +296,10 @@ class Teguh:
 
         `session` and `conn` work as in `spawn_task`. The first emit of a name wins.
         """
+        runner = self._eager()
+        if runner is not None:
+            runner.emit_event(event_name, payload, queue=queue)
+            return
         conn = self._connection(session, conn)
         self.client.emit_event(queue or self.teguh_app.queue, event_name, payload, conn=conn)
 
@@ -261,6 +309,9 @@ class Teguh:
         Raises:
             TaskNotFound: no such task.
         """
+        runner = self._eager()
+        if runner is not None:
+            return runner.result(task_id)
         return self.client.get_task_result(queue or self.teguh_app.queue, task_id)
 
     def worker(self, queue: str | None = None, **options: Any) -> Worker:
@@ -278,6 +329,10 @@ class Teguh:
         for queue in queues:
             self.client.create_queue(queue)
         return queues
+
+    def _eager(self) -> Any:
+        """The active `teguh.testing.EagerRunner` of the app, if a test put it in eager mode."""
+        return vars(self.teguh_app).get("_eager_runner")
 
     @staticmethod
     def _connection(session: Any, conn: Any) -> Any:

@@ -83,3 +83,23 @@ def test_the_example_order_expires_after_two_days_on_a_fake_clock(example: Any) 
         clock.advance(days=2, seconds=1)
         done = client.wait_for_result("shop", created["task_id"], timeout=20)
     assert done.result == {"order_id": created["id"], "status": "expired"}
+
+
+def test_the_example_in_eager_mode_on_sqlite(example: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PostgreSQL at all: eager mode and an SQLite session, as a unit test would."""
+    from teguh.testing import eager
+
+    monkeypatch.delenv("TEGUH_DSN")
+    app = example.create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    with app.app_context():
+        example.db.create_all()
+    web = app.test_client()
+    with eager(example.tasks.teguh_app) as runner:
+        created = web.post("/orders", json={"item": "pen"}).get_json()
+        shown = web.get(f"/orders/{created['id']}").get_json()
+        assert (shown["status"], shown["task"]) == ("reserved", "sleeping")
+        web.post(f"/orders/{created['id']}/approve", json={"by": "bo"})
+        shown = web.get(f"/orders/{created['id']}").get_json()
+        assert (shown["status"], shown["task"]) == ("shipped", "completed")
+        assert runner.checkpoints(created["task_id"])["reserve"] == f"shelf-{created['id'] % 7}"
+    assert example.tasks.teguh_app._client is None  # teguh never connected

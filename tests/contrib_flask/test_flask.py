@@ -217,12 +217,19 @@ def test_eager_mode_runs_the_views_task_inline_in_app_context(flask_app: Flask, 
     from teguh.testing import eager
 
     with eager(fa.ext.teguh_app) as runner:
-        response = flask_app.test_client().post("/sa/ok", json={"body": "inline"})
+        web = flask_app.test_client()
+        with pytest.raises(fa.Boom):
+            web.post("/sa/fail", json={"body": "rolled back"})
+        assert runner.tasks == []  # the session rolled back: the spawn is forgotten
+        response = web.post("/sa/ok", json={"body": "inline"})
         assert response.status_code == 200
         done = runner.result(response.get_json()["task_id"])
+        with pytest.raises(fa.Boom):
+            web.post("/plain/fail", json={"body": "conn= runs at once"})
+        assert [t.params for t in runner.tasks] == [{"body": "inline"}, {"body": "conn= runs at once"}]
     assert done.state == "completed"
-    # It ran inside the view's spawn call, before the view committed its row.
-    assert done.result == {"marker": "flask-test", "notes": 0, "params": {"body": "inline"}}
+    # It ran when the view's session committed, so it saw the view's row.
+    assert done.result == {"marker": "flask-test", "notes": 1, "params": {"body": "inline"}}
     assert tasks(db) == []  # eager spawns never reach the database
     assert notes(db) == ["inline"]
 
