@@ -346,3 +346,26 @@ def test_the_docs_trial_reminder_example(app: teguh.App) -> None:
         runner.advance(days=14)
         runner.emit_event("paid-8")
         assert runner.result(spawned.task_id).result == "paid"
+
+
+def test_eager_spawn_later_runs_on_demand_or_is_discarded(app: teguh.App) -> None:
+    ran: list[Any] = []
+
+    @app.task("job")
+    def job(params: Any) -> Any:
+        ran.append(params)
+        return params
+
+    with eager(app) as runner:
+        kept = runner.spawn_later("job", 1, idempotency_key="k1")
+        dropped = runner.spawn_later("job", 2, idempotency_key="k2")
+        assert ran == [] and runner.result(kept.task_id).state == "pending"
+        runner.run(kept.task_id)
+        runner.run(kept.task_id)  # runs once
+        runner.discard(dropped.task_id)
+        with pytest.raises(teguh.TaskNotFound):
+            runner.result(dropped.task_id)
+        with pytest.raises(teguh.TeguhError, match="already ran"):
+            runner.discard(kept.task_id)
+        assert app.spawn_task("job", 3, idempotency_key="k2").created  # the key was freed
+    assert ran == [1, 3]
