@@ -269,3 +269,26 @@ def _db_now(conn: Any) -> Any:
     with conn.cursor() as cur:
         cur.execute("select now()")
         return cur.fetchone()[0]
+
+
+def test_cron_start_in_another_database_names_the_cron_database(
+    cron_cluster: Cluster, cron_conn: Any
+) -> None:
+    conn = cron_cluster.connect("postgres")
+    with conn.cursor() as cur:
+        cur.execute("drop database if exists teguh_other")
+        cur.execute("create database teguh_other")
+    try:
+        teguh.install(cron_cluster.dsn("teguh_other"))
+        result = CliRunner().invoke(main, ["--dsn", cron_cluster.dsn("teguh_other"), "cron", "start"])
+        assert result.exit_code == 0, result.output
+        assert (
+            f'pg_cron runs in database "{CRON_DB}" (cron.database_name), not in "teguh_other"'
+            in result.output
+        )
+        assert "set cron.database_name = 'teguh_other'" in result.output
+        assert _jobs(cron_conn) == {}
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("drop database if exists teguh_other")
+        conn.close()
