@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,7 +34,7 @@ import teguh
 from teguh import _listen_probe
 from teguh.app import App
 
-from .conftest import Q, WorkerThread
+from .conftest import Q, WorkerThread, eventually
 
 PGBOUNCER = shutil.which("pgbouncer") or next(
     (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
@@ -274,3 +275,51 @@ def test_listen_dsn_comes_from_argument_then_environment(dsn: str, monkeypatch: 
     monkeypatch.setenv("TEGUH_LISTEN_DSN", "host=/elsewhere dbname=x")
     assert teguh.Client(dsn).listen_dsn == "host=/elsewhere dbname=x"
     assert teguh.Client(dsn, listen_dsn="dbname=y").listen_dsn == "dbname=y"
+
+
+CLI_APP = """
+import teguh
+
+app = teguh.App(queue="jobs")
+
+
+@app.task("hello")
+def hello(params):
+    return "hi"
+"""
+
+
+@pytest.mark.timeout(60)
+def test_cli_worker_listen_dsn_option(pgbouncer: Bouncer, dsn: str, dbname: str, tmp_path: Path) -> None:
+    (tmp_path / "cliapp.py").write_text(CLI_APP)
+    log_path = tmp_path / "worker.log"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "teguh", "--dsn", pgbouncer.dsn(dbname)),
+                *("worker", "--app", "cliapp:app", "--poll-interval", "60", "--listen-dsn", dsn),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+        )
+    try:
+        eventually(lambda: "started on queue jobs" in log_path.read_text() or proc.poll() is not None, 20)
+        assert proc.poll() is None, log_path.read_text()
+        with teguh.Client(dsn) as client:
+            # a 60 s poll: only a notification through the direct LISTEN connection is this fast
+            task = client.spawn_task(Q, "hello", notify_done=True)
+            assert client.wait_for_result(Q, task.task_id, timeout=15).result == "hi"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    text = log_path.read_text()
+    assert "LISTEN/NOTIFY does not work" not in text, text
+    assert proc.returncode == 0, text
