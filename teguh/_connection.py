@@ -75,6 +75,7 @@ class ClientBase:
         min_connections: int = 1,
         max_connections: int = 10,
         application_name: str = "teguh",
+        listen_dsn: str | None = None,
     ) -> None:
         _validate.integer(max_connections, "max_connections", minimum=1)
         _validate.integer(min_connections, "min_connections", minimum=0)
@@ -87,6 +88,7 @@ class ClientBase:
         if "connect_timeout" not in info and not os.environ.get("PGCONNECT_TIMEOUT"):
             self._connect_kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
         self._dsn_lock = threading.Lock()
+        self._listen_dsn = listen_dsn
         self._pool = BlockingPool(lambda: self.dsn, min_connections, max_connections, **self._connect_kwargs)
         self._schema_checked = False
         self._closed = False
@@ -123,6 +125,15 @@ class ClientBase:
                     ) from exc
                 self._dsn_source = "embedded"
             return self._dsn
+
+    @property
+    def listen_dsn(self) -> str:
+        """The DSN for LISTEN connections: `listen_dsn=`, else `TEGUH_LISTEN_DSN`, else `dsn`.
+
+        Separate so the pool can go through PgBouncer in transaction pooling
+        mode (where LISTEN cannot work) while LISTEN connects directly.
+        """
+        return self._listen_dsn or os.environ.get("TEGUH_LISTEN_DSN") or self.dsn
 
     def close(self) -> None:
         """Close the pool's connections; idempotent. Later calls raise `TeguhError`."""

@@ -227,6 +227,13 @@ def queue_list(ctx: click.Context) -> None:
     help="Seconds a stop waits for running handlers.",
 )
 @click.option(
+    "--listen-dsn",
+    envvar="TEGUH_LISTEN_DSN",
+    default=None,
+    help="A direct DSN for the LISTEN connection, when --dsn goes through PgBouncer "
+    "in transaction mode [default: the DSN].",
+)
+@click.option(
     "--log-level",
     envvar="TEGUH_LOG_LEVEL",
     default="INFO",

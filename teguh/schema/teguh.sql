@@ -1777,6 +1777,14 @@ declare
   every text := '* * * * *';
 begin
   select extversion into v from pg_extension where extname = 'pg_cron';
+  -- pg_cron lives in one database per cluster (cron.database_name, a setting
+  -- that exists only when it is preloaded); say so rather than "not installed".
+  if v is null and coalesce(current_setting('cron.database_name', true), '') not in ('', current_database()) then
+    raise notice 'pg_cron runs in database "%" (cron.database_name), not in "%": set cron.database_name = ''%'' '
+      'and create extension pg_cron here, or run `teguh ticker` yourself',
+      current_setting('cron.database_name'), current_database(), current_database();
+    return;
+  end if;
   if v is null then
     raise notice 'pg_cron is not installed: run `teguh ticker` (or select teguh.ticker()) yourself; '
       'workers already wake on their own via teguh.next_due()';
