@@ -611,16 +611,18 @@ class Worker:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
         def handle(signum: int, frame: Any) -> None:
+            # State first, logging after: a second signal can run this handler
+            # again in the middle of the first one's logging call.
             if self._stopping:
-                logger.warning("second %s: stopping now", signal.Signals(signum).name)
                 self.stop(force=True)
+                logger.warning("second %s: stopping now", signal.Signals(signum).name)
             else:
+                self.stop()
                 logger.info(
                     "%s: finishing running tasks (up to %.0f s); send it again to stop now",
                     signal.Signals(signum).name,
                     self.shutdown_timeout,
                 )
-                self.stop()
 
         for sig in previous:
             signal.signal(sig, handle)

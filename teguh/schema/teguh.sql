@@ -486,6 +486,15 @@ begin
   if v_ids is null then
     return;
   end if;
+  -- Their task rows, without waiting: a sweep in another transaction may
+  -- hold one (FOR UPDATE keeps the lock on a row it rechecked and skipped),
+  -- and waiting for it while holding our own locks can deadlock. A task
+  -- skipped here keeps its p_ row for the next claim.
+  select array_agg(x.task_id) into v_ids
+    from (select t.task_id from teguh.%3$I t where t.task_id = any(v_ids) for update skip locked) x;
+  if v_ids is null then
+    return;
+  end if;
 
   return query
     with del as (
