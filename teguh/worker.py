@@ -110,11 +110,61 @@ def _transient(exc: BaseException) -> bool:
     return getattr(cause, "pgcode", None) in TRANSIENT_SQLSTATES
 
 
+MAX_FAILURE_MESSAGE_CHARS = 8 * 1024
+"""A failure reason's `message` is cut to this many characters (the cut is marked)."""
+
+MAX_FAILURE_TRACEBACK_CHARS = 64 * 1024
+"""A failure reason's `traceback` keeps this many characters: its start and its end.
+
+A failure is always recorded: an oversized, unprintable or unencodable
+exception is truncated or escaped, never a reason to lose the failure.
+"""
+
+
+def _clean_text(text: str, limit: int, *, keep_tail: bool = False) -> str:
+    """Make `text` storable in jsonb and at most about `limit` characters long.
+
+    NUL becomes the two characters `\\0`, lone surrogates are backslash-escaped;
+    an over-long text keeps its start (and its end with `keep_tail`) around a marker.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\0")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if keep_tail:
+        head = limit // 4
+        return f"{text[:head]}\n... [{cut} characters cut] ...\n{text[head + cut :]}"
+    return f"{text[:limit]}... [{cut} characters cut]"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except BaseException as err:  # a broken __str__ must not lose the failure
+        return f"<str() of the exception failed: {type(err).__name__}>"
+    return text if isinstance(text, str) else repr(text)
+
+
 def _reason(exc: BaseException) -> dict[str, Any]:
+    """The failure reason stored for an exception: its type, message and traceback.
+
+    Never raises, and the result always encodes as JSON: messages and
+    tracebacks are truncated (MAX_FAILURE_MESSAGE_CHARS, MAX_FAILURE_TRACEBACK_CHARS)
+    and cleaned of what jsonb cannot store.
+    """
+    try:
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException as err:  # e.g. RecursionError on a pathological cause chain
+        trace = f"<the traceback could not be formatted: {type(err).__name__}>"
     return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "type": _clean_text(type(exc).__name__, 200),
+        "message": _clean_text(_safe_str(exc), MAX_FAILURE_MESSAGE_CHARS),
+        "traceback": _clean_text(trace, MAX_FAILURE_TRACEBACK_CHARS, keep_tail=True),
     }
 
 
@@ -301,7 +351,7 @@ class Worker:
                 qty = min(want, self.batch_size)
                 try:
                     rows = self._claim(qty)
-                except (TeguhError, psycopg2.Error) as exc:
+                except Exception as exc:  # a bad row (say, undecodable JSON) must not end the worker
                     failures += 1
                     delay = min(5.0, 0.1 * 2 ** min(failures, 6))
                     logger.warning("claim failed (%s); retrying in %.1f s", error_message(exc), delay)
@@ -399,8 +449,12 @@ class Worker:
         keep = False
         try:
             keep = self._handle(run)
-        except BaseException:  # never let a run kill its thread silently
-            run.log.exception("unexpected error while running the task")
+        except BaseException as exc:  # never let a run kill its thread silently
+            run.log.error("unexpected error while running the task: %s", type(exc).__name__, exc_info=True)
+            try:
+                self._fail(run, _reason(exc))
+            except BaseException:
+                run.log.error("could not record the failure; the lease will expire and the task retry")
         finally:
             if not keep:
                 with self._lock:
@@ -454,20 +508,25 @@ class Worker:
             run.log.warning("lost its lease; another run owns the task now")
             return False
         except BaseException as exc:
+            reason = _reason(exc)
             run.log.warning(
-                "failed: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, ConnectionLost)
+                "failed: %s: %s",
+                reason["type"],
+                reason["message"][:1000],
+                exc_info=not isinstance(exc, ConnectionLost),
             )
-            self._fail(run, _reason(exc))
+            self._fail(run, reason)
             return False
         try:
             text = _json.dumps(
                 result, f"result of task {row['task_name']!r}", max_bytes=self.client.max_payload_bytes
             )
-        except (TypeError, ValueError) as exc:
-            run.log.warning("returned a result that cannot be stored: %s", exc)
-            self._fail(
-                run, {"type": type(exc).__name__, "message": f"the task's result cannot be stored: {exc}"}
+        except Exception as exc:  # TypeError, InvalidArgument, PayloadTooLarge, anything a __repr__ raises
+            message = _clean_text(
+                f"the task's result cannot be stored: {_safe_str(exc)}", MAX_FAILURE_MESSAGE_CHARS
             )
+            run.log.warning("returned a result that cannot be stored: %s", message[:1000])
+            self._fail(run, {"type": _clean_text(type(exc).__name__, 200), "message": message})
             return False
         run.state.completing = True
         self._completions.put((run, text))

@@ -111,11 +111,13 @@ end
 $$;
 
 -- Names end up in btree keys (about 2.7 kB at most) and notifications, so they
--- are capped well below both limits.
+-- are capped well below both limits. Blank means ASCII whitespace only: `\s`
+-- follows the database's locale (U+2028 is a space under glibc, not under C),
+-- and the client must draw the same line whatever the locale.
 create or replace function teguh._check_name(what text, val text) returns void
 language plpgsql immutable as $$
 begin
-  if val is null or val ~ '^\s*$' then
+  if val is null or val ~ '^[ \t\n\r\f\v]*$' then
     raise exception '% must not be blank', what using errcode = 'TG004';
   end if;
   if octet_length(val) > 1024 then
