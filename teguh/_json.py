@@ -113,3 +113,31 @@ def dumps(value: Any, field: str, *, max_bytes: int | None = DEFAULT_MAX_PAYLOAD
     if max_bytes is not None and size > max_bytes:
         raise PayloadTooLarge(f"{field} is {size} bytes of JSON, above the limit of {max_bytes} bytes")
     return text
+
+
+class UndecodableJSON:
+    """Stands in for a stored JSON value Python cannot decode (nested too deeply to parse).
+
+    The client never writes such a value (see MAX_JSON_DEPTH), but a direct SQL
+    caller can. Decoding it would raise `RecursionError` in the middle of a
+    fetch and lose every row of a claimed batch; instead the value arrives as
+    this marker, and the worker fails just that run with a clear reason.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<UndecodableJSON: {len(self.text)} characters, nested too deeply for Python>"
+
+
+def loads(text: str | None) -> Any:
+    """Decode a json/jsonb column; a value nested too deeply becomes `UndecodableJSON`."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return UndecodableJSON(text)

@@ -464,6 +464,19 @@ class Worker:
     def _handle(self, run: _Run) -> bool:
         """Run the handler; returns True when a completion was queued for the completer."""
         row = run.row
+        undecodable = [
+            key
+            for key in ("params", "headers", "event_payload", "checkpoints")
+            if isinstance(row.get(key), _json.UndecodableJSON)
+        ]
+        if undecodable:
+            message = (
+                f"the task's {' and '.join(undecodable)} cannot be decoded: JSON nested deeper "
+                f"than Python can parse (the client refuses more than {_json.MAX_JSON_DEPTH} levels)"
+            )
+            run.log.error("%s", message)
+            self._fail(run, {"type": "UndecodableJSON", "message": message})
+            return False
         handler = self.app.handler_for(row["task_name"])
         if handler is None:
             run.log.warning(
