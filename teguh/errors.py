@@ -27,6 +27,7 @@ __all__ = [
     "EventTimeout",
     "SchemaNotInstalled",
     "ConnectionLost",
+    "PermissionDenied",
     "Suspended",
     "Cancelled",
     "LeaseLost",
@@ -121,6 +122,10 @@ class ConnectionLost(TeguhError):
     """
 
 
+class PermissionDenied(TeguhError):
+    """The database role may not do this (SQLSTATE 42501); see docs/roles.md for the grants."""
+
+
 class _Signal(BaseException, _Details):
     """Base of the control-flow signals (not errors)."""
 
@@ -166,6 +171,7 @@ _BY_PGCODE: dict[str, type[BaseException]] = {
     "TG002": QueueNotFound,
     "TG003": TaskNotFound,
     "TG004": InvalidArgument,
+    "42501": PermissionDenied,  # insufficient_privilege
     "42P01": SchemaNotInstalled,  # undefined_table
     "3F000": SchemaNotInstalled,  # invalid_schema_name
 }

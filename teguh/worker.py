@@ -28,7 +28,16 @@ import tenacity
 
 from . import _json, _validate
 from .context import RunState, TaskContext
-from .errors import Cancelled, ConnectionLost, LeaseLost, Suspended, TeguhError, error_message
+from .errors import (
+    Cancelled,
+    ConnectionLost,
+    LeaseLost,
+    PermissionDenied,
+    QueueNotFound,
+    Suspended,
+    TeguhError,
+    error_message,
+)
 from .heartbeat import Heartbeat
 from .listener import QueueListener
 
@@ -312,7 +321,7 @@ class Worker:
             target=self._complete_loop, name=f"teguh-completer-{self.queue}", daemon=True
         )
         try:
-            client.create_queue(self.queue)
+            self._ensure_queue(client)
             self._listener = QueueListener(
                 client.dsn, f"teguh_{self.queue}", application_name=f"teguh-listener:{self.queue}"
             )
@@ -337,6 +346,19 @@ class Worker:
         finally:
             self._shutdown(executor, heartbeat, completer)
             restore()
+
+    def _ensure_queue(self, client: Client) -> None:
+        """Create the queue, or, for a role not allowed to (a `grant_worker` role), check it exists."""
+        try:
+            client.create_queue(self.queue)
+        except PermissionDenied:
+            if self.queue not in client.list_queues():
+                raise QueueNotFound(
+                    f"queue {self.queue!r} does not exist, and this role may not create it: "
+                    "create it with a role that may (`teguh queue create`)",
+                    queue=self.queue,
+                ) from None
+            logger.debug("this role may not create queues; queue %s exists", self.queue)
 
     # -- main loop ----------------------------------------------------------
 

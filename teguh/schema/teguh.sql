@@ -15,7 +15,16 @@
 
 select pg_advisory_xact_lock(7420581234);
 
-create schema if not exists teguh;
+-- Not `create schema if not exists`: that needs CREATE on the database even
+-- when the schema exists, and a role that owns only the schema must be able
+-- to install and upgrade (docs/roles.md).
+do $schema$
+begin
+  if not exists (select 1 from pg_namespace where nspname = 'teguh') then
+    create schema teguh;
+  end if;
+end
+$schema$;
 
 create table if not exists teguh.queues (
   queue_name text primary key,
@@ -639,6 +648,7 @@ begin
   insert into teguh.queues (queue_name) values (q) on conflict do nothing;
   perform teguh._ensure_queue_tables(q);
   execute teguh._hot_path_sql(q);
+  perform teguh._lock_down_queue(q);
 end
 $$;
 
@@ -1796,3 +1806,114 @@ begin
   end loop;
 end
 $upgrade$;
+
+-- ---------------------------------------------------------------------------
+-- Privileges and roles (docs/roles.md)
+-- ---------------------------------------------------------------------------
+-- Every entry point a role may be granted runs as the schema's owner
+-- (SECURITY DEFINER, with search_path pinned so a caller cannot shadow a
+-- name), so callers never need privileges on teguh's tables. PUBLIC may
+-- execute nothing in the schema: a role can call what teguh.grant_producer,
+-- grant_worker or grant_admin granted it, and nothing else. Internal
+-- functions (leading underscore) and the per-queue functions are never
+-- granted; they are reached only through the entry points.
+
+-- The entry points each kind of role may call.
+create or replace function teguh._role_functions(kind text) returns text[]
+language plpgsql immutable as $$
+declare
+  producer text[] := array['version', 'current_time', 'list_queues',
+                           'spawn_task', 'spawn_tasks', 'emit_event', 'get_task_result'];
+  worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
+                                     'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
+                                     'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',
+                                     'extend_claim', 'extend_claims', 'next_due'];
+  admin text[] := producer || array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'next_due',
+                                    'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop'];
+begin
+  case kind
+    when 'producer' then return producer;
+    when 'worker' then return worker;
+    when 'admin' then return admin;
+    when 'all' then return worker || admin;
+    else raise exception 'unknown role kind %: producer, worker or admin', quote_literal(kind)
+      using errcode = 'TG004';
+  end case;
+end
+$$;
+
+create or replace function teguh._grant(role_name name, kind text) returns void
+language plpgsql as $$
+declare
+  fn regprocedure;
+begin
+  if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
+    raise exception 'role % does not exist', coalesce(quote_ident(role_name), 'NULL') using errcode = 'TG004';
+  end if;
+  execute format('grant usage on schema teguh to %I', role_name);
+  for fn in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'teguh'::regnamespace and p.proname = any(teguh._role_functions(kind))
+             order by 1 loop
+    execute format('grant execute on function %s to %I', fn, role_name);
+  end loop;
+end
+$$;
+
+-- A new queue's generated functions (_claim_<q>, _spawn_<q>, ...) would be
+-- executable by PUBLIC (PostgreSQL's default for functions, which a per-schema
+-- ALTER DEFAULT PRIVILEGES cannot take away): create_queue calls this.
+create or replace function teguh._lock_down_queue(q text) returns void
+language plpgsql as $$
+declare
+  fn regprocedure;
+begin
+  for fn in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'teguh'::regnamespace
+               and p.proname like '\_%' and right(p.proname, length(q) + 1) = '_' || q loop
+    execute format('revoke execute on function %s from public', fn);
+  end loop;
+end
+$$;
+
+-- Spawn tasks, emit events, read results: what an application needs.
+create or replace function teguh.grant_producer(role_name name) returns void
+language sql as $$ select teguh._grant(role_name, 'producer') $$;
+
+-- Everything a worker process calls: claim, complete, fail, checkpoint,
+-- heartbeat, sleep, events, spawn (from handlers). Not create or drop queues.
+create or replace function teguh.grant_worker(role_name name) returns void
+language sql as $$ select teguh._grant(role_name, 'worker') $$;
+
+-- A producer that also manages queues and tasks: create and drop queues,
+-- cancel and retry tasks, ticker, cleanup, pg_cron scheduling.
+create or replace function teguh.grant_admin(role_name name) returns void
+language sql as $$ select teguh._grant(role_name, 'admin') $$;
+
+-- Takes back everything the grant functions gave a role.
+create or replace function teguh.revoke_all(role_name name) returns void
+language plpgsql as $$
+begin
+  if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
+    raise exception 'role % does not exist', coalesce(quote_ident(role_name), 'NULL') using errcode = 'TG004';
+  end if;
+  execute format('revoke all on all functions in schema teguh from %I', role_name);
+  execute format('revoke all on schema teguh from %I', role_name);
+end
+$$;
+
+do $privileges$
+declare
+  fn regprocedure;
+begin
+  -- `create or replace` above reset these attributes, so they are set on every install.
+  for fn in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'teguh'::regnamespace
+               and p.proname = any(teguh._role_functions('all'))
+               and p.proname not in ('version', 'current_time')  -- they touch no table
+             order by 1 loop
+    execute format('alter function %s security definer set search_path = pg_catalog, teguh, pg_temp', fn);
+  end loop;
+  revoke all on schema teguh from public;
+  revoke execute on all functions in schema teguh from public;
+end
+$privileges$;

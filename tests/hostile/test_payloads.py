@@ -252,3 +252,17 @@ def test_sql_refuses_values_jsonb_cannot_hold(db: Any, catalog: Callable[[], Any
     assert pgcode_of(lambda: db.run("select teguh.spawn_task(%s, 't', %s::jsonb)", Q, "NaN")) == "22P02"
     assert pgcode_of(lambda: db.run("select teguh.emit_event(%s, 'e', %s::jsonb)", Q, "[1,")) == "22P02"
     assert catalog() == before
+
+
+def test_an_oversized_failure_reason_is_cut_not_refused(client: teguh.Client) -> None:
+    """Regression: Client.fail_run stored reasons of any size (100 MB would have gone in whole)."""
+    task = client.spawn_task(Q, "fails", max_attempts=1)
+    [run] = client.claim_task(Q, "w", 0)
+    huge = {"type": "BigError", "message": "m" * (3 * client.max_payload_bytes), "traceback": "t" * 1000}
+    client.fail_run(Q, run.run_id, huge)
+    result = client.get_task_result(Q, task.task_id)
+    assert result.state == "failed"
+    assert result.failure["type"] == "BigError" and result.failure["truncated"] is True
+    assert result.failure["original_bytes"] > 3 * client.max_payload_bytes
+    assert len(result.failure["message"]) < client.max_payload_bytes
+    assert "bytes cut]" in result.failure["message"]
