@@ -277,3 +277,24 @@ def test_psycopg2_refuses_nul_before_sending(db: Any) -> None:
     with pytest.raises(ValueError):
         db.run("select teguh.spawn_task(%s, %s, '1')", Q, "a\x00b")
     assert isinstance(psycopg2.__version__, str)
+
+
+@pytest.mark.parametrize("name", ["jobs; drop schema teguh cascade; --", 'a"b', "Jobs", "x" * 56, "\t"])
+def test_cli_refuses_hostile_queue_names(dsn: str, catalog: Callable[[], Any], name: str) -> None:
+    from click.testing import CliRunner
+
+    from teguh.cli import main
+
+    runner = CliRunner()
+    before = catalog()
+    for args in (
+        ["queue", "create", name],
+        ["queue", "drop", name],
+        ["spawn", name, "t", "{}"],
+        ["worker", "--queue", name, "--app", "teguh.demo:app"],
+    ):
+        result = runner.invoke(main, ["--dsn", dsn, *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert "invalid queue name" in result.output.lower(), (args, result.output)
+        assert "Traceback" not in result.output
+    assert catalog() == before
