@@ -96,7 +96,7 @@ class InvalidArgument(TeguhError, ValueError):
 
 
 class PayloadTooLarge(InvalidArgument):
-    """A JSON value (params, result, payload or state) exceeds the client's size limit."""
+    """A JSON value (params, headers, result, payload or state) exceeds a size limit (TG005 on the server)."""
 
 
 class EventTimeout(TeguhError, TimeoutError):
@@ -171,6 +171,7 @@ _BY_PGCODE: dict[str, type[BaseException]] = {
     "TG002": QueueNotFound,
     "TG003": TaskNotFound,
     "TG004": InvalidArgument,
+    "TG005": PayloadTooLarge,
     "42501": PermissionDenied,  # insufficient_privilege
     "42P01": SchemaNotInstalled,  # undefined_table
     "3F000": SchemaNotInstalled,  # invalid_schema_name

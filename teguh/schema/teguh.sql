@@ -1020,6 +1020,8 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 begin
   perform teguh._check_queue(q);
+  perform teguh._check_payload('params', params);
+  perform teguh._check_payload('headers', options->'headers');
   options := coalesce(options, '{}'::jsonb);
   if jsonb_typeof(options) <> 'object' then
     raise exception 'spawn options must be a JSON object' using errcode = 'TG004';
@@ -1037,6 +1039,13 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 begin
   perform teguh._check_queue(q);
+  if pg_column_size(items) > 65536 then  -- each item's params and headers (docs/limits.md)
+    perform teguh._check_payload(format('items[%s].params', x.pos - 1), x.item->'params'),
+            teguh._check_payload(format('items[%s].headers', x.pos - 1), x.item->'headers')
+       from jsonb_array_elements(case when jsonb_typeof(items) = 'array' then items else '[]' end)
+            with ordinality as x(item, pos)
+      where jsonb_typeof(x.item) = 'object';
+  end if;
   return query select * from teguh._spawn(q, items);
 end
 $$;
@@ -1384,6 +1393,7 @@ declare
 begin
   perform teguh._check_queue(q);
   perform teguh._check_name('event name', event_name);
+  perform teguh._check_payload('payload', payload);
   payload := coalesce(payload, 'null'::jsonb);
 
   -- first write wins: only a placeholder (or no row) takes the payload
@@ -1806,6 +1816,60 @@ begin
   end loop;
 end
 $upgrade$;
+
+-- ---------------------------------------------------------------------------
+-- Server-side size limit (docs/limits.md)
+-- ---------------------------------------------------------------------------
+-- The client refuses JSON values over its max_payload_bytes (1 MiB of text)
+-- before any SQL runs. This is the backstop for direct SQL callers (a
+-- producer role, say): params, headers and event payloads whose jsonb form
+-- exceeds the server limit are refused with TG005. The default, 4 MiB, is
+-- well above the client's, since jsonb's binary form can be larger than the
+-- JSON text. Values up to 64 kB are never looked at twice, so the common
+-- case costs one pg_column_size().
+
+create table if not exists teguh.settings (
+  name text primary key,
+  value bigint not null
+);
+
+create or replace function teguh._check_payload(what text, val jsonb) returns void
+language plpgsql stable as $$
+declare
+  size int;
+  lim bigint;
+begin
+  if val is null then
+    return;
+  end if;
+  size := pg_column_size(val);
+  if size <= 65536 then
+    return;
+  end if;
+  select s.value into lim from teguh.settings s where s.name = 'max_payload_bytes';
+  lim := coalesce(lim, 4194304);
+  if size > lim then
+    raise exception '% is % bytes of jsonb, above the server limit of % bytes', what, size, lim
+      using errcode = 'TG005', hint = 'the schema owner changes it with teguh.set_max_payload_bytes()';
+  end if;
+end
+$$;
+
+-- The owner's setting for the limit above (at least 64 kB); null restores the default.
+create or replace function teguh.set_max_payload_bytes(n bigint) returns void
+language plpgsql as $$
+begin
+  if n is null then
+    delete from teguh.settings where name = 'max_payload_bytes';
+    return;
+  end if;
+  if n < 65536 then
+    raise exception 'max_payload_bytes must be at least 65536, not %', n using errcode = 'TG004';
+  end if;
+  insert into teguh.settings (name, value) values ('max_payload_bytes', n)
+    on conflict (name) do update set value = excluded.value;
+end
+$$;
 
 -- ---------------------------------------------------------------------------
 -- Privileges and roles (docs/roles.md)

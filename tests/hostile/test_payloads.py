@@ -266,3 +266,32 @@ def test_an_oversized_failure_reason_is_cut_not_refused(client: teguh.Client) ->
     assert result.failure["original_bytes"] > 3 * client.max_payload_bytes
     assert len(result.failure["message"]) < client.max_payload_bytes
     assert "bytes cut]" in result.failure["message"]
+
+
+def test_the_server_refuses_oversized_values_from_direct_sql_callers(
+    client: teguh.Client, db: Any, catalog: Callable[[], Any]
+) -> None:
+    db.run("select teguh.set_max_payload_bytes(100000)")
+    big = '"' + "x" * 200_000 + '"'
+    before = catalog()
+    headers = "jsonb_build_object('headers', jsonb_build_object('h', %s::jsonb))"
+    item = "jsonb_build_object('task_name', 't', 'params', %s::jsonb)"
+    for query, args in (
+        ("select teguh.spawn_task(%s, 't', %s::jsonb)", (Q, big)),
+        (f"select teguh.spawn_task(%s, 't', '1', {headers})", (Q, big)),
+        (f"select teguh.spawn_tasks(%s, jsonb_build_array({item}))", (Q, big)),
+        ("select teguh.emit_event(%s, 'e', %s::jsonb)", (Q, big)),
+    ):  # fmt: skip
+        assert pgcode_of(lambda query=query, args=args: db.run(query, *args)) == "TG005", query
+    assert catalog() == before
+    # the client maps it to PayloadTooLarge when its own limit lets the value through
+    client.max_payload_bytes = None  # type: ignore[assignment]
+    with pytest.raises(teguh.PayloadTooLarge, match="above the server limit of 100000 bytes"):
+        client.spawn_task(Q, "t", "x" * 200_000)
+    assert catalog() == before
+    # a batch is measured item by item, not as a whole
+    client.spawn_tasks(Q, [{"task_name": "t", "params": "y" * 50_000} for _ in range(4)])
+    client.spawn_task(Q, "t", "x" * 90_000)
+    assert pgcode_of(lambda: db.run("select teguh.set_max_payload_bytes(1000)")) == "TG004"
+    db.run("select teguh.set_max_payload_bytes(null)")  # back to the default, 4 MiB
+    client.spawn_task(Q, "t", "x" * 200_000)
