@@ -76,6 +76,7 @@ class ClientBase:
         min_connections: int = 1,
         max_connections: int = 10,
         application_name: str = "teguh",
+        listen_dsn: str | None = None,
     ) -> None:
         _validate.integer(max_connections, "max_connections", minimum=1)
         _validate.integer(min_connections, "min_connections", minimum=0)
@@ -88,9 +89,20 @@ class ClientBase:
         if "connect_timeout" not in info and not os.environ.get("PGCONNECT_TIMEOUT"):
             self._connect_kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
         self._dsn_lock = threading.Lock()
+        self._listen_dsn = listen_dsn
         self._pool = BlockingPool(lambda: self.dsn, min_connections, max_connections, **self._connect_kwargs)
         self._schema_checked = False
         self._closed = False
+        self.session_hooks: list[Callable[[Any], None]] = []
+        """Callables `hook(cursor)` run before every call, on the cursor it uses (pooled or `conn=`).
+
+        For test tools that must reach every session, like `teguh.testing.FakeClock`
+        setting `teguh.fake_now`. A worker shares its app client's list.
+        """
+
+    def _run_session_hooks(self, cur: Any) -> None:
+        for hook in self.session_hooks:
+            hook(cur)
 
     @property
     def dsn(self) -> str:
@@ -114,6 +126,15 @@ class ClientBase:
                     ) from exc
                 self._dsn_source = "embedded"
             return self._dsn
+
+    @property
+    def listen_dsn(self) -> str:
+        """The DSN for LISTEN connections: `listen_dsn=`, else `TEGUH_LISTEN_DSN`, else `dsn`.
+
+        Separate so the pool can go through PgBouncer in transaction pooling
+        mode (where LISTEN cannot work) while LISTEN connects directly.
+        """
+        return self._listen_dsn or os.environ.get("TEGUH_LISTEN_DSN") or self.dsn
 
     def close(self) -> None:
         """Close the pool's connections; idempotent. Later calls raise `TeguhError`."""
@@ -179,6 +200,7 @@ class ClientBase:
         if conn is not None:
             try:
                 with conn.cursor() as cur:
+                    self._run_session_hooks(cur)
                     if check_schema:
                         self._check_schema(cur)
                     return fn(cur)
@@ -200,6 +222,7 @@ class ClientBase:
         try:
             for attempt in retrying:
                 with attempt, self._pool.connection() as pooled, pooled.cursor() as cur:
+                    self._run_session_hooks(cur)
                     if check_schema:
                         self._check_schema(cur)
                     return fn(cur)
@@ -233,6 +256,9 @@ class ClientBase:
                 )
             conn.autocommit = False
             try:
+                if self.session_hooks:
+                    with conn.cursor() as cur:
+                        self._run_session_hooks(cur)
                 yield conn
                 conn.commit()
             except BaseException:

@@ -65,6 +65,9 @@ class Client(ClientBase):
         min_connections: connections opened on first use.
         max_connections: the pool's size; callers beyond it wait for a free one.
         application_name: reported in pg_stat_activity.
+        listen_dsn: where LISTEN connections go (`wait_for_result`, workers);
+            default `TEGUH_LISTEN_DSN`, else `dsn`. Set it to a direct
+            connection when `dsn` points at PgBouncer in transaction mode.
 
     Raises:
         InvalidArgument: bad pool sizes or an unparsable DSN.
@@ -689,7 +692,7 @@ class Client(ClientBase):
         deadline = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
         wanted = f"{queue}:{task_id}"
         interval = POLL_MIN_INTERVAL
-        with Listener(self.dsn, [DONE_CHANNEL], **self._connect_kwargs) as listener:
+        with Listener(self.listen_dsn, [DONE_CHANNEL], **self._connect_kwargs) as listener:
             while True:
                 result = self.get_task_result(queue, task_id)
                 if result.done:

@@ -27,6 +27,7 @@ import psycopg2
 import tenacity
 
 from . import _json, _validate
+from ._listen_probe import open_listener
 from .context import RunState, TaskContext
 from .errors import (
     Cancelled,
@@ -200,6 +201,11 @@ class Worker:
             in the main thread.
         client: the `Client` to use (default: one sized for `concurrency`,
             on the app's database).
+        listen_dsn: where the LISTEN connection goes (default: the client's
+            `listen_dsn`, i.e. `TEGUH_LISTEN_DSN`, else its DSN). Point it at
+            PostgreSQL directly when the pool goes through PgBouncer in
+            transaction mode; at start the worker checks that a notification
+            arrives and otherwise polls every `poll_interval`, with a warning.
 
     Caveats: Python cannot stop a thread. A handler that never returns keeps its
     thread; its lease expires, another worker retries the task, and this run's
@@ -221,6 +227,7 @@ class Worker:
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         install_signal_handlers: bool = True,
         client: Client | None = None,
+        listen_dsn: str | None = None,
     ) -> None:
         self.app = app
         self.queue = _validate.queue_name(queue)
@@ -257,6 +264,7 @@ class Worker:
             self.heartbeat_interval = float(heartbeat_interval)
         self._client = client
         self._owns_client = client is None
+        self.listen_dsn = listen_dsn
 
         self._runs: dict[str, _Run] = {}
         self._buffer: collections.deque[_Run] = collections.deque()
@@ -288,6 +296,7 @@ class Worker:
                 application_name=f"teguh-worker:{self.queue}",
             )
             self._client.max_payload_bytes = self.app.client.max_payload_bytes
+            self._client.session_hooks = self.app.client.session_hooks  # shared: a fake clock reaches both
         return self._client
 
     @property
@@ -322,10 +331,9 @@ class Worker:
         )
         try:
             self._ensure_queue(client)
-            self._listener = QueueListener(
-                client.dsn, f"teguh_{self.queue}", application_name=f"teguh-listener:{self.queue}"
-            )
-            self._listener.connect()
+            # LISTEN may need a direct connection when the pool goes through PgBouncer
+            listen_dsn = self.listen_dsn or (self.app.client if self._owns_client else client).listen_dsn
+            self._listener = open_listener(client, self.queue, listen_dsn, self.poll_interval)
             if self._stopping:
                 self._listener.wake()
             if self.claim_timeout > 0:
