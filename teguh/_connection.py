@@ -25,6 +25,7 @@ from ._version import SCHEMA_MAJOR
 from .errors import (
     ConnectionLost,
     InvalidArgument,
+    PermissionDenied,
     SchemaNotInstalled,
     TeguhError,
     error_message,
@@ -153,6 +154,12 @@ class ClientBase:
             cur.execute("select teguh.version()")
             row = cur.fetchone()
         except psycopg2.Error as exc:
+            if getattr(exc, "pgcode", None) == "42501":
+                raise PermissionDenied(
+                    f"this database role may not use the teguh schema ({error_message(exc)}): "
+                    "the schema's owner grants access with teguh.grant_producer/grant_worker/grant_admin",
+                    pgcode=exc.pgcode,
+                ) from exc
             if getattr(exc, "pgcode", None) in ("3F000", "42883", "42P01"):
                 raise SchemaNotInstalled(
                     "the teguh schema is not installed in this database: run `teguh install`",

@@ -324,15 +324,34 @@ class Client(ClientBase):
         """Fail a run: the task is retried per its strategy, or fails when out of attempts.
 
         Args:
-            reason: JSON, by convention `{"type", "message", "traceback"}` (no size limit).
+            reason: JSON, by convention `{"type", "message", "traceback"}`. A reason
+                over `max_payload_bytes` is not refused (the failure must be
+                recorded): it is replaced by `{"type", "message", "truncated": true,
+                "original_bytes"}`, the message holding the start of its JSON.
             retry_at: an aware datetime overriding the strategy's delay.
 
         Raises:
+            TypeError, InvalidArgument: the reason is not storable JSON.
             Cancelled: the task was cancelled. LeaseLost: the run no longer holds it.
         """
         queue = _validate.queue_name(queue)
         run_id = _validate.task_uuid(run_id, "run_id")
         reason_json = _json.dumps(reason, "reason", max_bytes=None)
+        limit = self.max_payload_bytes
+        if limit is not None and len(reason_json.encode("utf-8")) > limit:
+            size = len(reason_json.encode("utf-8"))
+            kind = reason.get("type") if isinstance(reason, dict) else None
+            keep = max(limit // 8, 64)  # characters; at most 4 bytes each, well within the limit
+            reason_json = _json.dumps(
+                {
+                    "type": kind if isinstance(kind, str) and len(kind) <= 200 else "Unknown",
+                    "message": reason_json[:keep] + f"... [reason of {size} bytes cut]",
+                    "truncated": True,
+                    "original_bytes": size,
+                },
+                "reason",
+                max_bytes=None,
+            )
         when = None if retry_at is None else require_aware(retry_at, "retry_at")
         self._run(
             "fail_run",

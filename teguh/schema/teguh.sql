@@ -15,7 +15,16 @@
 
 select pg_advisory_xact_lock(7420581234);
 
-create schema if not exists teguh;
+-- Not `create schema if not exists`: that needs CREATE on the database even
+-- when the schema exists, and a role that owns only the schema must be able
+-- to install and upgrade (docs/roles.md).
+do $schema$
+begin
+  if not exists (select 1 from pg_namespace where nspname = 'teguh') then
+    create schema teguh;
+  end if;
+end
+$schema$;
 
 create table if not exists teguh.queues (
   queue_name text primary key,
@@ -111,11 +120,13 @@ end
 $$;
 
 -- Names end up in btree keys (about 2.7 kB at most) and notifications, so they
--- are capped well below both limits.
+-- are capped well below both limits. Blank means ASCII whitespace only: `\s`
+-- follows the database's locale (U+2028 is a space under glibc, not under C),
+-- and the client must draw the same line whatever the locale.
 create or replace function teguh._check_name(what text, val text) returns void
 language plpgsql immutable as $$
 begin
-  if val is null or val ~ '^\s*$' then
+  if val is null or val ~ '^[ \t\n\r\f\v]*$' then
     raise exception '% must not be blank', what using errcode = 'TG004';
   end if;
   if octet_length(val) > 1024 then
@@ -658,6 +669,7 @@ begin
   insert into teguh.queues (queue_name) values (q) on conflict do nothing;
   perform teguh._ensure_queue_tables(q);
   execute teguh._hot_path_sql(q);
+  perform teguh._lock_down_queue(q);
 end
 $$;
 
@@ -1029,6 +1041,8 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 begin
   perform teguh._check_queue(q);
+  perform teguh._check_payload('params', params);
+  perform teguh._check_payload('headers', options->'headers');
   options := coalesce(options, '{}'::jsonb);
   if jsonb_typeof(options) <> 'object' then
     raise exception 'spawn options must be a JSON object' using errcode = 'TG004';
@@ -1046,6 +1060,13 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 begin
   perform teguh._check_queue(q);
+  if pg_column_size(items) > 65536 then  -- each item's params and headers (docs/limits.md)
+    perform teguh._check_payload(format('items[%s].params', x.pos - 1), x.item->'params'),
+            teguh._check_payload(format('items[%s].headers', x.pos - 1), x.item->'headers')
+       from jsonb_array_elements(case when jsonb_typeof(items) = 'array' then items else '[]' end)
+            with ordinality as x(item, pos)
+      where jsonb_typeof(x.item) = 'object';
+  end if;
   return query select * from teguh._spawn(q, items);
 end
 $$;
@@ -1394,6 +1415,7 @@ declare
 begin
   perform teguh._check_queue(q);
   perform teguh._check_name('event name', event_name);
+  perform teguh._check_payload('payload', payload);
   payload := coalesce(payload, 'null'::jsonb);
 
   -- first write wins: only a placeholder (or no row) takes the payload
@@ -1834,3 +1856,168 @@ begin
   end loop;
 end
 $upgrade$;
+
+-- ---------------------------------------------------------------------------
+-- Server-side size limit (docs/limits.md)
+-- ---------------------------------------------------------------------------
+-- The client refuses JSON values over its max_payload_bytes (1 MiB of text)
+-- before any SQL runs. This is the backstop for direct SQL callers (a
+-- producer role, say): params, headers and event payloads whose jsonb form
+-- exceeds the server limit are refused with TG005. The default, 4 MiB, is
+-- well above the client's, since jsonb's binary form can be larger than the
+-- JSON text. Values up to 64 kB are never looked at twice, so the common
+-- case costs one pg_column_size().
+
+create table if not exists teguh.settings (
+  name text primary key,
+  value bigint not null
+);
+
+create or replace function teguh._check_payload(what text, val jsonb) returns void
+language plpgsql stable as $$
+declare
+  size int;
+  lim bigint;
+begin
+  if val is null then
+    return;
+  end if;
+  size := pg_column_size(val);
+  if size <= 65536 then
+    return;
+  end if;
+  select s.value into lim from teguh.settings s where s.name = 'max_payload_bytes';
+  lim := coalesce(lim, 4194304);
+  if size > lim then
+    raise exception '% is % bytes of jsonb, above the server limit of % bytes', what, size, lim
+      using errcode = 'TG005', hint = 'the schema owner changes it with teguh.set_max_payload_bytes()';
+  end if;
+end
+$$;
+
+-- The owner's setting for the limit above (at least 64 kB); null restores the default.
+create or replace function teguh.set_max_payload_bytes(n bigint) returns void
+language plpgsql as $$
+begin
+  if n is null then
+    delete from teguh.settings where name = 'max_payload_bytes';
+    return;
+  end if;
+  if n < 65536 then
+    raise exception 'max_payload_bytes must be at least 65536, not %', n using errcode = 'TG004';
+  end if;
+  insert into teguh.settings (name, value) values ('max_payload_bytes', n)
+    on conflict (name) do update set value = excluded.value;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Privileges and roles (docs/roles.md)
+-- ---------------------------------------------------------------------------
+-- Every entry point a role may be granted runs as the schema's owner
+-- (SECURITY DEFINER, with search_path pinned so a caller cannot shadow a
+-- name), so callers never need privileges on teguh's tables. PUBLIC may
+-- execute nothing in the schema: a role can call what teguh.grant_producer,
+-- grant_worker or grant_admin granted it, and nothing else. Internal
+-- functions (leading underscore) and the per-queue functions are never
+-- granted; they are reached only through the entry points.
+
+-- The entry points each kind of role may call.
+create or replace function teguh._role_functions(kind text) returns text[]
+language plpgsql immutable as $$
+declare
+  producer text[] := array['version', 'current_time', 'list_queues',
+                           'spawn_task', 'spawn_tasks', 'emit_event', 'get_task_result'];
+  worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
+                                     'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
+                                     'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',
+                                     'extend_claim', 'extend_claims', 'next_due'];
+  admin text[] := producer || array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'next_due',
+                                    'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop'];
+begin
+  case kind
+    when 'producer' then return producer;
+    when 'worker' then return worker;
+    when 'admin' then return admin;
+    when 'all' then return worker || admin;
+    else raise exception 'unknown role kind %: producer, worker or admin', quote_literal(kind)
+      using errcode = 'TG004';
+  end case;
+end
+$$;
+
+create or replace function teguh._grant(role_name name, kind text) returns void
+language plpgsql as $$
+declare
+  fn regprocedure;
+begin
+  if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
+    raise exception 'role % does not exist', coalesce(quote_ident(role_name), 'NULL') using errcode = 'TG004';
+  end if;
+  execute format('grant usage on schema teguh to %I', role_name);
+  for fn in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'teguh'::regnamespace and p.proname = any(teguh._role_functions(kind))
+             order by 1 loop
+    execute format('grant execute on function %s to %I', fn, role_name);
+  end loop;
+end
+$$;
+
+-- A new queue's generated functions (_claim_<q>, _spawn_<q>, ...) would be
+-- executable by PUBLIC (PostgreSQL's default for functions, which a per-schema
+-- ALTER DEFAULT PRIVILEGES cannot take away): create_queue calls this.
+create or replace function teguh._lock_down_queue(q text) returns void
+language plpgsql as $$
+declare
+  fn regprocedure;
+begin
+  for fn in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'teguh'::regnamespace
+               and p.proname like '\_%' and right(p.proname, length(q) + 1) = '_' || q loop
+    execute format('revoke execute on function %s from public', fn);
+  end loop;
+end
+$$;
+
+-- Spawn tasks, emit events, read results: what an application needs.
+create or replace function teguh.grant_producer(role_name name) returns void
+language sql as $$ select teguh._grant(role_name, 'producer') $$;
+
+-- Everything a worker process calls: claim, complete, fail, checkpoint,
+-- heartbeat, sleep, events, spawn (from handlers). Not create or drop queues.
+create or replace function teguh.grant_worker(role_name name) returns void
+language sql as $$ select teguh._grant(role_name, 'worker') $$;
+
+-- A producer that also manages queues and tasks: create and drop queues,
+-- cancel and retry tasks, ticker, cleanup, pg_cron scheduling.
+create or replace function teguh.grant_admin(role_name name) returns void
+language sql as $$ select teguh._grant(role_name, 'admin') $$;
+
+-- Takes back everything the grant functions gave a role.
+create or replace function teguh.revoke_all(role_name name) returns void
+language plpgsql as $$
+begin
+  if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
+    raise exception 'role % does not exist', coalesce(quote_ident(role_name), 'NULL') using errcode = 'TG004';
+  end if;
+  execute format('revoke all on all functions in schema teguh from %I', role_name);
+  execute format('revoke all on schema teguh from %I', role_name);
+end
+$$;
+
+do $privileges$
+declare
+  fn regprocedure;
+begin
+  -- `create or replace` above reset these attributes, so they are set on every install.
+  for fn in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'teguh'::regnamespace
+               and p.proname = any(teguh._role_functions('all'))
+               and p.proname not in ('version', 'current_time')  -- they touch no table
+             order by 1 loop
+    execute format('alter function %s security definer set search_path = pg_catalog, teguh, pg_temp', fn);
+  end loop;
+  revoke all on schema teguh from public;
+  revoke execute on all functions in schema teguh from public;
+end
+$privileges$;
