@@ -113,6 +113,7 @@ def _transient(exc: BaseException) -> bool:
 def _reason(exc: BaseException) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
+        "module": type(exc).__module__,  # with "type", the class's import path (django.tasks needs it)
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }

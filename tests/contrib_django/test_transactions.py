@@ -1,0 +1,87 @@
+"""Transactional spawn: a task spawned on Django's connection lives and dies with the transaction."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connections, transaction
+from django.test import Client
+
+from teguh import QueueNotFound
+from teguh.contrib.django import get_app, spawn_task
+
+from .helpers import eventually, query
+from .testapp.models import Note
+from .testapp.tasks import process_note
+
+
+def test_view_that_raises_leaves_neither_row_nor_task(django_db: str) -> None:
+    response = Client(raise_request_exception=False).post("/notes/?fail=1", {"text": "lost"})
+    assert response.status_code == 500
+    assert query(django_db, "select count(*) from testapp_note") == [(0,)]
+    assert query(django_db, "select count(*) from teguh.t_default") == [(0,)]
+
+
+def test_view_that_commits_leaves_both_and_a_worker_runs_the_task(django_db: str, django_worker) -> None:
+    response = Client().post("/notes/", {"text": "kept"})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert query(django_db, "select text from testapp_note") == [("kept",)]
+    assert query(django_db, "select task_name, state from teguh.t_default") == [("process-note", "pending")]
+
+    django_worker()
+    done = get_app().client.wait_for_result("default", body["task_id"], timeout=15)
+    assert (done.state, done.result) == ("completed", {"upper": "KEPT"}), done.failure
+    assert Note.objects.get(pk=body["note_id"]).processed_by_task == body["task_id"]
+
+
+def test_spawn_outside_atomic_commits_at_once(django_db: str) -> None:
+    spawned = process_note.spawn({"note_id": 1})
+    # another connection sees it: Django's autocommit mode was respected
+    assert query(django_db, "select task_id::text from teguh.t_default") == [(spawned.task_id,)]
+    assert connections["default"].get_autocommit()
+
+
+def test_spawn_rolled_back_with_set_rollback(django_db: str) -> None:
+    with transaction.atomic():
+        Note.objects.create(text="gone")
+        spawn_task("process-note", {"note_id": 1})
+        assert query(django_db, "select count(*) from teguh.t_default") == [(0,)]  # not committed yet
+        transaction.set_rollback(True)
+    assert query(django_db, "select count(*) from teguh.t_default") == [(0,)]
+    assert Note.objects.count() == 0
+
+
+def test_failed_spawn_caught_inside_atomic_keeps_the_transaction_usable(django_db: str) -> None:
+    with transaction.atomic():
+        Note.objects.create(text="first")
+        with pytest.raises(QueueNotFound):
+            spawn_task("echo", {}, queue="no_such_queue")
+        Note.objects.create(text="second")
+        spawned = spawn_task("echo", {"x": 1})  # the registered queue "other"
+    assert sorted(Note.objects.values_list("text", flat=True)) == ["first", "second"]
+    assert query(django_db, "select task_id::text, params from teguh.t_other") == [
+        (spawned.task_id, {"x": 1})
+    ]
+
+
+def test_worker_threads_do_not_keep_django_connections(django_db: str, django_worker) -> None:
+    """close_old_connections() runs after each task (CONN_MAX_AGE = 0 here): no connection is left open."""
+    note = Note.objects.create(text="x")
+    spawned = process_note.spawn({"note_id": note.pk})
+    connections.close_all()
+    django_worker()
+    done = get_app().client.wait_for_result("default", spawned.task_id, timeout=15)
+    assert done.state == "completed", done.failure
+    dbname = connections["default"].settings_dict["NAME"]
+    # Django connects without an application_name; teguh's own connections set one
+    eventually(
+        lambda: (
+            query(
+                django_db,
+                "select count(*) from pg_stat_activity where datname = %s and application_name = ''"
+                " and pid <> pg_backend_pid()",
+                dbname,
+            )
+            == [(0,)]
+        )
+    )
