@@ -23,12 +23,12 @@ def run_cli(args: list[str], prog_name: str = "manage.py teguh") -> int:
 
     from teguh import cli
 
-    from ... import django as contrib
-    from .. import conf
+    from ... import conf
+    from ..._app import get_app
 
     if "--dsn" not in args and not any(a.startswith("--dsn=") for a in args):
         args = ["--dsn", conf.dsn(), *args]
-    worker_defaults = {"app_spec": APP_SPEC, "queue": contrib.get_app().queue}
+    worker_defaults = {"app_spec": APP_SPEC, "queue": get_app().queue}
     worker_defaults.update(conf.worker_defaults())
     try:
         status = cli.main.main(
