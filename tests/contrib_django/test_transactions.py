@@ -85,3 +85,40 @@ def test_worker_threads_do_not_keep_django_connections(django_db: str, django_wo
             == [(0,)]
         )
     )
+
+
+def test_psycopg2_backend_spawns_in_the_transaction_too(django_db: str) -> None:
+    """The same guarantees with Django on psycopg2 (here psycopg 3 is installed, so a subprocess hides it)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    settings = connections["default"].settings_dict
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(here.parent), str(here.parent.parent)]),
+        "DJANGO_SETTINGS_MODULE": "contrib_django.djproject.settings",
+        "DJTEST_DB_NAME": settings["NAME"],
+        "DJTEST_DB_HOST": settings["HOST"],
+        "DJTEST_DB_PORT": str(settings["PORT"]),
+        "DJTEST_DB_USER": settings["USER"],
+    }
+    proc = subprocess.run(
+        [sys.executable, str(here / "psycopg2_spawn.py"), django_db],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "driver": "psycopg2.extensions",
+        "after_rollback": 0,
+        "after_autocommit": 1,
+        "mapped": True,
+        "after_atomic": 2,
+    }
