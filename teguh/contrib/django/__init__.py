@@ -9,26 +9,43 @@
   is the `teguh` CLI on the project's database.
 - `TASKS = {"default": {"BACKEND": "teguh.contrib.django.TeguhBackend"}}`: the
   `django.tasks` backend.
+- `database_settings(dsn=None)`: a `DATABASES` entry for teguh's database (for
+  settings.py; with no DSN configured, the embedded PostgreSQL).
 
 See docs/django.md. Settings: `teguh.contrib.django.conf`.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from ._app import DJANGO_TASK_PREFIX, DjangoApp, get_app, spawn_task
+__all__ = [
+    "DJANGO_TASK_PREFIX",
+    "DjangoApp",
+    "TeguhBackend",
+    "app",
+    "database_settings",
+    "get_app",
+    "spawn_task",
+]
 
-__all__ = ["DJANGO_TASK_PREFIX", "DjangoApp", "TeguhBackend", "app", "get_app", "spawn_task"]
+# Everything resolves on first use: settings.py may import `database_settings`
+# before Django is configured, and `TeguhBackend` needs django.tasks (Django 6)
+# or the django-tasks backport, which the rest does not.
+_LAZY = {
+    "DJANGO_TASK_PREFIX": "._app",
+    "DjangoApp": "._app",
+    "get_app": "._app",
+    "spawn_task": "._app",
+    "TeguhBackend": ".backend",
+    "database_settings": ".db",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # `app` needs settings and `TeguhBackend` needs django.tasks or django-tasks:
-    # resolve both on first use, so importing this package needs neither.
     if name == "app":
-        return get_app()
-    if name == "TeguhBackend":
-        from .backend import TeguhBackend
-
-        return TeguhBackend
+        return importlib.import_module("._app", __name__).get_app()
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
