@@ -11,7 +11,7 @@ from django.utils import timezone
 from teguh.contrib.django import TeguhBackend, get_app
 
 from .helpers import eventually, query
-from .testapp.tasks import add, durable_double, explode
+from .testapp.tasks import add, async_add, durable_double, explode
 
 try:
     from django.tasks import TaskResultStatus, default_task_backend
@@ -45,6 +45,12 @@ def test_round_trip_with_a_result(django_db: str, django_worker) -> None:
 
     fetched = add.get_result(result.id)
     assert (fetched.status, fetched.return_value, fetched.args) == (TaskResultStatus.SUCCESSFUL, 5, [2, 3])
+
+
+def test_async_task_function_runs(django_db: str, django_worker) -> None:
+    result = async_add.enqueue(20, 22)
+    django_worker()
+    assert _finished(result).return_value == 42
 
 
 def test_context_carries_teguh_durable_context(django_db: str, django_worker) -> None:

@@ -38,3 +38,8 @@ def durable_double(context: Any, x: int) -> dict:
 @task()
 def explode(message: str) -> None:
     raise KeyError(message)
+
+
+@task()
+async def async_add(a: int, b: int) -> int:
+    return a + b
