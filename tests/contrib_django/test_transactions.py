@@ -122,3 +122,32 @@ def test_psycopg2_backend_spawns_in_the_transaction_too(django_db: str) -> None:
         "mapped": True,
         "after_atomic": 2,
     }
+
+
+def test_worker_recovers_from_killed_persistent_connections(django_db: str, django_worker) -> None:
+    """With persistent connections (CONN_MAX_AGE=None) and health checks, a database restart
+    (here: every Django backend terminated) does not break later tasks: close_old_connections()
+    before each run lets Django check and replace the dead connection."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    saved = {key: db.get(key) for key in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS")}
+    db.update(CONN_MAX_AGE=None, CONN_HEALTH_CHECKS=True)
+    try:
+        client = get_app().client
+        note = Note.objects.create(text="persist")
+        first = process_note.spawn({"note_id": note.pk})
+        connections.close_all()  # only the worker's connection stays open
+        django_worker(concurrency=1)  # one thread: the second task reuses its connection
+        assert client.wait_for_result("default", first.task_id, timeout=15).state == "completed"
+        killed = query(
+            django_db,
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where datname = current_database() and application_name = '' and pid <> pg_backend_pid()",
+        )
+        assert killed == [(True,)]  # the worker thread's persistent connection
+        second = process_note.spawn({"note_id": note.pk})
+        done = client.wait_for_result("default", second.task_id, timeout=15)
+        assert (done.state, done.attempts) == ("completed", 1), done.failure
+    finally:
+        db.update(saved)

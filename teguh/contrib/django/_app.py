@@ -12,6 +12,7 @@ from django.db import close_old_connections, connections, transaction
 
 from teguh.app import App
 from teguh.errors import map_db_error
+from teguh.worker import Worker
 
 from . import conf
 
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from teguh.client import Client
     from teguh.context import TaskContext
     from teguh.results import SpawnResult
-    from teguh.worker import Worker
 
 logger = logging.getLogger("teguh.django")
 
@@ -41,6 +41,46 @@ def django_connections(ctx: TaskContext) -> Iterator[None]:
         yield
     finally:
         close_old_connections()
+        # persistent connections (CONN_MAX_AGE > 0) outlive the run: remember them,
+        # so the worker closes them when it stops instead of leaking them
+        kept = [conn for conn in connections.all(initialized_only=True) if conn.connection is not None]
+        if kept:
+            with _kept_lock:
+                _kept.setdefault(ctx.queue, set()).update(kept)
+
+
+_kept: dict[str, set[Any]] = {}
+_kept_lock = threading.Lock()
+
+
+def close_kept_connections(queue: str) -> None:
+    """Close the Django connections that runs on `queue` left open (the worker has stopped).
+
+    Each belongs to a handler thread that has ended, so closing it from this
+    thread is safe; Django's thread check is lifted for the call.
+    """
+    with _kept_lock:
+        kept = _kept.pop(queue, set())
+    for conn in kept:
+        conn.inc_thread_sharing()
+        try:
+            conn.close()
+        except Exception:  # a dead connection: nothing left to close
+            logger.debug("closing a Django connection of queue %s failed", queue, exc_info=True)
+        finally:
+            conn.dec_thread_sharing()
+
+
+class DjangoWorker(Worker):
+    """A `Worker` that closes the Django connections its handler threads kept, when it stops."""
+
+    def run(self) -> None:
+        """Run as `Worker.run`, then close the handler threads' persistent Django connections."""
+        try:
+            super().run()
+        finally:
+            if not self.stuck_handlers:  # a stuck handler may still be using its connection
+                close_kept_connections(self.queue)
 
 
 class DjangoApp(App):
@@ -107,7 +147,7 @@ class DjangoApp(App):
 
     def worker(self, queue: str | None = None, **options: Any) -> Worker:
         """Build a `Worker` (see `App.worker`); `TEGUH['WORKER']` supplies defaults."""
-        return super().worker(queue, **{**conf.worker_defaults(), **options})
+        return DjangoWorker(self, queue or self.queue, **{**conf.worker_defaults(), **options})
 
 
 def on_django_connection(call: Callable[[Any], Any], *, using: str | None = None) -> Any:
