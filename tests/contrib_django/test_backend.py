@@ -16,9 +16,11 @@ from .testapp.tasks import add, async_add, durable_double, explode
 try:
     from django.tasks import TaskResultStatus, default_task_backend
     from django.tasks.exceptions import TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued, task_finished, task_started
 except ImportError:
     from django_tasks import TaskResultStatus, default_task_backend
     from django_tasks.exceptions import TaskResultDoesNotExist
+    from django_tasks.signals import task_enqueued, task_finished, task_started
 
 
 def _finished(result):
@@ -96,3 +98,36 @@ def test_cancelled_task_reads_as_failed(django_db: str) -> None:
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
     assert result.errors[0].exception_class_path == "teguh.errors.Cancelled"
+
+
+def test_django_task_signals_are_sent(django_db: str, django_worker) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def record(signal_name):
+        def receiver(sender, task_result, **kwargs):
+            seen.append((signal_name, task_result.id, str(task_result.status)))
+
+        return receiver
+
+    receivers = [
+        (sig, record(name)) for sig, name in ((task_enqueued, "enqueued"), (task_started, "started"))
+    ]
+    receivers.append((task_finished, record("finished")))
+    for sig, receiver in receivers:
+        sig.connect(receiver)
+    try:
+        ok = add.enqueue(1, 1)
+        bad = explode.enqueue("x")
+        django_worker(concurrency=1)
+        _finished(ok)
+        _finished(bad)
+        eventually(lambda: len(seen) == 6)
+    finally:
+        for sig, receiver in receivers:
+            sig.disconnect(receiver)
+    assert sorted(e for e in seen if e[1] == ok.id) == [
+        ("enqueued", ok.id, "READY"),
+        ("finished", ok.id, "SUCCESSFUL"),
+        ("started", ok.id, "RUNNING"),
+    ]
+    assert ("finished", bad.id, "FAILED") in seen

@@ -21,6 +21,7 @@ its path on first sight, so tasks need no other registration.
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from django.utils import timezone
@@ -37,6 +38,7 @@ try:  # Django 6.0+
     from django.tasks.base import TaskContext, TaskError, TaskResult, TaskResultStatus
     from django.tasks.exceptions import InvalidTask as InvalidTaskError
     from django.tasks.exceptions import TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued, task_finished, task_started
 except ImportError:  # the django-tasks backport (Django 5.x)
     from django_tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef]
     from django_tasks.base import Task as DjangoTask  # type: ignore[no-redef]
@@ -49,6 +51,11 @@ except ImportError:  # the django-tasks backport (Django 5.x)
     from django_tasks.exceptions import (  # type: ignore[no-redef]
         InvalidTaskError,
         TaskResultDoesNotExist,
+    )
+    from django_tasks.signals import (  # type: ignore[no-redef]
+        task_enqueued,
+        task_finished,
+        task_started,
     )
 
 logger = logging.getLogger("teguh.django")
@@ -112,7 +119,7 @@ class TeguhBackend(BaseTaskBackend):
         params = {"args": list(args), "kwargs": dict(kwargs)}
         name = DJANGO_TASK_PREFIX + task.module_path
         spawned = get_app().spawn_task(name, params, queue=task.queue_name, using=self.database, **options)
-        return TaskResult(
+        result = TaskResult(
             task=task,
             id=spawned.task_id,
             status=TaskResultStatus.READY,
@@ -126,6 +133,8 @@ class TeguhBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
+        task_enqueued.send(type(self), task_result=result)
+        return result
 
     def get_result(self, result_id: str) -> TaskResult:
         """The task's current result, looked up in each of the backend's queues.
@@ -240,9 +249,8 @@ def register_django_task(app: DjangoApp, task_name: str) -> Any:
 
 
 def _call(django_task: DjangoTask, params: dict[str, Any], ctx: Any) -> Any:
+    """Run a `django.tasks` function for teguh's worker, sending Django's task signals around it."""
     args, kwargs = params.get("args", []), params.get("kwargs", {})
-    if not django_task.takes_context:
-        return django_task.call(*args, **kwargs)
     now = timezone.now()
     task_result = TaskResult(
         task=django_task,
@@ -258,9 +266,31 @@ def _call(django_task: DjangoTask, params: dict[str, Any], ctx: Any) -> Any:
         errors=[],
         worker_ids=[""] * ctx.attempt,  # so context.attempt is teguh's attempt number
     )
-    context = TeguhTaskContext(task_result=task_result)
-    object.__setattr__(context, "teguh", ctx)  # frozen dataclass: set once, here
-    return django_task.call(context, *args, **kwargs)
+    sender = type(django_task.get_backend())
+    task_started.send(sender, task_result=task_result)
+    try:
+        if django_task.takes_context:
+            context = TeguhTaskContext(task_result=task_result)
+            object.__setattr__(context, "teguh", ctx)  # frozen dataclass: set once, here
+            value = django_task.call(context, *args, **kwargs)
+        else:
+            value = django_task.call(*args, **kwargs)
+    except Exception as exc:  # not Suspended/Cancelled/LeaseLost: those are no outcome yet
+        object.__setattr__(task_result, "status", TaskResultStatus.FAILED)
+        object.__setattr__(task_result, "finished_at", timezone.now())
+        task_result.errors.append(
+            TaskError(
+                exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            )
+        )
+        task_finished.send(sender, task_result=task_result)  # this attempt; teguh may retry
+        raise
+    object.__setattr__(task_result, "status", TaskResultStatus.SUCCESSFUL)
+    object.__setattr__(task_result, "finished_at", timezone.now())
+    object.__setattr__(task_result, "_return_value", value)
+    task_finished.send(sender, task_result=task_result)
+    return value
 
 
 class TeguhTaskContext(TaskContext):
