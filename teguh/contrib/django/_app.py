@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -147,7 +148,10 @@ class DjangoApp(App):
 
     def worker(self, queue: str | None = None, **options: Any) -> Worker:
         """Build a `Worker` (see `App.worker`); `TEGUH['WORKER']` supplies defaults."""
-        return DjangoWorker(self, queue or self.queue, **{**conf.worker_defaults(), **options})
+        accepted = inspect.signature(Worker).parameters
+        # TEGUH["WORKER"] may also hold CLI-only keys (log_level, log_format)
+        defaults = {key: value for key, value in conf.worker_defaults().items() if key in accepted}
+        return DjangoWorker(self, queue or self.queue, **{**defaults, **options})
 
 
 def on_django_connection(call: Callable[[Any], Any], *, using: str | None = None) -> Any:

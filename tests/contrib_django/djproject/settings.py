@@ -60,7 +60,7 @@ DATABASES = {
 
 TEGUH = {
     "QUEUES": ["other"],
-    "WORKER": {"concurrency": 2, "shutdown_timeout": 10},
+    "WORKER": {"concurrency": 2, "shutdown_timeout": 10, "log_format": "text"},  # log_format: CLI only
 }
 
 TASKS = {
