@@ -90,6 +90,9 @@ def test_enqueue_rolls_back_with_the_transaction(django_db: str) -> None:
         default_task_backend.get_result(result.id)
     with pytest.raises(TaskResultDoesNotExist):
         default_task_backend.get_result("not-a-uuid")
+    plain = get_app().spawn_task("process-note", {"note_id": 1})  # a teguh task, not a django.tasks one
+    with pytest.raises(TaskResultDoesNotExist, match=r"not a django\.tasks task"):
+        default_task_backend.get_result(plain.task_id)
 
 
 def test_cancelled_task_reads_as_failed(django_db: str) -> None:

@@ -160,6 +160,8 @@ class TeguhBackend(BaseTaskBackend):
             task = import_string(name[len(DJANGO_TASK_PREFIX) :])
         except ImportError as exc:
             raise TaskResultDoesNotExist(f"{task_id}: cannot import {name!r}: {exc}") from None
+        if not isinstance(task, DjangoTask):
+            raise TaskResultDoesNotExist(f"{task_id}: {name!r} is not a django.tasks task")
         task = task.using(priority=row["priority"], queue_name=queue, backend=self.alias)
         status = STATUS[row["state"]]
         attempts = row["attempts"] if row["first_started_at"] is not None else 0
