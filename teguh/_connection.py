@@ -90,6 +90,16 @@ class ClientBase:
         self._pool = BlockingPool(lambda: self.dsn, min_connections, max_connections, **self._connect_kwargs)
         self._schema_checked = False
         self._closed = False
+        self.session_hooks: list[Callable[[Any], None]] = []
+        """Callables `hook(cursor)` run before every call, on the cursor it uses (pooled or `conn=`).
+
+        For test tools that must reach every session, like `teguh.testing.FakeClock`
+        setting `teguh.fake_now`. A worker shares its app client's list.
+        """
+
+    def _run_session_hooks(self, cur: Any) -> None:
+        for hook in self.session_hooks:
+            hook(cur)
 
     @property
     def dsn(self) -> str:
@@ -172,6 +182,7 @@ class ClientBase:
         if conn is not None:
             try:
                 with conn.cursor() as cur:
+                    self._run_session_hooks(cur)
                     if check_schema:
                         self._check_schema(cur)
                     return fn(cur)
@@ -193,6 +204,7 @@ class ClientBase:
         try:
             for attempt in retrying:
                 with attempt, self._pool.connection() as pooled, pooled.cursor() as cur:
+                    self._run_session_hooks(cur)
                     if check_schema:
                         self._check_schema(cur)
                     return fn(cur)
@@ -226,6 +238,9 @@ class ClientBase:
                 )
             conn.autocommit = False
             try:
+                if self.session_hooks:
+                    with conn.cursor() as cur:
+                        self._run_session_hooks(cur)
                 yield conn
                 conn.commit()
             except BaseException:

@@ -250,10 +250,19 @@ def worker_cmd(
     --shutdown-timeout); a second signal stops at once. Tasks still running
     are handed back so another worker starts them immediately.
     """
-    _logging.configure("DEBUG" if ctx.obj["debug"] else log_level, log_format)
     app = load_app(app_spec)
     if ctx.obj["dsn"] and app._client is None and app._dsn is None:
         app._dsn = ctx.obj["dsn"]  # a DSN written in the app wins, like any explicit argument
+    run_worker(app, queue, "DEBUG" if ctx.obj["debug"] else log_level, log_format, **options)
+
+
+def run_worker(app: Any, queue: str | None, log_level: str, log_format: str, **options: Any) -> None:
+    """Configure logging, then run a worker of `app` until SIGTERM/SIGINT.
+
+    The body of `teguh worker`, shared with framework commands (`flask teguh
+    worker`) that take the same options (`worker_cmd.params`).
+    """
+    _logging.configure(log_level, log_format)
     worker = app.worker(queue, **options)
     worker.run()
     if worker.stuck_handlers:

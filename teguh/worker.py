@@ -230,6 +230,7 @@ class Worker:
                 application_name=f"teguh-worker:{self.queue}",
             )
             self._client.max_payload_bytes = self.app.client.max_payload_bytes
+            self._client.session_hooks = self.app.client.session_hooks  # shared: a fake clock reaches both
         return self._client
 
     @property

@@ -252,7 +252,7 @@ declare
   cancelled_task uuid;
 begin
   if p_run_id is not null then
-    execute format('select task_id from teguh.%I where last_run_id = $1 and state = ''cancelled''', 't_' || q)
+    execute format('select task_id from teguh.%I where cancelled_run_id = $1', 't_' || q)
       into cancelled_task using p_run_id;
   end if;
   if cancelled_task is not null then
@@ -325,26 +325,43 @@ begin
       failure_reason jsonb,
       cancelled_at timestamptz,
       notify_done boolean not null default false,
-      deadline_at timestamptz
-    )$ddl$, 't_' || q);
+      deadline_at timestamptz,
+      cancelled_run_id uuid
+    ) with (fillfactor = 40)$ddl$, 't_' || q);
+  -- Upgrades of tables made before 0.2. Claim and completion rewrite a task's
+  -- row in place (a HOT update, pruned without VACUUM) only when no indexed
+  -- column changes: so the indexes below avoid state, last_run_id and
+  -- finished_at, and the fill factor leaves room on the page for new versions.
+  if not exists (select 1 from pg_attribute
+                  where attrelid = format('teguh.%I', 't_' || q)::regclass
+                    and attname = 'cancelled_run_id' and not attisdropped) then
+    execute format('alter table teguh.%I add column cancelled_run_id uuid', 't_' || q);
+    execute format('update teguh.%I set cancelled_run_id = last_run_id where state = ''cancelled''', 't_' || q);
+  end if;
+  if not exists (select 1 from pg_class
+                  where oid = format('teguh.%I', 't_' || q)::regclass
+                    and 'fillfactor=40' = any(coalesce(reloptions, '{}'))) then
+    execute format('alter table teguh.%I set (fillfactor = 40)', 't_' || q);
+  end if;
+  if to_regclass(format('teguh.%I', 't_' || q || '_fi')) is not null then
+    execute format('drop index if exists teguh.%I, teguh.%I, teguh.%I, teguh.%I',
+                   't_' || q || '_ai', 't_' || q || '_di', 't_' || q || '_fi', 't_' || q || '_ci');
+  end if;
   -- partial: most tasks have no key, and an index entry per spawn would be waste
   if to_regclass(format('teguh.%I', 't_' || q || '_ik')) is null then
     execute format('create unique index %I on teguh.%I (idempotency_key) where idempotency_key is not null',
                    't_' || q || '_ik', 't_' || q);
   end if;
-  -- due sleepers and delayed tasks: the only tasks with available_at set
-  perform teguh._ensure_index('(available_at) '
-                 'where available_at is not null and state in (''pending'', ''sleeping'')',
-                 't_' || q || '_ai', 't_' || q);
-  perform teguh._ensure_index('(deadline_at) '
-                 'where deadline_at is not null and state in (''pending'', ''running'', ''sleeping'')',
-                 't_' || q || '_di', 't_' || q);
-  perform teguh._ensure_index('(finished_at) '
-                 'where state in (''completed'', ''failed'', ''cancelled'')',
-                 't_' || q || '_fi', 't_' || q);
-  -- tells AB001 from AB002 without a scan
-  perform teguh._ensure_index('(last_run_id) where state = ''cancelled''',
-                 't_' || q || '_ci', 't_' || q);
+  -- due sleepers and delayed tasks: every transition out of pending or
+  -- sleeping clears available_at, so it is set only on them
+  perform teguh._ensure_index('(available_at) where available_at is not null',
+                 't_' || q || '_av', 't_' || q);
+  -- cancellation deadlines: cleared when the task finishes
+  perform teguh._ensure_index('(deadline_at) where deadline_at is not null',
+                 't_' || q || '_dl', 't_' || q);
+  -- tells AB001 from AB002 without a scan; set only by a cancel
+  perform teguh._ensure_index('(cancelled_run_id) where cancelled_run_id is not null',
+                 't_' || q || '_cr', 't_' || q);
 
   -- dispatch: insert and delete only
   execute format($ddl$
@@ -451,12 +468,10 @@ begin
     select * into recovered from teguh._recover_expired(%7$L, p_qty, now_ts);
     woken := recovered.made_ready;
   end if;
-  if (select min(t.available_at) from teguh.%3$I t
-       where t.available_at is not null and t.state in ('pending', 'sleeping')) <= now_ts then
+  if (select min(t.available_at) from teguh.%3$I t where t.available_at is not null) <= now_ts then
     woken := woken + teguh._wake_due(%7$L, p_qty, now_ts);
   end if;
-  if (select min(t.deadline_at) from teguh.%3$I t
-       where t.deadline_at is not null and t.state in ('pending', 'running', 'sleeping')) <= now_ts then
+  if (select min(t.deadline_at) from teguh.%3$I t where t.deadline_at is not null) <= now_ts then
     perform teguh._enforce_deadlines(%7$L, p_qty, now_ts);
   end if;
 
@@ -540,7 +555,7 @@ begin
     ), done as (
       update teguh.%3$I t
          set state = 'completed', result = input.result, finished_at = now_ts, available_at = null,
-             wake_event = null
+             wake_event = null, deadline_at = null
         from ended join input on input.run_id = ended.run_id
        where t.task_id = any(v_tasks) and t.task_id = ended.task_id
       returning t.task_id, t.notify_done
@@ -554,8 +569,7 @@ begin
   return query
     select x.run_id,
            case when x.run_id = any(v_runs) then 'ok'
-                when exists (select 1 from teguh.%3$I t
-                              where t.last_run_id = x.run_id and t.state = 'cancelled') then 'cancelled'
+                when exists (select 1 from teguh.%3$I t where t.cancelled_run_id = x.run_id) then 'cancelled'
                 else 'lost' end
       from (select distinct y.run_id from unnest(p_run_ids) as y(run_id) where y.run_id is not null) x;
 end
@@ -612,10 +626,8 @@ $body$;
 create or replace function teguh.%9$I() returns timestamptz
 language sql stable as $body$
   select least(
-    (select min(t.available_at) from teguh.%3$I t
-      where t.available_at is not null and t.state in ('pending', 'sleeping')),
-    (select min(t.deadline_at) from teguh.%3$I t
-      where t.deadline_at is not null and t.state in ('pending', 'running', 'sleeping')),
+    (select min(t.available_at) from teguh.%3$I t where t.available_at is not null),
+    (select min(t.deadline_at) from teguh.%3$I t where t.deadline_at is not null),
     (select min(r.claim_expires_at) from teguh.%4$I r where r.claim_expires_at is not null))
 $body$;
 $tmpl$,
@@ -723,7 +735,7 @@ begin
   execute format($q$
     update teguh.%I
        set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
-           available_at = null, wake_event = null
+           available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
      where task_id = $1 and state not in ('completed', 'failed', 'cancelled')
     returning notify_done$q$, 't_' || q)
     into nd using p_task_id, now_ts;
@@ -753,7 +765,7 @@ begin
 
   if t.max_attempts is not null and p_attempt >= t.max_attempts then
     execute format('update teguh.%I set state = ''failed'', failure_reason = $3, finished_at = $2, '
-                   'available_at = null, wake_event = null where task_id = $1', 't_' || q)
+                   'available_at = null, wake_event = null, deadline_at = null where task_id = $1', 't_' || q)
       using p_task_id, now_ts, p_reason;
     if t.notify_done then
       perform teguh._notify_done(q, p_task_id);
@@ -822,7 +834,7 @@ end
 $$;
 
 -- Makes up to lim due sleepers, delayed tasks and timed-out waits claimable
--- (index t_<q>_ai). Returns how many it made ready.
+-- (index t_<q>_av). Returns how many it made ready.
 create or replace function teguh._wake_due(q text, lim int, now_ts timestamptz) returns int
 language plpgsql as $$
 declare
@@ -888,7 +900,7 @@ end
 $$;
 
 -- Cancels up to lim tasks past their max_delay or max_duration deadline
--- (index t_<q>_di).
+-- (index t_<q>_dl).
 create or replace function teguh._enforce_deadlines(q text, lim int, now_ts timestamptz) returns int
 language plpgsql as $$
 declare
@@ -1096,7 +1108,8 @@ begin
   select * into run from teguh._lock_run(q, run_id);
   execute format($q$
     update teguh.%I
-       set state = 'completed', result = $2, finished_at = $3, available_at = null, wake_event = null
+       set state = 'completed', result = $2, finished_at = $3, available_at = null, wake_event = null,
+           deadline_at = null
      where task_id = $1
     returning notify_done$q$, 't_' || q)
     into nd using run.task_id, result, teguh.current_time();
@@ -1461,7 +1474,7 @@ begin
   execute format($q$
     update teguh.%I
        set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
-           available_at = null, wake_event = null
+           available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
      where task_id = $1
     returning notify_done$q$, 't_' || q)
     into nd using task_id, now_ts;
@@ -1526,7 +1539,7 @@ begin
   execute format($q$
     update teguh.%I
        set max_attempts = $2, cancellation = null, deadline_at = null, cancelled_at = null,
-           finished_at = null, result = null
+           cancelled_run_id = null, finished_at = null, result = null
      where task_id = $1$q$, 't_' || q)
     using p_task_id, new_max;
   perform teguh._make_ready(q, p_task_id, t.attempts + 1, now_ts);
@@ -1586,8 +1599,7 @@ begin
     )
     select ids.run_id,
            case when upd.run_id is not null then 'ok'
-                when exists (select 1 from teguh.%2$I t
-                              where t.last_run_id = ids.run_id and t.state = 'cancelled') then 'cancelled'
+                when exists (select 1 from teguh.%2$I t where t.cancelled_run_id = ids.run_id) then 'cancelled'
                 else 'lost' end
       from ids left join upd on upd.run_id = ids.run_id$q$, 'r_' || q, 't_' || q)
     using run_ids, teguh.current_time(), extend_by;
@@ -1669,6 +1681,17 @@ begin
 end
 $$;
 
+-- The smallest UUIDv7 of the millisecond of ts: every task enqueued before
+-- ts has a smaller id.
+create or replace function teguh._uuidv7_floor(ts timestamptz) returns uuid
+language sql immutable as $$
+  select (lpad(to_hex(floor(extract(epoch from ts) * 1000)::bigint), 12, '0') || '70008000000000000000')::uuid
+$$;
+
+-- Terminal tasks finished before the TTL, in id order: a task finishes after
+-- it is enqueued, so its id (a UUIDv7 of its enqueue time) bounds the scan to
+-- tasks enqueued before the cutoff, through the primary key. (No index on
+-- finished_at: it would stop completions from being HOT updates.)
 create or replace function teguh._cleanup(
   q text, ttl_seconds int, lim int, out tasks_deleted int, out events_deleted int
 )
@@ -1687,8 +1710,8 @@ begin
   execute format($q$
     with victims as (
       select task_id from teguh.%1$I
-       where state in ('completed', 'failed', 'cancelled') and finished_at < $1
-       order by finished_at
+       where task_id < $3 and state in ('completed', 'failed', 'cancelled') and finished_at < $1
+       order by task_id
        limit $2
          for update skip locked
     ), dc as (
@@ -1699,7 +1722,7 @@ begin
       delete from teguh.%1$I t using victims v where t.task_id = v.task_id returning 1
     )
     select count(*) from dt$q$, 't_' || q, 'c_' || q, 'w_' || q)
-    into tasks_deleted using cutoff, lim;
+    into tasks_deleted using cutoff, lim, teguh._uuidv7_floor(cutoff + interval '1 millisecond');
 
   -- emitted events past the TTL, and placeholders nobody waits for any more
   execute format($q$
