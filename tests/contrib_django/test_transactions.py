@@ -151,3 +151,18 @@ def test_worker_recovers_from_killed_persistent_connections(django_db: str, djan
         assert (done.state, done.attempts) == ("completed", 1), done.failure
     finally:
         db.update(saved)
+
+
+def test_eager_mode_runs_the_task_inline_inside_the_view_transaction(django_db: str) -> None:
+    """teguh.testing.eager with the Django app: the handler runs in the view's atomic block,
+    and the connection housekeeping must not close the connection under the transaction."""
+    from teguh.testing import eager
+
+    with eager(get_app()) as runner:
+        response = Client().post("/notes/", {"text": "inline"})
+        assert response.status_code == 200, response.content
+        body = response.json()
+        done = runner.result(body["task_id"])
+    assert (done.state, done.result) == ("completed", {"upper": "INLINE"})
+    assert Note.objects.get(pk=body["note_id"]).processed_by_task == body["task_id"]
+    assert query(django_db, "select count(*) from teguh.t_default") == [(0,)]  # nothing written
