@@ -173,6 +173,7 @@ def _reason(exc: BaseException) -> dict[str, Any]:
         trace = f"<the traceback could not be formatted: {type(err).__name__}>"
     return {
         "type": _clean_text(type(exc).__name__, 200),
+        "module": _clean_text(type(exc).__module__, 400),  # with "type": the import path (django.tasks)
         "message": _clean_text(_safe_str(exc), MAX_FAILURE_MESSAGE_CHARS),
         "traceback": _clean_text(trace, MAX_FAILURE_TRACEBACK_CHARS, keep_tail=True),
     }
