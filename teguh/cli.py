@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from . import _embedded, _logging
+from . import _embedded, _logging, _malloc
 from .client import Client, install
 from .errors import Cancelled, LeaseLost, Suspended
 
@@ -270,6 +270,7 @@ def run_worker(app: Any, queue: str | None, log_level: str, log_format: str, **o
     worker`) that take the same options (`worker_cmd.params`).
     """
     _logging.configure(log_level, log_format)
+    _malloc.cap_arenas()  # this process is the worker's own (see teguh/_malloc.py)
     worker = app.worker(queue, **options)
     worker.run()
     if worker.stuck_handlers:

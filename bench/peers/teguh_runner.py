@@ -26,7 +26,7 @@ class Peer:
             "`spawn_tasks(queue, [{'task_name': 'noop', 'params': i}, ...])` (default pool)",
             f"worker: `App(dsn).worker(queue, concurrency={concurrency})` in its own process; every other "
             "Worker option at its default (threads, claim_timeout 30 s, batch_size = concurrency, "
-            "poll_interval 30 s)",
+            "poll_interval 30 s); malloc arenas capped at 2 as `teguh worker` does",
             "handler: `def noop(params): return None` (sync, run in the worker's thread pool)",
         ]
 
@@ -111,6 +111,10 @@ def worker(argv: list[str]) -> None:
         def noop(params):
             return None
 
+    # as `teguh worker` does in the process it owns
+    from teguh import _malloc
+
+    _malloc.cap_arenas()
     worker = app.worker(QUEUE, concurrency=args.concurrency)
     barrier()
     worker.run()
