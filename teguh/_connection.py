@@ -12,7 +12,9 @@ import contextlib
 import importlib.resources
 import logging
 import os
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -206,26 +208,41 @@ class ClientBase:
                     return fn(cur)
             except psycopg2.Error as exc:
                 raise map_db_error(exc, **subject) from exc
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_retry_lost if retry else _retry_connect_only),
-            stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
-            wait=tenacity.wait_exponential(multiplier=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT)
-            + tenacity.wait_random(0, RETRY_INITIAL_WAIT),
-            before_sleep=lambda state: logger.warning(
-                "%s: connection problem (%s); retrying (attempt %d)",
-                what,
-                state.outcome.exception() if state.outcome else "?",
-                state.attempt_number,
-            ),
-            reraise=True,
-        )
+
+        def attempt_once() -> T:
+            with self._pool.connection() as pooled, pooled.cursor() as cur:
+                self._run_session_hooks(cur)
+                if check_schema:
+                    self._check_schema(cur)
+                return fn(cur)
+
+        retryable = _retry_lost if retry else _retry_connect_only
         try:
+            try:
+                # The common case pays for no retry machinery (a spawn is a few
+                # hundred microseconds; building tenacity's loop was a tenth of it).
+                return attempt_once()
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                logger.warning("%s: connection problem (%s); retrying (attempt 1)", what, exc)
+            time.sleep(RETRY_INITIAL_WAIT * (1 + random.random()))
+            retrying = tenacity.Retrying(
+                retry=tenacity.retry_if_exception(retryable),
+                stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS - 1),
+                wait=tenacity.wait_exponential(multiplier=RETRY_INITIAL_WAIT * 2, max=RETRY_MAX_WAIT)
+                + tenacity.wait_random(0, RETRY_INITIAL_WAIT),
+                before_sleep=lambda state: logger.warning(
+                    "%s: connection problem (%s); retrying (attempt %d)",
+                    what,
+                    state.outcome.exception() if state.outcome else "?",
+                    state.attempt_number + 1,
+                ),
+                reraise=True,
+            )
             for attempt in retrying:
-                with attempt, self._pool.connection() as pooled, pooled.cursor() as cur:
-                    self._run_session_hooks(cur)
-                    if check_schema:
-                        self._check_schema(cur)
-                    return fn(cur)
+                with attempt:
+                    return attempt_once()
         except ConnectFailed as exc:
             raise ConnectionLost(
                 f"could not connect to PostgreSQL ({_dsn.describe(self.dsn)}): {error_message(exc.cause)}",

@@ -158,19 +158,31 @@ class Client(ClientBase):
         queue = _validate.queue_name(queue)
         task_name = _validate.name(task_name, "task_name")
         params_json = _json.dumps(params, "params", max_bytes=self.max_payload_bytes)
-        options = spawn_options(
-            "",
-            self.max_payload_bytes,
-            headers=headers,
-            retry_strategy=retry_strategy,
-            max_attempts=max_attempts,
-            cancellation=cancellation,
-            idempotency_key=idempotency_key,
-            available_at=available_at,
-            notify_done=notify_done,
-            priority=priority,
-        )
-        options_json = _json.dumps(options, "options", max_bytes=None)
+        if (
+            headers is None
+            and retry_strategy is None
+            and max_attempts is None
+            and cancellation is None
+            and idempotency_key is None
+            and available_at is None
+            and notify_done is False
+            and priority is None
+        ):
+            options_json = "{}"  # the common spawn: nothing to validate or encode
+        else:
+            options = spawn_options(
+                "",
+                self.max_payload_bytes,
+                headers=headers,
+                retry_strategy=retry_strategy,
+                max_attempts=max_attempts,
+                cancellation=cancellation,
+                idempotency_key=idempotency_key,
+                available_at=available_at,
+                notify_done=notify_done,
+                priority=priority,
+            )
+            options_json = _json.dumps(options, "options", max_bytes=None)
 
         def spawn(cur: Any) -> SpawnResult:
             cur.execute(
