@@ -219,6 +219,14 @@ def queue_list(ctx: click.Context) -> None:
     "--worker-id", envvar="TEGUH_WORKER_ID", default=None, help="Names this worker [default: host:pid]."
 )
 @click.option(
+    "--max-stuck-runs",
+    envvar="TEGUH_MAX_STUCK_RUNS",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Handlers left running after their run was lost or cancelled before the worker exits "
+    "with status 3 for its supervisor to restart it [default: half the concurrency, rounded up; 0: never].",
+)
+@click.option(
     "--shutdown-timeout",
     envvar="TEGUH_SHUTDOWN_TIMEOUT",
     type=click.FloatRange(min=0),
@@ -256,6 +264,10 @@ def worker_cmd(
         app._dsn = ctx.obj["dsn"]  # a DSN written in the app wins, like any explicit argument
     worker = app.worker(queue, **options)
     worker.run()
+    if worker.exit_code:
+        logging.getLogger("teguh.worker").error(
+            "worker exiting with status %d: too many stuck handlers", worker.exit_code
+        )
     if worker.stuck_handlers:
         # Python cannot stop a thread; their tasks were handed back already.
         logging.getLogger("teguh.worker").warning(
@@ -264,7 +276,9 @@ def worker_cmd(
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(worker.exit_code)
+    if worker.exit_code:
+        sys.exit(worker.exit_code)
 
 
 @main.command("spawn")
