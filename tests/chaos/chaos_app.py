@@ -73,8 +73,10 @@ def build_app(dsn: str) -> App:
         for i in range(params.get("n", 3)):
 
             def body(i: int = i) -> int:
+                # recorded as it starts, so a body killed midway counts too
+                execution = record(dsn, ctx, f"s{i}")
                 pause.wait(params.get("seconds", 0))
-                return record(dsn, ctx, f"s{i}")
+                return execution
 
             ids.append(ctx.step(f"s{i}", body))
         return {"steps": ids}

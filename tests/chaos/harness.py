@@ -93,8 +93,8 @@ INVARIANTS = {
     " where jsonb_typeof(f.state) = 'number' and e.id > (f.state)::bigint",
     # the stored result is exactly the committed step executions
     "result_not_committed_steps": "select count(*) from teguh.t_jobs t where t.state = 'completed'"
-    " and t.task_name = 'steps' and t.result->'steps' is distinct from (select jsonb_agg(f.state"
-    " order by f.step) from effects f where f.task_id = t.task_id)",
+    " and t.task_name = 'steps' and t.result->'steps' is distinct from (select coalesce(jsonb_agg(f.state"
+    " order by f.step), '[]') from effects f where f.task_id = t.task_id)",
     "live_lease_on_terminal_task": "select count(*) from teguh.r_jobs r join teguh.t_jobs t"
     " using (task_id) where t.state in ('completed', 'failed', 'cancelled')",
     "ready_row_of_terminal_task": "select count(*) from teguh.p_jobs p join teguh.t_jobs t"
