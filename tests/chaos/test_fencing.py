@@ -69,7 +69,9 @@ def test_sigstopped_worker_past_its_lease_commits_nothing_after_sigcont(
     chaos_dsn: str, procs: Any, in_process_worker: Any
 ) -> None:
     (task_id,) = harness.spawn_steps(chaos_dsn, 1, seconds=1.0)
-    zombie = procs(chaos_dsn, {"claim_timeout": 2, "concurrency": 1, "poll_interval": 1, "worker_id": "zombie"})
+    zombie = procs(
+        chaos_dsn, {"claim_timeout": 2, "concurrency": 1, "poll_interval": 1, "worker_id": "zombie"}
+    )
     # freeze it once s0 ran: it is then committing s0 or inside s1's body
     harness.wait_until(lambda: ("s0", 1) in harness.executions(chaos_dsn, task_id), 60, what="s0 ran")
     zombie.signal(signal.SIGSTOP)
@@ -105,5 +107,3 @@ def test_sigstopped_worker_past_its_lease_commits_nothing_after_sigcont(
     pids = harness.query(chaos_dsn, "select distinct pid from executions where task_id = %s::uuid", fresh)
     assert pids == [(zombie.pid,)]
     assert zombie.alive()
-
-

@@ -32,8 +32,7 @@ def test_poison_task_fails_after_max_attempts_and_healthy_tasks_finish(
         r[0]
         for r in harness.query(
             chaos_dsn,
-            "select task_id::text from teguh.spawn_task('jobs', 'poison', 'null',"
-            " %s::jsonb)",
+            "select task_id::text from teguh.spawn_task('jobs', 'poison', 'null', %s::jsonb)",
             json.dumps({"max_attempts": 3, "retry_strategy": {"kind": "none"}}),
         )
     ]
@@ -92,7 +91,13 @@ def test_hung_handler_past_max_duration_is_cancelled_and_the_worker_exits_3(
     stuck = procs(chaos_dsn, {"claim_timeout": 2, "concurrency": 2, "poll_interval": 1, "max_stuck_runs": 1})
     # a healthy process keeps heartbeating a hung handler; its task's deadline ends it
     assert stuck.wait(90) == EXIT_STUCK, stuck.log()
-    assert harness.value(chaos_dsn, "select state from teguh.t_jobs where task_id = %s::uuid", task) == "cancelled"
-    assert harness.value(chaos_dsn, "select state from teguh.t_jobs where task_id = %s::uuid", other) == "completed"
+    assert (
+        harness.value(chaos_dsn, "select state from teguh.t_jobs where task_id = %s::uuid", task)
+        == "cancelled"
+    )
+    assert (
+        harness.value(chaos_dsn, "select state from teguh.t_jobs where task_id = %s::uuid", other)
+        == "completed"
+    )
     assert "its task was cancelled" in stuck.log()
     assert "slots are held by stuck handlers" in stuck.log()
