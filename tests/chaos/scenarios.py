@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 from typing import Any
 
@@ -159,4 +160,90 @@ def listen_backend_killed(dsn: str, procs: Any, *, rounds: int) -> dict[str, Any
     assert wp.alive(), wp.log()
     figures = report("listen_terminated", rounds=rounds, start_latency_s=latencies, max_s=max(latencies))
     assert max(latencies) < 1.0, (figures, wp.log())
+    return figures
+
+
+def pool_backends_terminated(dsn: str, procs: Any, *, tasks: int, rounds: int) -> dict[str, Any]:
+    """pg_terminate_backend on every backend of a busy worker (pool, LISTEN, heartbeat), repeatedly."""
+    harness.spawn_steps(dsn, tasks, seconds=0.05)
+    wp = procs(dsn, {"claim_timeout": 5, "concurrency": 4, "poll_interval": 5})
+    kill_sql = (
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+        " where application_name like 'teguh-%%' and pid <> pg_backend_pid()"
+    )
+    killed = []
+    for i in range(rounds):
+        harness.wait_until(
+            lambda i=i: (
+                harness.value(dsn, "select count(*) from completions") >= tasks * (i + 1) / (rounds + 2)
+            ),
+            120,
+            interval=0.1,
+        )
+        killed.append(harness.value(dsn, kill_sql))
+    start = time.monotonic()
+    harness.wait_until(lambda: harness.not_terminal(dsn) == 0, 180, interval=0.3, what=f"drained\n{wp.log()}")
+    violations = harness.invariants(dsn)
+    figures = report(
+        "backends_terminated",
+        tasks=tasks,
+        rounds=rounds,
+        backends_killed=killed,
+        drain_after_last_s=round(time.monotonic() - start, 1),
+        states=harness.states(dsn),
+        violations=violations,
+    )
+    assert wp.alive(), wp.log()
+    assert harness.states(dsn) == {"completed": tasks}, figures
+    assert violations == ALL_ZERO, figures
+    return figures
+
+
+def sigterm_under_load(dsn: str, supervise: Any, *, tasks: int) -> dict[str, Any]:
+    """SIGTERM one of two busy workers: it exits 0 in time, nothing is lost or run twice."""
+    harness.spawn_steps(dsn, tasks, seconds=0.3)
+    sup = supervise(
+        dsn, 2, {"claim_timeout": 30, "concurrency": 4, "poll_interval": 5, "shutdown_timeout": 20}
+    )
+    harness.wait_until(lambda: harness.value(dsn, "select count(*) from completions") >= 8, 120, interval=0.1)
+    victim = sup.slots[0]
+    assert victim is not None
+    t0 = time.monotonic()
+    victim.signal(signal.SIGTERM)
+    code = victim.wait(40)
+    stopped_in = time.monotonic() - t0
+    # with 30 s leases, a task it abandoned would wait 30 s: draining fast proves none was
+    harness.wait_until(
+        lambda: harness.not_terminal(dsn) == 0, 25, interval=0.2, what=f"drained\n{sup.logs()}"
+    )
+    violations = harness.invariants(dsn)
+    figures = report(
+        "sigterm",
+        tasks=tasks,
+        exit_code=code,
+        stopped_in_s=round(stopped_in, 1),
+        extra_step_executions=extra_step_executions(dsn),
+        states=harness.states(dsn),
+        violations=violations,
+    )
+    assert code == 0, victim.log()
+    assert "stopped (0 running and" in victim.log(), victim.log()
+    assert harness.states(dsn) == {"completed": tasks}, figures
+    assert violations == ALL_ZERO, figures
+    assert figures["extra_step_executions"] == 0, figures
+    return figures
+
+
+def recovery_time(dsn: str, procs: Any, in_process_worker: Any, *, claim_timeout: int) -> dict[str, Any]:
+    """Seconds from a SIGKILL mid-task to the task's completion by an idle worker already running."""
+    harness.spawn_steps(dsn, 1, n=2, seconds=0.5)
+    doomed = procs(dsn, {"claim_timeout": claim_timeout, "concurrency": 1, "poll_interval": 30})
+    harness.wait_until(lambda: harness.executions(dsn), 60, interval=0.02, what="started")
+    in_process_worker(dsn, claim_timeout=claim_timeout, poll_interval=30, worker_id="rescuer")
+    t0 = time.monotonic()
+    doomed.kill()
+    harness.wait_until(lambda: harness.not_terminal(dsn) == 0, claim_timeout + 30, interval=0.02)
+    figures = report("recovery", claim_timeout=claim_timeout, recovered_s=round(time.monotonic() - t0, 2))
+    assert figures["recovered_s"] < claim_timeout + 5, figures
+    assert harness.invariants(dsn) == ALL_ZERO
     return figures

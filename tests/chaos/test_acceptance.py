@@ -92,3 +92,29 @@ def test_listen_backend_terminated_task_still_starts_within_1s(chaos_dsn: str, p
 @pytest.mark.timeout(300)
 def test_listen_backend_terminated_long(chaos_dsn: str, procs: Any) -> None:
     scenarios.listen_backend_killed(chaos_dsn, procs, rounds=20)
+
+
+@pytest.mark.timeout(240)
+def test_every_worker_backend_terminated_repeatedly(chaos_dsn: str, procs: Any) -> None:
+    scenarios.pool_backends_terminated(chaos_dsn, procs, tasks=150, rounds=3)
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_under_load_exits_0_and_loses_nothing(chaos_dsn: str, supervise: Any) -> None:
+    scenarios.sigterm_under_load(chaos_dsn, supervise, tasks=40)
+
+
+@pytest.mark.timeout(120)
+def test_recovery_after_sigkill_takes_about_one_claim_timeout(
+    chaos_dsn: str, procs: Any, in_process_worker: Any
+) -> None:
+    scenarios.recovery_time(chaos_dsn, procs, in_process_worker, claim_timeout=2)
+
+
+@pytest.mark.chaos_long
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("claim_timeout", [5, 15, 30])
+def test_recovery_after_sigkill_long(
+    claim_timeout: int, chaos_dsn: str, procs: Any, in_process_worker: Any
+) -> None:
+    scenarios.recovery_time(chaos_dsn, procs, in_process_worker, claim_timeout=claim_timeout)
