@@ -58,10 +58,13 @@ def sigkill_chaos(
         dsn, workers, {"claim_timeout": claim_timeout, "concurrency": concurrency, "poll_interval": 5}
     )
     start = time.monotonic()
+    drained_during_chaos = None
     while time.monotonic() - start < duration:
         # a fixed cadence, the point of the scenario (not synchronisation)
         time.sleep(every)
         sup.kill_random(rng)
+        if drained_during_chaos is None and harness.not_terminal(dsn) == 0:
+            drained_during_chaos = round(time.monotonic() - start, 1)
     chaos_end = time.monotonic()
     left_at_end = harness.not_terminal(dsn)
     harness.wait_until(
@@ -78,6 +81,7 @@ def sigkill_chaos(
         tasks=tasks,
         workers=workers,
         kills=sup.kills,
+        kills_while_tasks_left=sup.kills if drained_during_chaos is None else int(drained_during_chaos // every),
         restarts=sup.restarts,
         left_when_kills_stopped=left_at_end,
         drain_after_chaos_s=round(drained - chaos_end, 1),

@@ -42,7 +42,7 @@ def test_sigkill_chaos_long(chaos_dsn: str, supervise: Any) -> None:
         workers=4,
         every=2.0,
         duration=60.0,
-        step_seconds=0.1,
+        step_seconds=0.2,
         claim_timeout=5,
         concurrency=4,
     )
