@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = Cluster.start(prefer=args.prefer)
     sup = None
     try:
-        dsn = cluster.create_database("soak")
+        dsn = cluster.dsn(cluster.create_database("soak"))
         harness.query(dsn, (REPO / "teguh" / "schema" / "teguh.sql").read_text())
         harness.install_ledger(dsn)
         log_dir = Path(tempfile.mkdtemp(prefix="teguh-soak-"))
