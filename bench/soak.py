@@ -16,6 +16,7 @@ production deployment would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import tempfile
@@ -66,7 +67,8 @@ def sample(dsn: str, sup: harness.Supervisor, started: float, last: dict[str, An
     dead = dict(
         harness.query(
             dsn,
-            "select relname, n_dead_tup from pg_stat_user_tables where schemaname = 'teguh' and relname = any(%s)",
+            "select relname, n_dead_tup from pg_stat_user_tables"
+            " where schemaname = 'teguh' and relname = any(%s)",
             list(TABLES),
         )
     )
@@ -74,10 +76,8 @@ def sample(dsn: str, sup: harness.Supervisor, started: float, last: dict[str, An
     states = harness.states(dsn)
     rss = []
     for pid in sup.pids():
-        try:
+        with contextlib.suppress(OSError, RuntimeError):  # it just died
             rss.append(rss_kib(pid) / 1024)
-        except (OSError, RuntimeError):
-            pass  # it just died
     now = time.monotonic()
     row = {
         "min": round((now - started) / 60, 1),
@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=float, default=30.0)
     parser.add_argument("--claim-timeout", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--prefer", default="auto", help="PostgreSQL: auto, debian or pgserver (bench/_pg.py)")
+    parser.add_argument(
+        "--prefer", default="auto", help="PostgreSQL: auto, debian or pgserver (bench/_pg.py)"
+    )
     args = parser.parse_args(argv)
 
     cluster = Cluster.start(prefer=args.prefer)
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)  # polling the drain
         left = harness.not_terminal(dsn)
         violations = harness.invariants(dsn)
-        print(f"\nafter the load stopped: {left} task(s) not terminal; kills {sup.kills}, restarts {sup.restarts}")
+        print(f"\nafter the load stopped: {left} task(s) not terminal")
+        print(f"kills {sup.kills}, restarts {sup.restarts}")
         print(f"invariants: {violations}")
         return 0 if not left and not any(violations.values()) else 1
     finally:

@@ -81,7 +81,9 @@ def sigkill_chaos(
         tasks=tasks,
         workers=workers,
         kills=sup.kills,
-        kills_while_tasks_left=sup.kills if drained_during_chaos is None else int(drained_during_chaos // every),
+        kills_while_tasks_left=sup.kills
+        if drained_during_chaos is None
+        else int(drained_during_chaos // every),
         restarts=sup.restarts,
         left_when_kills_stopped=left_at_end,
         drain_after_chaos_s=round(drained - chaos_end, 1),

@@ -31,7 +31,12 @@ def test_unarmed_fault_points_are_inert() -> None:
 
 
 def test_armed_point_exits_137_on_its_nth_pass() -> None:
-    code = "from teguh import _faults\nfor i in range(5):\n    print(i, flush=True)\n    _faults.hit('before_complete')\n"
+    code = (
+        "from teguh import _faults\n"
+        "for i in range(5):\n"
+        "    print(i, flush=True)\n"
+        "    _faults.hit('before_complete')\n"
+    )
     env = {"TEGUH_FAULT": "before_complete:3", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -66,10 +71,28 @@ def test_proxy_forwards_cuts_and_resumes(dsn: str, proxy: Any) -> None:
     assert harness.value(via, "select 1") == 1
     conn = harness.connect(via)
     proxy.stop()
-    with pytest.raises(psycopg2.OperationalError):
-        with conn.cursor() as cur:
-            cur.execute("select 1")
+    with pytest.raises(psycopg2.OperationalError), conn.cursor() as cur:
+        cur.execute("select 1")
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(via, connect_timeout=2)
     proxy.resume()
     assert harness.value(via, "select 2") == 2
+
+
+def test_max_stuck_runs_default_option_and_cli(dsn: str) -> None:
+    from click.testing import CliRunner
+
+    from teguh.cli import main
+
+    app = teguh.App(dsn, queue="jobs")
+    try:
+        assert app.worker(concurrency=5).max_stuck_runs == 3
+        assert app.worker(concurrency=1).max_stuck_runs == 1
+        assert app.worker(concurrency=4, max_stuck_runs=0).max_stuck_runs == 0
+        with pytest.raises((ValueError, TypeError)):
+            app.worker(max_stuck_runs=-1)
+    finally:
+        app.client.close()
+    result = CliRunner().invoke(main, ["worker", "--help"])
+    assert result.exit_code == 0
+    assert "--max-stuck-runs" in result.output
