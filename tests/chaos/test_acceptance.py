@@ -2,7 +2,9 @@
 
 The quick versions (scaled down) run in every `pytest`; the full figures run
 with `pytest -m chaos_long tests/chaos -s` (marker `chaos_long`, deselected
-by default). Set `CHAOS_RESULTS=file.jsonl` to collect the measured figures.
+by default, and also `slow`, so that a `-m` given on the command line, which
+replaces the default, cannot pull them in unless it asks for them). Set
+`CHAOS_RESULTS=file.jsonl` to collect the measured figures.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def test_sigkill_chaos_quick(chaos_dsn: str, supervise: Any) -> None:
 
 
 @pytest.mark.chaos_long
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigkill_chaos_long(chaos_dsn: str, supervise: Any) -> None:
     scenarios.sigkill_chaos(
@@ -70,6 +73,7 @@ def test_postgres_restarted_twice_during_a_drain_quick(own_server: Any, supervis
 
 
 @pytest.mark.chaos_long
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_postgres_restarted_twice_during_a_drain_long(own_server: Any, supervise: Any) -> None:
     scenarios.postgres_restarts(
@@ -89,6 +93,7 @@ def test_listen_backend_terminated_task_still_starts_within_1s(chaos_dsn: str, p
 
 
 @pytest.mark.chaos_long
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_listen_backend_terminated_long(chaos_dsn: str, procs: Any) -> None:
     scenarios.listen_backend_killed(chaos_dsn, procs, rounds=20)
@@ -112,6 +117,7 @@ def test_recovery_after_sigkill_takes_about_one_claim_timeout(
 
 
 @pytest.mark.chaos_long
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("claim_timeout", [5, 15, 30])
 def test_recovery_after_sigkill_long(
