@@ -11,6 +11,7 @@ import itertools
 import os
 import re
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,14 +165,28 @@ def wait_for_no_other_backends(conn, timeout: float = 15.0) -> None:
 
 
 def table_stats(conn) -> tuple[int, int]:
-    """Dead tuples and total size (tables, indexes, TOAST) of every user table of the database."""
-    conn.cursor().execute("select pg_stat_clear_snapshot()")
+    """Dead tuples and total size (tables, indexes, TOAST) of every user table of the database.
+
+    Statistics reach the shared counters up to a second late: the poller's own
+    pending counts (its scans prune pages) are flushed first, and the snapshot
+    is cleared, so every peer is read the same settled way.
+    """
     cur = conn.cursor()
+    if conn.server_version >= 150000:
+        cur.execute("select pg_stat_force_next_flush()")
+        conn.commit()
+    cur.execute("select pg_stat_clear_snapshot()")
     cur.execute(
-        "select coalesce(sum(n_dead_tup), 0)::bigint, "
-        "coalesce(sum(pg_total_relation_size(relid)), 0)::bigint from pg_stat_user_tables"
+        "select relname, n_dead_tup, n_tup_upd, n_tup_hot_upd, pg_total_relation_size(relid) "
+        "from pg_stat_user_tables order by relname"
     )
-    dead, size = cur.fetchone()
+    rows = cur.fetchall()
+    conn.commit()
+    dead = sum(r[1] for r in rows)
+    size = sum(r[4] for r in rows)
+    busy = [r[:4] for r in rows if r[1]]
+    if busy:
+        print("    dead tuples by table (name, dead, updates, HOT):", busy, file=sys.stderr, flush=True)
     return int(dead), int(size)
 
 

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--claim-timeout", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--prefer", default="auto", help="PostgreSQL: auto, debian or pgserver (bench/_pg.py)"
+        "--prefer", default="auto", help="PostgreSQL: auto, debian15 or pgserver (bench/_pg.py)"
     )
     args = parser.parse_args(argv)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from ._watchdog import WATCHDOG
 from .errors import (
     ConnectionLost,
     InvalidArgument,
+    PermissionDenied,
     SchemaNotInstalled,
     TeguhError,
     error_message,
@@ -81,6 +83,7 @@ class ClientBase:
         min_connections: int = 1,
         max_connections: int = 10,
         application_name: str = "teguh",
+        listen_dsn: str | None = None,
     ) -> None:
         _validate.integer(max_connections, "max_connections", minimum=1)
         _validate.integer(min_connections, "min_connections", minimum=0)
@@ -93,9 +96,20 @@ class ClientBase:
             **_dsn.network_defaults(self._dsn),
         }
         self._dsn_lock = threading.Lock()
+        self._listen_dsn = listen_dsn
         self._pool = BlockingPool(lambda: self.dsn, min_connections, max_connections, **self._connect_kwargs)
         self._schema_checked = False
         self._closed = False
+        self.session_hooks: list[Callable[[Any], None]] = []
+        """Callables `hook(cursor)` run before every call, on the cursor it uses (pooled or `conn=`).
+
+        For test tools that must reach every session, like `teguh.testing.FakeClock`
+        setting `teguh.fake_now`. A worker shares its app client's list.
+        """
+
+    def _run_session_hooks(self, cur: Any) -> None:
+        for hook in self.session_hooks:
+            hook(cur)
 
     @property
     def dsn(self) -> str:
@@ -120,6 +134,15 @@ class ClientBase:
                 self._dsn_source = "embedded"
             return self._dsn
 
+    @property
+    def listen_dsn(self) -> str:
+        """The DSN for LISTEN connections: `listen_dsn=`, else `TEGUH_LISTEN_DSN`, else `dsn`.
+
+        Separate so the pool can go through PgBouncer in transaction pooling
+        mode (where LISTEN cannot work) while LISTEN connects directly.
+        """
+        return self._listen_dsn or os.environ.get("TEGUH_LISTEN_DSN") or self.dsn
+
     def close(self) -> None:
         """Close the pool's connections; idempotent. Later calls raise `TeguhError`."""
         self._closed = True
@@ -138,6 +161,12 @@ class ClientBase:
             cur.execute("select teguh.version()")
             row = cur.fetchone()
         except psycopg2.Error as exc:
+            if getattr(exc, "pgcode", None) == "42501":
+                raise PermissionDenied(
+                    f"this database role may not use the teguh schema ({error_message(exc)}): "
+                    "the schema's owner grants access with teguh.grant_producer/grant_worker/grant_admin",
+                    pgcode=exc.pgcode,
+                ) from exc
             if getattr(exc, "pgcode", None) in ("3F000", "42883", "42P01"):
                 raise SchemaNotInstalled(
                     "the teguh schema is not installed in this database: run `teguh install`",
@@ -178,6 +207,7 @@ class ClientBase:
         if conn is not None:
             try:
                 with conn.cursor() as cur:
+                    self._run_session_hooks(cur)
                     if check_schema:
                         self._check_schema(cur)
                     return fn(cur)
@@ -204,6 +234,7 @@ class ClientBase:
                     WATCHDOG.guard(pooled, self.call_timeout, what),
                     pooled.cursor() as cur,
                 ):
+                    self._run_session_hooks(cur)
                     if check_schema:
                         self._check_schema(cur)
                     return fn(cur)
@@ -237,6 +268,9 @@ class ClientBase:
                 )
             conn.autocommit = False
             try:
+                if self.session_hooks:
+                    with conn.cursor() as cur:
+                        self._run_session_hooks(cur)
                 yield conn
                 conn.commit()
             except BaseException:

@@ -8,6 +8,7 @@ Python, with the offending field named, before any SQL runs.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .errors import InvalidArgument, PayloadTooLarge
@@ -18,6 +19,33 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 Large values bloat every claim and checkpoint read; store big data elsewhere and
 pass a reference. A `Client` can raise or lower it through `max_payload_bytes`.
 """
+
+
+MAX_JSON_DEPTH = 256
+"""The deepest nesting of arrays and objects accepted in a JSON value.
+
+Python's `json` module recurses once per level, so a value nested about a
+thousand levels deep cannot be encoded, or, worse, decoded by a worker reading
+it back. The explicit cap keeps every stored value readable from any thread.
+"""
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Tell whether the JSON text nests arrays and objects more than `limit` levels deep."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # too few brackets to nest that deep: the common case costs two counts
+    depth = 0
+    for char in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _find_nul(value: Any, path: str) -> str | None:
@@ -47,18 +75,33 @@ def dumps(value: Any, field: str, *, max_bytes: int | None = DEFAULT_MAX_PAYLOAD
         field: the argument's name, used in error messages.
         max_bytes: the size limit in UTF-8 bytes, or None for none.
 
+    Keys are sorted while encoding (jsonb does not keep key order anyway), which
+    also refuses dicts whose keys mix types: `{1: "a", "1": "b"}` would encode
+    two identical keys and jsonb would silently keep only one of them.
+
     Raises:
-        TypeError: the value holds something JSON cannot represent (a set, an object).
-        InvalidArgument: NaN or infinity, a circular reference, a string holding
-            U+0000 or a lone surrogate (jsonb stores neither).
+        TypeError: the value holds something JSON cannot represent (a set, bytes,
+            an object), or a dict whose keys mix types.
+        InvalidArgument: NaN or infinity, a circular reference, nesting deeper than
+            MAX_JSON_DEPTH, a string holding U+0000 or a lone surrogate (jsonb
+            stores neither).
         PayloadTooLarge: the encoded value exceeds `max_bytes`.
     """
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     except TypeError as exc:
+        if "not supported between instances" in str(exc):
+            raise TypeError(
+                f"{field} holds a dict whose keys mix types ({exc}); JSON object keys are strings, "
+                "so keys such as 1 and '1' would collide"
+            ) from exc
         raise TypeError(f"{field} is not JSON serialisable: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidArgument(f"{field} is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from exc
     except ValueError as exc:  # NaN/Infinity, circular references
         raise InvalidArgument(f"{field} is not valid JSON: {exc}") from exc
+    if _too_deep(text, MAX_JSON_DEPTH):
+        raise InvalidArgument(f"{field} is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
     if "\\u0000" in text:
         where = _find_nul(value, field)
         if where is not None:
@@ -70,3 +113,31 @@ def dumps(value: Any, field: str, *, max_bytes: int | None = DEFAULT_MAX_PAYLOAD
     if max_bytes is not None and size > max_bytes:
         raise PayloadTooLarge(f"{field} is {size} bytes of JSON, above the limit of {max_bytes} bytes")
     return text
+
+
+class UndecodableJSON:
+    """Stands in for a stored JSON value Python cannot decode (nested too deeply to parse).
+
+    The client never writes such a value (see MAX_JSON_DEPTH), but a direct SQL
+    caller can. Decoding it would raise `RecursionError` in the middle of a
+    fetch and lose every row of a claimed batch; instead the value arrives as
+    this marker, and the worker fails just that run with a clear reason.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<UndecodableJSON: {len(self.text)} characters, nested too deeply for Python>"
+
+
+def loads(text: str | None) -> Any:
+    """Decode a json/jsonb column; a value nested too deeply becomes `UndecodableJSON`."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return UndecodableJSON(text)

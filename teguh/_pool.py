@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
+import psycopg2.extras
 import psycopg2.pool
 
+from . import _json
 from .errors import TeguhError, is_connection_lost
 
 logger = logging.getLogger("teguh.client")
@@ -75,8 +77,13 @@ class BlockingPool:
             except psycopg2.Error as exc:
                 raise ConnectFailed(exc) from exc
             with self._lock:
+                fresh = id(conn) not in self._born
                 born = self._born.setdefault(id(conn), self._generation)
                 stale = born < self._generation
+            if fresh and not conn.closed:
+                # JSON too deep for Python must not break a whole fetch (see _json.loads)
+                psycopg2.extras.register_default_json(conn, loads=_json.loads)
+                psycopg2.extras.register_default_jsonb(conn, loads=_json.loads)
             if conn.closed or stale:
                 self._discard(pool, conn)
                 continue

@@ -7,7 +7,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ContextManager
+from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from ._options import SPAWN_OPTIONS
@@ -90,7 +90,7 @@ class App:
         self._client = client
         self._client_lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
-        self._around_run: list[Callable[[TaskContext], ContextManager[Any]]] = []
+        self._around_run: list[Callable[[TaskContext], contextlib.AbstractContextManager[Any]]] = []
 
     @property
     def client(self) -> Client:
@@ -136,8 +136,8 @@ class App:
         return register
 
     def around_run(
-        self, hook: Callable[[TaskContext], ContextManager[Any]]
-    ) -> Callable[[TaskContext], ContextManager[Any]]:
+        self, hook: Callable[[TaskContext], contextlib.AbstractContextManager[Any]]
+    ) -> Callable[[TaskContext], contextlib.AbstractContextManager[Any]]:
         """Register `hook(ctx)`, a context manager entered around every handler call.
 
         Frameworks use it to give handlers their environment (Flask's app

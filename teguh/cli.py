@@ -235,6 +235,13 @@ def queue_list(ctx: click.Context) -> None:
     help="Seconds a stop waits for running handlers.",
 )
 @click.option(
+    "--listen-dsn",
+    envvar="TEGUH_LISTEN_DSN",
+    default=None,
+    help="A direct DSN for the LISTEN connection, when --dsn goes through PgBouncer "
+    "in transaction mode [default: the DSN].",
+)
+@click.option(
     "--log-level",
     envvar="TEGUH_LOG_LEVEL",
     default="INFO",
@@ -258,10 +265,19 @@ def worker_cmd(
     --shutdown-timeout); a second signal stops at once. Tasks still running
     are handed back so another worker starts them immediately.
     """
-    _logging.configure("DEBUG" if ctx.obj["debug"] else log_level, log_format)
     app = load_app(app_spec)
     if ctx.obj["dsn"] and app._client is None and app._dsn is None:
         app._dsn = ctx.obj["dsn"]  # a DSN written in the app wins, like any explicit argument
+    run_worker(app, queue, "DEBUG" if ctx.obj["debug"] else log_level, log_format, **options)
+
+
+def run_worker(app: Any, queue: str | None, log_level: str, log_format: str, **options: Any) -> None:
+    """Configure logging, then run a worker of `app` until SIGTERM/SIGINT.
+
+    The body of `teguh worker`, shared with framework commands (`flask teguh
+    worker`) that take the same options (`worker_cmd.params`).
+    """
+    _logging.configure(log_level, log_format)
     worker = app.worker(queue, **options)
     worker.run()
     if worker.exit_code:

@@ -65,6 +65,9 @@ class Client(ClientBase):
         min_connections: connections opened on first use.
         max_connections: the pool's size; callers beyond it wait for a free one.
         application_name: reported in pg_stat_activity.
+        listen_dsn: where LISTEN connections go (`wait_for_result`, workers);
+            default `TEGUH_LISTEN_DSN`, else `dsn`. Set it to a direct
+            connection when `dsn` points at PgBouncer in transaction mode.
 
     Raises:
         InvalidArgument: bad pool sizes or an unparsable DSN.
@@ -321,15 +324,34 @@ class Client(ClientBase):
         """Fail a run: the task is retried per its strategy, or fails when out of attempts.
 
         Args:
-            reason: JSON, by convention `{"type", "message", "traceback"}` (no size limit).
+            reason: JSON, by convention `{"type", "message", "traceback"}`. A reason
+                over `max_payload_bytes` is not refused (the failure must be
+                recorded): it is replaced by `{"type", "message", "truncated": true,
+                "original_bytes"}`, the message holding the start of its JSON.
             retry_at: an aware datetime overriding the strategy's delay.
 
         Raises:
+            TypeError, InvalidArgument: the reason is not storable JSON.
             Cancelled: the task was cancelled. LeaseLost: the run no longer holds it.
         """
         queue = _validate.queue_name(queue)
         run_id = _validate.task_uuid(run_id, "run_id")
         reason_json = _json.dumps(reason, "reason", max_bytes=None)
+        limit = self.max_payload_bytes
+        if limit is not None and len(reason_json.encode("utf-8")) > limit:
+            size = len(reason_json.encode("utf-8"))
+            kind = reason.get("type") if isinstance(reason, dict) else None
+            keep = max(limit // 8, 64)  # characters; at most 4 bytes each, well within the limit
+            reason_json = _json.dumps(
+                {
+                    "type": kind if isinstance(kind, str) and len(kind) <= 200 else "Unknown",
+                    "message": reason_json[:keep] + f"... [reason of {size} bytes cut]",
+                    "truncated": True,
+                    "original_bytes": size,
+                },
+                "reason",
+                max_bytes=None,
+            )
         when = None if retry_at is None else require_aware(retry_at, "retry_at")
         self._run(
             "fail_run",
@@ -670,7 +692,7 @@ class Client(ClientBase):
         deadline = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
         wanted = f"{queue}:{task_id}"
         interval = POLL_MIN_INTERVAL
-        with Listener(self.dsn, [DONE_CHANNEL], **self._connect_kwargs) as listener:
+        with Listener(self.listen_dsn, [DONE_CHANNEL], **self._connect_kwargs) as listener:
             while True:
                 result = self.get_task_result(queue, task_id)
                 if result.done:

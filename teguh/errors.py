@@ -27,6 +27,7 @@ __all__ = [
     "EventTimeout",
     "SchemaNotInstalled",
     "ConnectionLost",
+    "PermissionDenied",
     "Suspended",
     "Cancelled",
     "LeaseLost",
@@ -95,7 +96,7 @@ class InvalidArgument(TeguhError, ValueError):
 
 
 class PayloadTooLarge(InvalidArgument):
-    """A JSON value (params, result, payload or state) exceeds the client's size limit."""
+    """A JSON value (params, headers, result, payload or state) exceeds a size limit (TG005 on the server)."""
 
 
 class EventTimeout(TeguhError, TimeoutError):
@@ -119,6 +120,10 @@ class ConnectionLost(TeguhError):
     taken effect: check before repeating it (an idempotency key makes spawns safe
     to repeat).
     """
+
+
+class PermissionDenied(TeguhError):
+    """The database role may not do this (SQLSTATE 42501); see docs/roles.md for the grants."""
 
 
 class _Signal(BaseException, _Details):
@@ -166,6 +171,8 @@ _BY_PGCODE: dict[str, type[BaseException]] = {
     "TG002": QueueNotFound,
     "TG003": TaskNotFound,
     "TG004": InvalidArgument,
+    "TG005": PayloadTooLarge,
+    "42501": PermissionDenied,  # insufficient_privilege
     "42P01": SchemaNotInstalled,  # undefined_table
     "3F000": SchemaNotInstalled,  # invalid_schema_name
 }

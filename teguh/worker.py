@@ -27,8 +27,18 @@ import psycopg2
 import tenacity
 
 from . import _faults, _json, _validate
+from ._listen_probe import open_listener
 from .context import RunState, TaskContext
-from .errors import Cancelled, ConnectionLost, LeaseLost, Suspended, TeguhError, error_message
+from .errors import (
+    Cancelled,
+    ConnectionLost,
+    LeaseLost,
+    PermissionDenied,
+    QueueNotFound,
+    Suspended,
+    TeguhError,
+    error_message,
+)
 from .heartbeat import Heartbeat
 from .listener import QueueListener
 
@@ -117,11 +127,62 @@ def _transient(exc: BaseException) -> bool:
     return getattr(cause, "pgcode", None) in TRANSIENT_SQLSTATES
 
 
+MAX_FAILURE_MESSAGE_CHARS = 8 * 1024
+"""A failure reason's `message` is cut to this many characters (the cut is marked)."""
+
+MAX_FAILURE_TRACEBACK_CHARS = 64 * 1024
+"""A failure reason's `traceback` keeps this many characters: its start and its end.
+
+A failure is always recorded: an oversized, unprintable or unencodable
+exception is truncated or escaped, never a reason to lose the failure.
+"""
+
+
+def _clean_text(text: str, limit: int, *, keep_tail: bool = False) -> str:
+    """Make `text` storable in jsonb and at most about `limit` characters long.
+
+    NUL becomes the two characters `\\0`, lone surrogates are backslash-escaped;
+    an over-long text keeps its start (and its end with `keep_tail`) around a marker.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\0")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if keep_tail:
+        head = limit // 4
+        return f"{text[:head]}\n... [{cut} characters cut] ...\n{text[head + cut :]}"
+    return f"{text[:limit]}... [{cut} characters cut]"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except BaseException as err:  # a broken __str__ must not lose the failure
+        return f"<str() of the exception failed: {type(err).__name__}>"
+    return text if isinstance(text, str) else repr(text)
+
+
 def _reason(exc: BaseException) -> dict[str, Any]:
+    """The failure reason stored for an exception: its type, message and traceback.
+
+    Never raises, and the result always encodes as JSON: messages and
+    tracebacks are truncated (MAX_FAILURE_MESSAGE_CHARS, MAX_FAILURE_TRACEBACK_CHARS)
+    and cleaned of what jsonb cannot store.
+    """
+    try:
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException as err:  # e.g. RecursionError on a pathological cause chain
+        trace = f"<the traceback could not be formatted: {type(err).__name__}>"
     return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "type": _clean_text(type(exc).__name__, 200),
+        "module": _clean_text(type(exc).__module__, 400),  # with "type": the import path (django.tasks)
+        "message": _clean_text(_safe_str(exc), MAX_FAILURE_MESSAGE_CHARS),
+        "traceback": _clean_text(trace, MAX_FAILURE_TRACEBACK_CHARS, keep_tail=True),
     }
 
 
@@ -152,6 +213,11 @@ class Worker:
             in the main thread.
         client: the `Client` to use (default: one sized for `concurrency`,
             on the app's database).
+        listen_dsn: where the LISTEN connection goes (default: the client's
+            `listen_dsn`, i.e. `TEGUH_LISTEN_DSN`, else its DSN). Point it at
+            PostgreSQL directly when the pool goes through PgBouncer in
+            transaction mode; at start the worker checks that a notification
+            arrives and otherwise polls every `poll_interval`, with a warning.
 
     Caveats: Python cannot stop a thread. The heartbeat keeps the leases of
     every running handler, hung or not; a run is lost only when the process
@@ -178,6 +244,7 @@ class Worker:
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         install_signal_handlers: bool = True,
         client: Client | None = None,
+        listen_dsn: str | None = None,
     ) -> None:
         self.app = app
         self.queue = _validate.queue_name(queue)
@@ -219,6 +286,7 @@ class Worker:
             self.heartbeat_interval = float(heartbeat_interval)
         self._client = client
         self._owns_client = client is None
+        self.listen_dsn = listen_dsn
 
         self._runs: dict[str, _Run] = {}
         self._buffer: collections.deque[_Run] = collections.deque()
@@ -254,6 +322,7 @@ class Worker:
             self._client.max_payload_bytes = self.app.client.max_payload_bytes
             # a call blocked longer than a lease is pointless: the lease is gone
             self._client.call_timeout = min(max(10.0, float(self.claim_timeout)), 60.0)
+            self._client.session_hooks = self.app.client.session_hooks  # shared: a fake clock reaches both
         return self._client
 
     @property
@@ -287,11 +356,10 @@ class Worker:
             target=self._complete_loop, name=f"teguh-completer-{self.queue}", daemon=True
         )
         try:
-            client.create_queue(self.queue)
-            self._listener = QueueListener(
-                client.dsn, f"teguh_{self.queue}", application_name=f"teguh-listener:{self.queue}"
-            )
-            self._listener.connect()
+            self._ensure_queue(client)
+            # LISTEN may need a direct connection when the pool goes through PgBouncer
+            listen_dsn = self.listen_dsn or (self.app.client if self._owns_client else client).listen_dsn
+            self._listener = open_listener(client, self.queue, listen_dsn, self.poll_interval)
             if self._stopping:
                 self._listener.wake()
             if self.claim_timeout > 0:
@@ -318,6 +386,19 @@ class Worker:
             self._shutdown(executor, heartbeat, completer)
             restore()
 
+    def _ensure_queue(self, client: Client) -> None:
+        """Create the queue, or, for a role not allowed to (a `grant_worker` role), check it exists."""
+        try:
+            client.create_queue(self.queue)
+        except PermissionDenied:
+            if self.queue not in client.list_queues():
+                raise QueueNotFound(
+                    f"queue {self.queue!r} does not exist, and this role may not create it: "
+                    "create it with a role that may (`teguh queue create`)",
+                    queue=self.queue,
+                ) from None
+            logger.debug("this role may not create queues; queue %s exists", self.queue)
+
     # -- main loop ----------------------------------------------------------
 
     def _loop(self, executor: ThreadPoolExecutor) -> None:
@@ -331,7 +412,7 @@ class Worker:
                 qty = min(want, self.batch_size)
                 try:
                     rows = self._claim(qty)
-                except (TeguhError, psycopg2.Error) as exc:
+                except Exception as exc:  # a bad row (say, undecodable JSON) must not end the worker
                     failures += 1
                     delay = min(5.0, 0.1 * 2 ** min(failures, 6))
                     logger.warning("claim failed (%s); retrying in %.1f s", error_message(exc), delay)
@@ -480,8 +561,12 @@ class Worker:
         keep = False
         try:
             keep = self._handle(run)
-        except BaseException:  # never let a run kill its thread silently
-            run.log.exception("unexpected error while running the task")
+        except BaseException as exc:  # never let a run kill its thread silently
+            run.log.error("unexpected error while running the task: %s", type(exc).__name__, exc_info=True)
+            try:
+                self._fail(run, _reason(exc))
+            except BaseException:
+                run.log.error("could not record the failure; the lease will expire and the task retry")
         finally:
             if not keep:
                 with self._lock:
@@ -491,6 +576,19 @@ class Worker:
     def _handle(self, run: _Run) -> bool:
         """Run the handler; returns True when a completion was queued for the completer."""
         row = run.row
+        undecodable = [
+            key
+            for key in ("params", "headers", "event_payload", "checkpoints")
+            if isinstance(row.get(key), _json.UndecodableJSON)
+        ]
+        if undecodable:
+            message = (
+                f"the task's {' and '.join(undecodable)} cannot be decoded: JSON nested deeper "
+                f"than Python can parse (the client refuses more than {_json.MAX_JSON_DEPTH} levels)"
+            )
+            run.log.error("%s", message)
+            self._fail(run, {"type": "UndecodableJSON", "message": message})
+            return False
         handler = self.app.handler_for(row["task_name"])
         if handler is None:
             run.log.warning(
@@ -535,20 +633,25 @@ class Worker:
             run.log.warning("lost its lease; another run owns the task now")
             return False
         except BaseException as exc:
+            reason = _reason(exc)
             run.log.warning(
-                "failed: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, ConnectionLost)
+                "failed: %s: %s",
+                reason["type"],
+                reason["message"][:1000],
+                exc_info=not isinstance(exc, ConnectionLost),
             )
-            self._fail(run, _reason(exc))
+            self._fail(run, reason)
             return False
         try:
             text = _json.dumps(
                 result, f"result of task {row['task_name']!r}", max_bytes=self.client.max_payload_bytes
             )
-        except (TypeError, ValueError) as exc:
-            run.log.warning("returned a result that cannot be stored: %s", exc)
-            self._fail(
-                run, {"type": type(exc).__name__, "message": f"the task's result cannot be stored: {exc}"}
+        except Exception as exc:  # TypeError, InvalidArgument, PayloadTooLarge, anything a __repr__ raises
+            message = _clean_text(
+                f"the task's result cannot be stored: {_safe_str(exc)}", MAX_FAILURE_MESSAGE_CHARS
             )
+            run.log.warning("returned a result that cannot be stored: %s", message[:1000])
+            self._fail(run, {"type": _clean_text(type(exc).__name__, 200), "message": message})
             return False
         if _faults.ARMED is not None:
             _faults.hit("before_complete")
@@ -688,16 +791,18 @@ class Worker:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
         def handle(signum: int, frame: Any) -> None:
+            # State first, logging after: a second signal can run this handler
+            # again in the middle of the first one's logging call.
             if self._stopping:
-                logger.warning("second %s: stopping now", signal.Signals(signum).name)
                 self.stop(force=True)
+                logger.warning("second %s: stopping now", signal.Signals(signum).name)
             else:
+                self.stop()
                 logger.info(
                     "%s: finishing running tasks (up to %.0f s); send it again to stop now",
                     signal.Signals(signum).name,
                     self.shutdown_timeout,
                 )
-                self.stop()
 
         for sig in previous:
             signal.signal(sig, handle)

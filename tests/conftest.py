@@ -134,9 +134,7 @@ def dsn(pg_server: PgServer, template_db: str) -> Iterator[str]:
 def empty_dsn(pg_server: PgServer) -> Iterator[str]:
     """A libpq DSN of a fresh database without the teguh schema."""
     dbname = f"teguh_empty_{os.getpid()}_{next(_db_counter)}"
-    janitor = DatabaseJanitor(
-        user=pg_server.user, host=pg_server.host, port=pg_server.port, dbname=dbname
-    )
+    janitor = DatabaseJanitor(user=pg_server.user, host=pg_server.host, port=pg_server.port, dbname=dbname)
     janitor.init()
     try:
         yield pg_server.dsn(dbname)

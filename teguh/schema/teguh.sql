@@ -15,7 +15,16 @@
 
 select pg_advisory_xact_lock(7420581234);
 
-create schema if not exists teguh;
+-- Not `create schema if not exists`: that needs CREATE on the database even
+-- when the schema exists, and a role that owns only the schema must be able
+-- to install and upgrade (docs/roles.md).
+do $schema$
+begin
+  if not exists (select 1 from pg_namespace where nspname = 'teguh') then
+    create schema teguh;
+  end if;
+end
+$schema$;
 
 create table if not exists teguh.queues (
   queue_name text primary key,
@@ -111,11 +120,13 @@ end
 $$;
 
 -- Names end up in btree keys (about 2.7 kB at most) and notifications, so they
--- are capped well below both limits.
+-- are capped well below both limits. Blank means ASCII whitespace only: `\s`
+-- follows the database's locale (U+2028 is a space under glibc, not under C),
+-- and the client must draw the same line whatever the locale.
 create or replace function teguh._check_name(what text, val text) returns void
 language plpgsql immutable as $$
 begin
-  if val is null or val ~ '^\s*$' then
+  if val is null or val ~ '^[ \t\n\r\f\v]*$' then
     raise exception '% must not be blank', what using errcode = 'TG004';
   end if;
   if octet_length(val) > 1024 then
@@ -252,7 +263,7 @@ declare
   cancelled_task uuid;
 begin
   if p_run_id is not null then
-    execute format('select task_id from teguh.%I where last_run_id = $1 and state = ''cancelled''', 't_' || q)
+    execute format('select task_id from teguh.%I where cancelled_run_id = $1', 't_' || q)
       into cancelled_task using p_run_id;
   end if;
   if cancelled_task is not null then
@@ -325,26 +336,43 @@ begin
       failure_reason jsonb,
       cancelled_at timestamptz,
       notify_done boolean not null default false,
-      deadline_at timestamptz
-    )$ddl$, 't_' || q);
+      deadline_at timestamptz,
+      cancelled_run_id uuid
+    ) with (fillfactor = 40)$ddl$, 't_' || q);
+  -- Upgrades of tables made before 0.2. Claim and completion rewrite a task's
+  -- row in place (a HOT update, pruned without VACUUM) only when no indexed
+  -- column changes: so the indexes below avoid state, last_run_id and
+  -- finished_at, and the fill factor leaves room on the page for new versions.
+  if not exists (select 1 from pg_attribute
+                  where attrelid = format('teguh.%I', 't_' || q)::regclass
+                    and attname = 'cancelled_run_id' and not attisdropped) then
+    execute format('alter table teguh.%I add column cancelled_run_id uuid', 't_' || q);
+    execute format('update teguh.%I set cancelled_run_id = last_run_id where state = ''cancelled''', 't_' || q);
+  end if;
+  if not exists (select 1 from pg_class
+                  where oid = format('teguh.%I', 't_' || q)::regclass
+                    and 'fillfactor=40' = any(coalesce(reloptions, '{}'))) then
+    execute format('alter table teguh.%I set (fillfactor = 40)', 't_' || q);
+  end if;
+  if to_regclass(format('teguh.%I', 't_' || q || '_fi')) is not null then
+    execute format('drop index if exists teguh.%I, teguh.%I, teguh.%I, teguh.%I',
+                   't_' || q || '_ai', 't_' || q || '_di', 't_' || q || '_fi', 't_' || q || '_ci');
+  end if;
   -- partial: most tasks have no key, and an index entry per spawn would be waste
   if to_regclass(format('teguh.%I', 't_' || q || '_ik')) is null then
     execute format('create unique index %I on teguh.%I (idempotency_key) where idempotency_key is not null',
                    't_' || q || '_ik', 't_' || q);
   end if;
-  -- due sleepers and delayed tasks: the only tasks with available_at set
-  perform teguh._ensure_index('(available_at) '
-                 'where available_at is not null and state in (''pending'', ''sleeping'')',
-                 't_' || q || '_ai', 't_' || q);
-  perform teguh._ensure_index('(deadline_at) '
-                 'where deadline_at is not null and state in (''pending'', ''running'', ''sleeping'')',
-                 't_' || q || '_di', 't_' || q);
-  perform teguh._ensure_index('(finished_at) '
-                 'where state in (''completed'', ''failed'', ''cancelled'')',
-                 't_' || q || '_fi', 't_' || q);
-  -- tells AB001 from AB002 without a scan
-  perform teguh._ensure_index('(last_run_id) where state = ''cancelled''',
-                 't_' || q || '_ci', 't_' || q);
+  -- due sleepers and delayed tasks: every transition out of pending or
+  -- sleeping clears available_at, so it is set only on them
+  perform teguh._ensure_index('(available_at) where available_at is not null',
+                 't_' || q || '_av', 't_' || q);
+  -- cancellation deadlines: cleared when the task finishes
+  perform teguh._ensure_index('(deadline_at) where deadline_at is not null',
+                 't_' || q || '_dl', 't_' || q);
+  -- tells AB001 from AB002 without a scan; set only by a cancel
+  perform teguh._ensure_index('(cancelled_run_id) where cancelled_run_id is not null',
+                 't_' || q || '_cr', 't_' || q);
 
   -- dispatch: insert and delete only
   execute format($ddl$
@@ -451,12 +479,10 @@ begin
     select * into recovered from teguh._recover_expired(%7$L, p_qty, now_ts);
     woken := recovered.made_ready;
   end if;
-  if (select min(t.available_at) from teguh.%3$I t
-       where t.available_at is not null and t.state in ('pending', 'sleeping')) <= now_ts then
+  if (select min(t.available_at) from teguh.%3$I t where t.available_at is not null) <= now_ts then
     woken := woken + teguh._wake_due(%7$L, p_qty, now_ts);
   end if;
-  if (select min(t.deadline_at) from teguh.%3$I t
-       where t.deadline_at is not null and t.state in ('pending', 'running', 'sleeping')) <= now_ts then
+  if (select min(t.deadline_at) from teguh.%3$I t where t.deadline_at is not null) <= now_ts then
     perform teguh._enforce_deadlines(%7$L, p_qty, now_ts);
   end if;
 
@@ -468,6 +494,15 @@ begin
            order by p.priority desc, p.available_at, p.task_id
            limit p_qty
              for update skip locked) x;
+  if v_ids is null then
+    return;
+  end if;
+  -- Their task rows, without waiting: a sweep in another transaction may
+  -- hold one (FOR UPDATE keeps the lock on a row it rechecked and skipped),
+  -- and waiting for it while holding our own locks can deadlock. A task
+  -- skipped here keeps its p_ row for the next claim.
+  select array_agg(x.task_id) into v_ids
+    from (select t.task_id from teguh.%3$I t where t.task_id = any(v_ids) for update skip locked) x;
   if v_ids is null then
     return;
   end if;
@@ -540,7 +575,7 @@ begin
     ), done as (
       update teguh.%3$I t
          set state = 'completed', result = input.result, finished_at = now_ts, available_at = null,
-             wake_event = null
+             wake_event = null, deadline_at = null
         from ended join input on input.run_id = ended.run_id
        where t.task_id = any(v_tasks) and t.task_id = ended.task_id
       returning t.task_id, t.notify_done
@@ -554,8 +589,7 @@ begin
   return query
     select x.run_id,
            case when x.run_id = any(v_runs) then 'ok'
-                when exists (select 1 from teguh.%3$I t
-                              where t.last_run_id = x.run_id and t.state = 'cancelled') then 'cancelled'
+                when exists (select 1 from teguh.%3$I t where t.cancelled_run_id = x.run_id) then 'cancelled'
                 else 'lost' end
       from (select distinct y.run_id from unnest(p_run_ids) as y(run_id) where y.run_id is not null) x;
 end
@@ -612,10 +646,8 @@ $body$;
 create or replace function teguh.%9$I() returns timestamptz
 language sql stable as $body$
   select least(
-    (select min(t.available_at) from teguh.%3$I t
-      where t.available_at is not null and t.state in ('pending', 'sleeping')),
-    (select min(t.deadline_at) from teguh.%3$I t
-      where t.deadline_at is not null and t.state in ('pending', 'running', 'sleeping')),
+    (select min(t.available_at) from teguh.%3$I t where t.available_at is not null),
+    (select min(t.deadline_at) from teguh.%3$I t where t.deadline_at is not null),
     (select min(r.claim_expires_at) from teguh.%4$I r where r.claim_expires_at is not null))
 $body$;
 $tmpl$,
@@ -637,6 +669,7 @@ begin
   insert into teguh.queues (queue_name) values (q) on conflict do nothing;
   perform teguh._ensure_queue_tables(q);
   execute teguh._hot_path_sql(q);
+  perform teguh._lock_down_queue(q);
 end
 $$;
 
@@ -723,7 +756,7 @@ begin
   execute format($q$
     update teguh.%I
        set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
-           available_at = null, wake_event = null
+           available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
      where task_id = $1 and state not in ('completed', 'failed', 'cancelled')
     returning notify_done$q$, 't_' || q)
     into nd using p_task_id, now_ts;
@@ -753,7 +786,7 @@ begin
 
   if t.max_attempts is not null and p_attempt >= t.max_attempts then
     execute format('update teguh.%I set state = ''failed'', failure_reason = $3, finished_at = $2, '
-                   'available_at = null, wake_event = null where task_id = $1', 't_' || q)
+                   'available_at = null, wake_event = null, deadline_at = null where task_id = $1', 't_' || q)
       using p_task_id, now_ts, p_reason;
     if t.notify_done then
       perform teguh._notify_done(q, p_task_id);
@@ -822,7 +855,7 @@ end
 $$;
 
 -- Makes up to lim due sleepers, delayed tasks and timed-out waits claimable
--- (index t_<q>_ai). Returns how many it made ready.
+-- (index t_<q>_av). Returns how many it made ready.
 create or replace function teguh._wake_due(q text, lim int, now_ts timestamptz) returns int
 language plpgsql as $$
 declare
@@ -888,7 +921,7 @@ end
 $$;
 
 -- Cancels up to lim tasks past their max_delay or max_duration deadline
--- (index t_<q>_di).
+-- (index t_<q>_dl).
 create or replace function teguh._enforce_deadlines(q text, lim int, now_ts timestamptz) returns int
 language plpgsql as $$
 declare
@@ -1008,6 +1041,8 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 begin
   perform teguh._check_queue(q);
+  perform teguh._check_payload('params', params);
+  perform teguh._check_payload('headers', options->'headers');
   options := coalesce(options, '{}'::jsonb);
   if jsonb_typeof(options) <> 'object' then
     raise exception 'spawn options must be a JSON object' using errcode = 'TG004';
@@ -1025,6 +1060,13 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 begin
   perform teguh._check_queue(q);
+  if pg_column_size(items) > 65536 then  -- each item's params and headers (docs/limits.md)
+    perform teguh._check_payload(format('items[%s].params', x.pos - 1), x.item->'params'),
+            teguh._check_payload(format('items[%s].headers', x.pos - 1), x.item->'headers')
+       from jsonb_array_elements(case when jsonb_typeof(items) = 'array' then items else '[]' end)
+            with ordinality as x(item, pos)
+      where jsonb_typeof(x.item) = 'object';
+  end if;
   return query select * from teguh._spawn(q, items);
 end
 $$;
@@ -1096,7 +1138,8 @@ begin
   select * into run from teguh._lock_run(q, run_id);
   execute format($q$
     update teguh.%I
-       set state = 'completed', result = $2, finished_at = $3, available_at = null, wake_event = null
+       set state = 'completed', result = $2, finished_at = $3, available_at = null, wake_event = null,
+           deadline_at = null
      where task_id = $1
     returning notify_done$q$, 't_' || q)
     into nd using run.task_id, result, teguh.current_time();
@@ -1372,6 +1415,7 @@ declare
 begin
   perform teguh._check_queue(q);
   perform teguh._check_name('event name', event_name);
+  perform teguh._check_payload('payload', payload);
   payload := coalesce(payload, 'null'::jsonb);
 
   -- first write wins: only a placeholder (or no row) takes the payload
@@ -1461,7 +1505,7 @@ begin
   execute format($q$
     update teguh.%I
        set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
-           available_at = null, wake_event = null
+           available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
      where task_id = $1
     returning notify_done$q$, 't_' || q)
     into nd using task_id, now_ts;
@@ -1526,7 +1570,7 @@ begin
   execute format($q$
     update teguh.%I
        set max_attempts = $2, cancellation = null, deadline_at = null, cancelled_at = null,
-           finished_at = null, result = null
+           cancelled_run_id = null, finished_at = null, result = null
      where task_id = $1$q$, 't_' || q)
     using p_task_id, new_max;
   perform teguh._make_ready(q, p_task_id, t.attempts + 1, now_ts);
@@ -1586,8 +1630,7 @@ begin
     )
     select ids.run_id,
            case when upd.run_id is not null then 'ok'
-                when exists (select 1 from teguh.%2$I t
-                              where t.last_run_id = ids.run_id and t.state = 'cancelled') then 'cancelled'
+                when exists (select 1 from teguh.%2$I t where t.cancelled_run_id = ids.run_id) then 'cancelled'
                 else 'lost' end
       from ids left join upd on upd.run_id = ids.run_id$q$, 'r_' || q, 't_' || q)
     using run_ids, teguh.current_time(), extend_by;
@@ -1669,6 +1712,17 @@ begin
 end
 $$;
 
+-- The smallest UUIDv7 of the millisecond of ts: every task enqueued before
+-- ts has a smaller id.
+create or replace function teguh._uuidv7_floor(ts timestamptz) returns uuid
+language sql immutable as $$
+  select (lpad(to_hex(floor(extract(epoch from ts) * 1000)::bigint), 12, '0') || '70008000000000000000')::uuid
+$$;
+
+-- Terminal tasks finished before the TTL, in id order: a task finishes after
+-- it is enqueued, so its id (a UUIDv7 of its enqueue time) bounds the scan to
+-- tasks enqueued before the cutoff, through the primary key. (No index on
+-- finished_at: it would stop completions from being HOT updates.)
 create or replace function teguh._cleanup(
   q text, ttl_seconds int, lim int, out tasks_deleted int, out events_deleted int
 )
@@ -1687,8 +1741,8 @@ begin
   execute format($q$
     with victims as (
       select task_id from teguh.%1$I
-       where state in ('completed', 'failed', 'cancelled') and finished_at < $1
-       order by finished_at
+       where task_id < $3 and state in ('completed', 'failed', 'cancelled') and finished_at < $1
+       order by task_id
        limit $2
          for update skip locked
     ), dc as (
@@ -1699,7 +1753,7 @@ begin
       delete from teguh.%1$I t using victims v where t.task_id = v.task_id returning 1
     )
     select count(*) from dt$q$, 't_' || q, 'c_' || q, 'w_' || q)
-    into tasks_deleted using cutoff, lim;
+    into tasks_deleted using cutoff, lim, teguh._uuidv7_floor(cutoff + interval '1 millisecond');
 
   -- emitted events past the TTL, and placeholders nobody waits for any more
   execute format($q$
@@ -1754,6 +1808,14 @@ declare
   every text := '* * * * *';
 begin
   select extversion into v from pg_extension where extname = 'pg_cron';
+  -- pg_cron lives in one database per cluster (cron.database_name, a setting
+  -- that exists only when it is preloaded); say so rather than "not installed".
+  if v is null and coalesce(current_setting('cron.database_name', true), '') not in ('', current_database()) then
+    raise notice 'pg_cron runs in database "%" (cron.database_name), not in "%": set cron.database_name = ''%'' '
+      'and create extension pg_cron here, or run `teguh ticker` yourself',
+      current_setting('cron.database_name'), current_database(), current_database();
+    return;
+  end if;
   if v is null then
     raise notice 'pg_cron is not installed: run `teguh ticker` (or select teguh.ticker()) yourself; '
       'workers already wake on their own via teguh.next_due()';
@@ -1794,3 +1856,168 @@ begin
   end loop;
 end
 $upgrade$;
+
+-- ---------------------------------------------------------------------------
+-- Server-side size limit (docs/limits.md)
+-- ---------------------------------------------------------------------------
+-- The client refuses JSON values over its max_payload_bytes (1 MiB of text)
+-- before any SQL runs. This is the backstop for direct SQL callers (a
+-- producer role, say): params, headers and event payloads whose jsonb form
+-- exceeds the server limit are refused with TG005. The default, 4 MiB, is
+-- well above the client's, since jsonb's binary form can be larger than the
+-- JSON text. Values up to 64 kB are never looked at twice, so the common
+-- case costs one pg_column_size().
+
+create table if not exists teguh.settings (
+  name text primary key,
+  value bigint not null
+);
+
+create or replace function teguh._check_payload(what text, val jsonb) returns void
+language plpgsql stable as $$
+declare
+  size int;
+  lim bigint;
+begin
+  if val is null then
+    return;
+  end if;
+  size := pg_column_size(val);
+  if size <= 65536 then
+    return;
+  end if;
+  select s.value into lim from teguh.settings s where s.name = 'max_payload_bytes';
+  lim := coalesce(lim, 4194304);
+  if size > lim then
+    raise exception '% is % bytes of jsonb, above the server limit of % bytes', what, size, lim
+      using errcode = 'TG005', hint = 'the schema owner changes it with teguh.set_max_payload_bytes()';
+  end if;
+end
+$$;
+
+-- The owner's setting for the limit above (at least 64 kB); null restores the default.
+create or replace function teguh.set_max_payload_bytes(n bigint) returns void
+language plpgsql as $$
+begin
+  if n is null then
+    delete from teguh.settings where name = 'max_payload_bytes';
+    return;
+  end if;
+  if n < 65536 then
+    raise exception 'max_payload_bytes must be at least 65536, not %', n using errcode = 'TG004';
+  end if;
+  insert into teguh.settings (name, value) values ('max_payload_bytes', n)
+    on conflict (name) do update set value = excluded.value;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Privileges and roles (docs/roles.md)
+-- ---------------------------------------------------------------------------
+-- Every entry point a role may be granted runs as the schema's owner
+-- (SECURITY DEFINER, with search_path pinned so a caller cannot shadow a
+-- name), so callers never need privileges on teguh's tables. PUBLIC may
+-- execute nothing in the schema: a role can call what teguh.grant_producer,
+-- grant_worker or grant_admin granted it, and nothing else. Internal
+-- functions (leading underscore) and the per-queue functions are never
+-- granted; they are reached only through the entry points.
+
+-- The entry points each kind of role may call.
+create or replace function teguh._role_functions(kind text) returns text[]
+language plpgsql immutable as $$
+declare
+  producer text[] := array['version', 'current_time', 'list_queues',
+                           'spawn_task', 'spawn_tasks', 'emit_event', 'get_task_result'];
+  worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
+                                     'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
+                                     'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',
+                                     'extend_claim', 'extend_claims', 'next_due'];
+  admin text[] := producer || array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'next_due',
+                                    'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop'];
+begin
+  case kind
+    when 'producer' then return producer;
+    when 'worker' then return worker;
+    when 'admin' then return admin;
+    when 'all' then return worker || admin;
+    else raise exception 'unknown role kind %: producer, worker or admin', quote_literal(kind)
+      using errcode = 'TG004';
+  end case;
+end
+$$;
+
+create or replace function teguh._grant(role_name name, kind text) returns void
+language plpgsql as $$
+declare
+  fn regprocedure;
+begin
+  if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
+    raise exception 'role % does not exist', coalesce(quote_ident(role_name), 'NULL') using errcode = 'TG004';
+  end if;
+  execute format('grant usage on schema teguh to %I', role_name);
+  for fn in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'teguh'::regnamespace and p.proname = any(teguh._role_functions(kind))
+             order by 1 loop
+    execute format('grant execute on function %s to %I', fn, role_name);
+  end loop;
+end
+$$;
+
+-- A new queue's generated functions (_claim_<q>, _spawn_<q>, ...) would be
+-- executable by PUBLIC (PostgreSQL's default for functions, which a per-schema
+-- ALTER DEFAULT PRIVILEGES cannot take away): create_queue calls this.
+create or replace function teguh._lock_down_queue(q text) returns void
+language plpgsql as $$
+declare
+  fn regprocedure;
+begin
+  for fn in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'teguh'::regnamespace
+               and p.proname like '\_%' and right(p.proname, length(q) + 1) = '_' || q loop
+    execute format('revoke execute on function %s from public', fn);
+  end loop;
+end
+$$;
+
+-- Spawn tasks, emit events, read results: what an application needs.
+create or replace function teguh.grant_producer(role_name name) returns void
+language sql as $$ select teguh._grant(role_name, 'producer') $$;
+
+-- Everything a worker process calls: claim, complete, fail, checkpoint,
+-- heartbeat, sleep, events, spawn (from handlers). Not create or drop queues.
+create or replace function teguh.grant_worker(role_name name) returns void
+language sql as $$ select teguh._grant(role_name, 'worker') $$;
+
+-- A producer that also manages queues and tasks: create and drop queues,
+-- cancel and retry tasks, ticker, cleanup, pg_cron scheduling.
+create or replace function teguh.grant_admin(role_name name) returns void
+language sql as $$ select teguh._grant(role_name, 'admin') $$;
+
+-- Takes back everything the grant functions gave a role.
+create or replace function teguh.revoke_all(role_name name) returns void
+language plpgsql as $$
+begin
+  if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
+    raise exception 'role % does not exist', coalesce(quote_ident(role_name), 'NULL') using errcode = 'TG004';
+  end if;
+  execute format('revoke all on all functions in schema teguh from %I', role_name);
+  execute format('revoke all on schema teguh from %I', role_name);
+end
+$$;
+
+do $privileges$
+declare
+  fn regprocedure;
+begin
+  -- `create or replace` above reset these attributes, so they are set on every install.
+  for fn in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'teguh'::regnamespace
+               and p.proname = any(teguh._role_functions('all'))
+               and p.proname not in ('version', 'current_time')  -- they touch no table
+             order by 1 loop
+    execute format('alter function %s security definer set search_path = pg_catalog, teguh, pg_temp', fn);
+  end loop;
+  revoke all on schema teguh from public;
+  revoke execute on all functions in schema teguh from public;
+end
+$privileges$;

@@ -59,13 +59,16 @@ create table if not exists completions (
     result jsonb,
     at timestamptz not null default clock_timestamp()
 );
-create or replace function chaos_effect() returns trigger language plpgsql as $$
+-- the triggers fire inside teguh's functions, whose search_path is pinned to teguh
+create or replace function chaos_effect() returns trigger language plpgsql
+  set search_path = public, pg_catalog as $$
 begin
   insert into effects (task_id, step, run_id, state)
   values (new.task_id, new.checkpoint_name, new.owner_run_id, new.state);
   return null;
 end $$;
-create or replace function chaos_completion() returns trigger language plpgsql as $$
+create or replace function chaos_completion() returns trigger language plpgsql
+  set search_path = public, pg_catalog as $$
 begin
   insert into completions (task_id, run_id, result) values (new.task_id, new.last_run_id, new.result);
   return null;

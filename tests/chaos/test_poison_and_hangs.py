@@ -99,5 +99,8 @@ def test_hung_handler_past_max_duration_is_cancelled_and_the_worker_exits_3(
         harness.value(chaos_dsn, "select state from teguh.t_jobs where task_id = %s::uuid", other)
         == "completed"
     )
-    assert "its task was cancelled" in stuck.log()
-    assert "slots are held by stuck handlers" in stuck.log()
+    # "lost" when the heartbeat's statement raced the cancellation: extend_claims
+    # classifies with the snapshot taken before the cancel committed (engine race)
+    log = stuck.log()
+    assert "its task was cancelled" in log or "(lease lost)" in log, log[-3000:]
+    assert "slots are held by stuck handlers" in log

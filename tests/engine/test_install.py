@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg2
-from teguh_engine_helpers import BASE, Engine, snapshot, ts
+from teguh_engine_helpers import BASE, Engine, snapshot, sqlstate, ts
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "teguh" / "schema" / "teguh.sql"
 
@@ -239,3 +239,40 @@ def test_create_queue_and_reinstall_take_no_lock_on_a_busy_queue(db, sql_factory
         holder.run("rollback")
         db.run("reset statement_timeout")
     assert db.value("select count(*) from teguh.list_queues() where queue_name = 'busy'") == 1
+
+
+def test_reinstall_upgrades_task_tables_of_older_versions(db):
+    """Queues made by 0.1 had indexes on state, finished_at and last_run_id,
+    and no cancelled_run_id; a re-install brings them to the current layout and
+    keeps telling a cancelled run (AB001) from a lost one."""
+    db.run("select teguh.create_queue('old')")
+    spawned = db.dicts("select * from teguh.spawn_task('old', 'x', '1')")[0]
+    run = db.dicts("select * from teguh.claim_task('old', 'w', 60, 1)")[0]
+    db.run("select teguh.cancel_task('old', %s)", spawned["task_id"])
+    # turn the queue back into what 0.1 made
+    db.run('drop index teguh."t_old_av", teguh."t_old_dl", teguh."t_old_cr"')
+    db.run('alter table teguh."t_old" drop column cancelled_run_id')
+    db.run('alter table teguh."t_old" reset (fillfactor)')
+    db.run(
+        "create index t_old_ai on teguh.t_old (available_at)"
+        " where available_at is not null and state in ('pending', 'sleeping')"
+    )
+    db.run(
+        "create index t_old_fi on teguh.t_old (finished_at)"
+        " where state in ('completed', 'failed', 'cancelled')"
+    )
+    db.run("create index t_old_ci on teguh.t_old (last_run_id) where state = 'cancelled'")
+
+    with db.conn.cursor() as cur:
+        cur.execute(SCHEMA_FILE.read_text())
+    db.conn.commit()
+
+    names = set(db.value("select array_agg(indexname::text) from pg_indexes where tablename = 't_old'"))
+    assert {"t_old_av", "t_old_dl", "t_old_cr"} <= names
+    assert not names & {"t_old_ai", "t_old_di", "t_old_fi", "t_old_ci"}, names
+    options = db.value(
+        "select array_to_string(reloptions, ',') from pg_class where oid = 'teguh.t_old'::regclass"
+    )
+    assert "fillfactor=40" in options
+    with sqlstate("AB001"):
+        db.run("select teguh.complete_run('old', %s, null)", run["run_id"])

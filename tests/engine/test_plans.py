@@ -272,3 +272,59 @@ def test_spawn_reads_tasks_by_key_only(eng):
     finally:
         eng.sql.run("rollback")
     assert after - before < 1000, f"spawns read {after - before} rows of t_ sequentially"
+
+
+HOT_BLOCKING = {"state", "last_run_id", "finished_at", "attempts", "first_started_at", "result"}
+
+
+def test_task_indexes_avoid_the_columns_claims_and_completions_change(eng):
+    """An index on any column a claim or completion writes would turn those
+    writes into non-HOT updates: one dead tuple per update that only VACUUM
+    can reclaim, and a new entry in every index."""
+    used = set(
+        eng.sql.value(
+            """select coalesce(array_agg(distinct a.attname), '{}')
+                 from pg_index i
+                 join pg_attribute a on a.attrelid = i.indrelid
+                where i.indrelid = %s::regclass
+                  and (a.attnum = any(i.indkey)
+                       or pg_get_expr(i.indpred, i.indrelid) ~ ('\\m' || a.attname || '\\M')
+                       or pg_get_expr(i.indexprs, i.indrelid) ~ ('\\m' || a.attname || '\\M'))""",
+            eng.table("t"),
+        )
+    )
+    assert used, "t_ has no indexes?"
+    assert not used & HOT_BLOCKING, used & HOT_BLOCKING
+
+
+def test_claims_and_completions_rewrite_task_rows_in_place(eng, sql_factory):
+    """The whole life of a plain task leaves t_ with HOT updates only (pruned
+    without VACUUM), and p_ and r_ with one insert and one delete each."""
+    n = 300
+    eng.spawn_many([{"task_name": "hot", "params": {"i": i, "pad": "x" * 40}} for i in range(n)])
+    for _ in range(n // 50):
+        runs = eng.claim(qty=50)
+        eng.sql.run(
+            "select * from teguh.complete_runs(%s, %s::uuid[], %s::jsonb[])",
+            eng.q,
+            [str(r["run_id"]) for r in runs],
+            [None] * len(runs),
+        )
+    assert eng.count("t", "state = 'completed'") == n
+    eng.sql.run("select pg_stat_force_next_flush()")
+    observer = sql_factory()
+    deadline = time.monotonic() + 20
+    while True:
+        observer.run("select pg_stat_clear_snapshot()")
+        row = observer.dicts(
+            "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables"
+            " where schemaname = 'teguh' and relname = %s",
+            f"t_{Q}",
+        )[0]
+        if row["n_tup_upd"] >= 2 * n:
+            break
+        assert time.monotonic() < deadline, f"statistics never caught up: {row}"
+        eng.sql.run("select pg_stat_force_next_flush()")
+        time.sleep(0.05)
+    assert row["n_tup_upd"] == 2 * n, row
+    assert row["n_tup_hot_upd"] == row["n_tup_upd"], row
