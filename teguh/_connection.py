@@ -24,6 +24,7 @@ import tenacity
 from . import _dsn, _embedded, _json, _validate
 from ._pool import BlockingPool, ConnectFailed
 from ._version import SCHEMA_MAJOR
+from ._watchdog import WATCHDOG
 from .errors import (
     ConnectionLost,
     InvalidArgument,
@@ -40,8 +41,7 @@ logger = logging.getLogger("teguh.client")
 T = TypeVar("T")
 C = TypeVar("C", bound="ClientBase")
 
-DEFAULT_CONNECT_TIMEOUT = 10
-"""Seconds libpq waits for a connection, unless the DSN or PGCONNECT_TIMEOUT says otherwise."""
+DEFAULT_CONNECT_TIMEOUT = _dsn.DEFAULT_CONNECT_TIMEOUT
 
 RETRY_ATTEMPTS = 6
 """Tries for a call that is safe to repeat when the connection fails (about 1.5 s of backoff)."""
@@ -71,6 +71,13 @@ class ClientBase:
     max_payload_bytes: int = _json.DEFAULT_MAX_PAYLOAD_BYTES
     """The size limit for params, headers, results, payloads and states (set per instance to change)."""
 
+    call_timeout: float | None = None
+    """Seconds a pooled call may wait for the database before its connection is dropped.
+
+    None (the default for clients) waits as long as libpq does; workers set it
+    (see `_watchdog`), since a silent network would otherwise block them forever.
+    """
+
     def __init__(
         self,
         dsn: str | None = None,
@@ -85,11 +92,11 @@ class ClientBase:
         if min_connections > max_connections:
             raise InvalidArgument("min_connections must not exceed max_connections")
         self._dsn, self._dsn_source = _dsn.configured_dsn(dsn)
-        info = _dsn.parse(self._dsn) if self._dsn else {}
         self.application_name = application_name
-        self._connect_kwargs: dict[str, Any] = {"application_name": application_name}
-        if "connect_timeout" not in info and not os.environ.get("PGCONNECT_TIMEOUT"):
-            self._connect_kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
+        self._connect_kwargs: dict[str, Any] = {
+            "application_name": application_name,
+            **_dsn.network_defaults(self._dsn),
+        }
         self._dsn_lock = threading.Lock()
         self._listen_dsn = listen_dsn
         self._pool = BlockingPool(lambda: self.dsn, min_connections, max_connections, **self._connect_kwargs)
@@ -210,7 +217,11 @@ class ClientBase:
                 raise map_db_error(exc, **subject) from exc
 
         def attempt_once() -> T:
-            with self._pool.connection() as pooled, pooled.cursor() as cur:
+            with (
+                self._pool.connection() as pooled,
+                WATCHDOG.guard(pooled, self.call_timeout, what),
+                pooled.cursor() as cur,
+            ):
                 self._run_session_hooks(cur)
                 if check_schema:
                     self._check_schema(cur)

@@ -30,6 +30,40 @@ def configured_dsn(dsn: str | None = None) -> tuple[str | None, str]:
     return None, "embedded"
 
 
+DEFAULT_CONNECT_TIMEOUT = 10
+"""Seconds libpq waits for a connection, unless the DSN or PGCONNECT_TIMEOUT says otherwise."""
+
+TCP_OPTIONS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+"""libpq TCP settings so a dead peer or a partition is noticed in about 25-30 s.
+
+Keepalives probe an idle connection (a call waiting for its answer counts as
+idle once its bytes were acknowledged); `tcp_user_timeout` (ms) bounds how long
+sent bytes may stay unacknowledged, which otherwise retransmits for ~15 min.
+Unix sockets ignore them.
+"""
+
+
+def network_defaults(dsn: str | None) -> dict[str, str]:
+    """`connect_timeout` and TCP keepalive settings for `psycopg2.connect`, minus what the DSN sets."""
+    info = parse(dsn) if dsn else {}
+    defaults: dict[str, str] = {}
+    if "connect_timeout" not in info and not os.environ.get("PGCONNECT_TIMEOUT"):
+        defaults["connect_timeout"] = str(DEFAULT_CONNECT_TIMEOUT)
+    for key, val in TCP_OPTIONS.items():
+        # tcp_user_timeout needs libpq 12; an older one rejects the keyword
+        if key == "tcp_user_timeout" and psycopg2.extensions.libpq_version() < 120000:
+            continue
+        if key not in info:
+            defaults[key] = val
+    return defaults
+
+
 def parse(dsn: str) -> dict[str, str]:
     """The DSN's parameters (a URI or key=value string).
 

@@ -219,6 +219,14 @@ def queue_list(ctx: click.Context) -> None:
     "--worker-id", envvar="TEGUH_WORKER_ID", default=None, help="Names this worker [default: host:pid]."
 )
 @click.option(
+    "--max-stuck-runs",
+    envvar="TEGUH_MAX_STUCK_RUNS",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Handlers left running after their run was lost or cancelled before the worker exits "
+    "with status 3 for its supervisor to restart it [default: half the concurrency, rounded up; 0: never].",
+)
+@click.option(
     "--shutdown-timeout",
     envvar="TEGUH_SHUTDOWN_TIMEOUT",
     type=click.FloatRange(min=0),
@@ -273,6 +281,10 @@ def run_worker(app: Any, queue: str | None, log_level: str, log_format: str, **o
     _malloc.cap_arenas()  # this process is the worker's own (see teguh/_malloc.py)
     worker = app.worker(queue, **options)
     worker.run()
+    if worker.exit_code:
+        logging.getLogger("teguh.worker").error(
+            "worker exiting with status %d: too many stuck handlers", worker.exit_code
+        )
     if worker.stuck_handlers:
         # Python cannot stop a thread; their tasks were handed back already.
         logging.getLogger("teguh.worker").warning(
@@ -281,7 +293,9 @@ def run_worker(app: Any, queue: str | None, log_level: str, log_format: str, **o
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(worker.exit_code)
+    if worker.exit_code:
+        sys.exit(worker.exit_code)
 
 
 @main.command("spawn")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _json, _time, _validate
+from . import _faults, _json, _time, _validate
 from .errors import Cancelled, LeaseLost, Suspended
 
 if TYPE_CHECKING:
@@ -146,6 +146,8 @@ class TaskContext:
         if name in self._checkpoints:
             return self._checkpoints[name]
         result = fn(*args, **kwargs)
+        if _faults.ARMED is not None:
+            _faults.hit("after_step_fn")
         text = _json.dumps(result, f"result of step {name!r}", max_bytes=self._client.max_payload_bytes)
         self._check()
         self._client.set_checkpoint(
@@ -156,6 +158,8 @@ class TaskContext:
             self.run_id,
             extend_claim_by=self._claim_timeout,
         )
+        if _faults.ARMED is not None:
+            _faults.hit("after_checkpoint_commit")
         value = json.loads(text)
         self._checkpoints[name] = value
         return value

@@ -30,6 +30,7 @@ class Heartbeat(threading.Thread):
         extend_by: the new lease length in seconds (the claim timeout).
         interval: seconds between ticks.
         runs: returns the current `{run_id: RunState}` of in-flight runs.
+        on_tick: called after every tick (the worker counts stuck handlers).
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class Heartbeat(threading.Thread):
         extend_by: int,
         interval: float,
         runs: Callable[[], dict[str, RunState]],
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name=f"teguh-heartbeat-{queue}", daemon=True)
         self._client = client
@@ -46,6 +48,7 @@ class Heartbeat(threading.Thread):
         self._extend_by = extend_by
         self._interval = interval
         self._runs = runs
+        self._on_tick = on_tick
         self._stop_event = threading.Event()
         self.ticks = 0
         self.beat = threading.Event()
@@ -58,6 +61,11 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.wait(self._interval):
             self.tick()
+            if self._on_tick is not None:
+                try:
+                    self._on_tick()
+                except Exception:  # a heartbeat must never die
+                    logger.exception("heartbeat callback failed")
 
     def tick(self) -> None:
         """Extend every in-flight lease now and flag cancelled or lost runs."""

@@ -21,6 +21,8 @@ import psycopg2
 import psycopg2.extensions
 import tenacity
 
+from . import _dsn
+from ._watchdog import WATCHDOG
 from .errors import error_message
 
 logger = logging.getLogger("teguh.listener")
@@ -39,7 +41,10 @@ on the connection) and this check bound how long that goes unnoticed.
 """
 
 KEEPALIVE_OPTIONS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
-"""libpq TCP keepalive settings for the listener, so a dead peer is detected in ~25 s."""
+"""libpq TCP keepalive settings (the listener itself uses all of `_dsn.network_defaults`)."""
+
+LIVENESS_TIMEOUT = 10.0
+"""Seconds the liveness query may take before the connection is dropped (see `_watchdog`)."""
 
 
 class QueueListener:
@@ -54,7 +59,8 @@ class QueueListener:
     def __init__(self, dsn: str, channel: str, **connect_kwargs: Any) -> None:
         self._dsn = dsn
         self._channel = channel
-        self._kwargs = {**KEEPALIVE_OPTIONS, **connect_kwargs}
+        # keepalives and a connect timeout: a silent network must not block the loop
+        self._kwargs = {**_dsn.network_defaults(dsn), **connect_kwargs}
         self._conn: Any = None
         self._last_activity = 0.0
         self._next_attempt = 0.0
@@ -150,7 +156,10 @@ class QueueListener:
             now = time.monotonic()
             if now - self._last_activity >= LIVENESS_INTERVAL:
                 try:
-                    with conn.cursor() as cur:
+                    with (
+                        WATCHDOG.guard(conn, LIVENESS_TIMEOUT, "the LISTEN liveness check"),
+                        conn.cursor() as cur,
+                    ):
                         cur.execute("select 1")
                 except psycopg2.Error as exc:
                     return self._lost(error_message(exc))

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 import tenacity
 
-from . import _json, _validate
+from . import _faults, _json, _validate
 from ._listen_probe import open_listener
 from .context import RunState, TaskContext
 from .errors import (
@@ -67,6 +67,9 @@ MIN_IDLE_WAIT = 0.005
 COMPLETION_RETRY_SECONDS = 60.0
 """How long a completion or failure is retried while the database is unreachable."""
 
+EXIT_STUCK = 3
+"""`Worker.exit_code` (and the CLI's exit status) after a stop forced by stuck handlers."""
+
 UNKNOWN_TASK_RETRY_SECONDS = 60.0
 """Delay before a task with no handler here is offered again (another deploy may know it)."""
 
@@ -87,12 +90,16 @@ def default_worker_id() -> str:
 class _Run:
     """A claimed run in this worker: its inputs, its context state and its logger."""
 
-    __slots__ = ("log", "row", "started", "state")
+    __slots__ = ("flagged_at", "log", "row", "running", "started", "state")
 
     def __init__(self, row: dict[str, Any], queue: str) -> None:
         self.row = row
         self.state = RunState()
         self.started = time.monotonic()
+        self.running = False
+        """Set when a thread starts the handler (prefetched runs are not running)."""
+        self.flagged_at: float | None = None
+        """When the worker first saw the run lost or cancelled while its handler ran."""
         self.log = logging.LoggerAdapter(
             logger,
             {
@@ -197,6 +204,10 @@ class Worker:
             leases; a stopping worker hands them back at once. Use 0 for long
             tasks on many workers, so no task waits behind a busy worker.
         worker_id: names this worker on its leases (default `hostname:pid`).
+        max_stuck_runs: how many handlers may keep running after their run was
+            lost or cancelled (for longer than `claim_timeout`) before the
+            worker stops with `exit_code` 3 so its supervisor restarts it;
+            default half the slots, rounded up; 0 never stops.
         shutdown_timeout: seconds a stop waits for running handlers.
         install_signal_handlers: let `run()` handle SIGTERM/SIGINT when it runs
             in the main thread.
@@ -208,9 +219,13 @@ class Worker:
             transaction mode; at start the worker checks that a notification
             arrives and otherwise polls every `poll_interval`, with a warning.
 
-    Caveats: Python cannot stop a thread. A handler that never returns keeps its
-    thread; its lease expires, another worker retries the task, and this run's
-    writes are refused (`LeaseLost`).
+    Caveats: Python cannot stop a thread. The heartbeat keeps the leases of
+    every running handler, hung or not; a run is lost only when the process
+    stops heartbeating (paused, partitioned, GIL held) or the task is
+    cancelled (by hand or by its `max_duration`). A handler that keeps running
+    after that keeps its thread and slot: its writes are refused (`LeaseLost`,
+    `Cancelled`) and it is counted as stuck; past `max_stuck_runs` the worker
+    stops (see docs/reliability.md).
     """
 
     def __init__(
@@ -225,6 +240,7 @@ class Worker:
         batch_size: int | None = None,
         prefetch: int | None = None,
         worker_id: str | None = None,
+        max_stuck_runs: int | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         install_signal_handlers: bool = True,
         client: Client | None = None,
@@ -244,6 +260,11 @@ class Worker:
             batch_size or self.concurrency + self.prefetch, "batch_size", minimum=1
         )
         self.worker_id = _validate.name(worker_id or default_worker_id(), "worker_id")
+        self.max_stuck_runs = _validate.integer(
+            -(-self.concurrency // 2) if max_stuck_runs is None else max_stuck_runs,
+            "max_stuck_runs",
+            minimum=0,
+        )
         if shutdown_timeout is None or shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, not {shutdown_timeout!r}")
         self.shutdown_timeout = float(shutdown_timeout)
@@ -282,6 +303,8 @@ class Worker:
         """Runs that ended in this worker (completed, failed, suspended or cancelled)."""
         self.stuck_handlers = 0
         """Handlers still running when `run()` returned (their tasks were released)."""
+        self.exit_code = 0
+        """0 after a requested stop; `EXIT_STUCK` (3) when too many handlers were stuck."""
 
     # -- public -------------------------------------------------------------
 
@@ -297,6 +320,8 @@ class Worker:
                 application_name=f"teguh-worker:{self.queue}",
             )
             self._client.max_payload_bytes = self.app.client.max_payload_bytes
+            # a call blocked longer than a lease is pointless: the lease is gone
+            self._client.call_timeout = min(max(10.0, float(self.claim_timeout)), 60.0)
             self._client.session_hooks = self.app.client.session_hooks  # shared: a fake clock reaches both
         return self._client
 
@@ -339,7 +364,12 @@ class Worker:
                 self._listener.wake()
             if self.claim_timeout > 0:
                 heartbeat = Heartbeat(
-                    client, self.queue, self.claim_timeout, self.heartbeat_interval, self._run_states
+                    client,
+                    self.queue,
+                    self.claim_timeout,
+                    self.heartbeat_interval,
+                    self._run_states,
+                    on_tick=self._check_stuck,
                 )
                 heartbeat.start()
             completer.start()
@@ -389,6 +419,8 @@ class Worker:
                     self._listener.wait(delay)
                     continue
                 failures = 0
+                if rows and _faults.ARMED is not None:
+                    _faults.hit("after_claim")
                 self._hold(rows)
                 got_all = len(rows) == qty
                 free = self._start_buffered(executor)
@@ -438,6 +470,7 @@ class Worker:
                 low = len(self._buffer) == low_water
             if low and self._listener is not None:
                 self._listener.wake()
+            run.running = True
             self._execute(run)
         if self._listener is not None:
             self._listener.wake()
@@ -471,8 +504,56 @@ class Worker:
             return None
 
     def _run_states(self) -> dict[str, RunState]:
+        # a lost or cancelled run has no lease left to extend
         with self._lock:
-            return {run_id: run.state for run_id, run in self._runs.items()}
+            return {
+                run_id: run.state
+                for run_id, run in self._runs.items()
+                if not (run.state.lost or run.state.cancelled)
+            }
+
+    def _stuck(self) -> list[_Run]:
+        """Runs whose handler kept running for a while after the run was lost or cancelled.
+
+        Caller holds `_lock`. The grace of one claim timeout lets a handler
+        that is between two teguh calls notice the signal and unwind.
+        """
+        now = time.monotonic()
+        grace = max(self.claim_timeout, 1)
+        stuck = []
+        for run in self._runs.values():
+            if not run.running or run.state.completing or not (run.state.lost or run.state.cancelled):
+                continue
+            if run.flagged_at is None:
+                run.flagged_at = now
+            elif now - run.flagged_at >= grace:
+                stuck.append(run)
+        return stuck
+
+    @property
+    def stuck_runs(self) -> int:
+        """Handlers still running well after their run was lost or cancelled (each holds a slot)."""
+        with self._lock:
+            return len(self._stuck())
+
+    def _check_stuck(self) -> None:
+        """Stop the worker (exit code 3) once `max_stuck_runs` slots are held by stuck handlers."""
+        with self._lock:
+            stuck = self._stuck()
+        if not self.max_stuck_runs or len(stuck) < self.max_stuck_runs or self._stopping:
+            return
+        for run in stuck:
+            run.log.error("handler still running %.0f s after its run ended", time.monotonic() - run.started)
+        logger.error(
+            "%d of %d slots are held by stuck handlers (max_stuck_runs %d); stopping the worker "
+            "so that its supervisor restarts it (Python cannot stop a thread)",
+            len(stuck),
+            self.concurrency,
+            self.max_stuck_runs,
+            extra={"queue": self.queue},
+        )
+        self.exit_code = EXIT_STUCK
+        self.stop()
 
     # -- executing a run ----------------------------------------------------
 
@@ -572,6 +653,8 @@ class Worker:
             run.log.warning("returned a result that cannot be stored: %s", message[:1000])
             self._fail(run, {"type": _clean_text(type(exc).__name__, 200), "message": message})
             return False
+        if _faults.ARMED is not None:
+            _faults.hit("before_complete")
         run.state.completing = True
         self._completions.put((run, text))
         return True
@@ -685,6 +768,8 @@ class Worker:
                 error_message(exc),
             )
             outcomes = {}
+        if outcomes and _faults.ARMED is not None:
+            _faults.hit("after_complete_commit")
         with self._lock:
             for run, _ in batch:
                 outcome = outcomes.get(run.run_id)
@@ -742,7 +827,8 @@ class Worker:
             self._release(run, started=False)
         deadline = time.monotonic() + (0 if self._force else self.shutdown_timeout)
         with self._lock:
-            while self._active and not self._force:
+            # stuck handlers will not finish: wait only for the others
+            while self._active > len(self._stuck()) and not self._force:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
