@@ -8,7 +8,7 @@ Python, with the offending field named, before any SQL runs.
 from __future__ import annotations
 
 import json
-import re
+from itertools import accumulate
 from typing import Any
 
 from .errors import InvalidArgument, PayloadTooLarge
@@ -29,23 +29,23 @@ thousand levels deep cannot be encoded, or, worse, decoded by a worker reading
 it back. The explicit cap keeps every stored value readable from any thread.
 """
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 def _too_deep(text: str, limit: int) -> bool:
-    """Tell whether the JSON text nests arrays and objects more than `limit` levels deep."""
+    """Tell whether the JSON text (as `json.dumps` writes it) nests arrays and objects more than `limit` deep.
+
+    Runs in C-level string operations: a batch of a thousand tasks is checked
+    in a fraction of its encoding time.
+    """
     if text.count("[") + text.count("{") <= limit:
         return False  # too few brackets to nest that deep: the common case costs two counts
-    depth = 0
-    for char in _NOT_BRACKET.sub("", _STRING.sub("", text)):
-        if char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
+    # Brackets inside strings do not count. With escaped backslashes and quotes
+    # gone, every '"' delimits a string, so the even pieces are what lies outside.
+    outside = "".join(text.replace("\\\\", "").replace('\\"', "").split('"')[0::2])
+    brackets = outside.encode("utf-8", "surrogatepass").translate(None, _NOT_BRACKET)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
 
 
 def _find_nul(value: Any, path: str) -> str | None:

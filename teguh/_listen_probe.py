@@ -117,7 +117,8 @@ def open_listener(client: Client, queue: str, listen_dsn: str, poll_interval: fl
     listener = QueueListener(listen_dsn, f"teguh_{queue}", application_name=application_name)
     if not listener.connect():
         return listener  # unreachable for now: it retries with backoff, as before
-    verdict = probe_notify(client, listen_dsn, application_name=application_name)
+    # its own name: the probe's short-lived backend is not the listener's
+    verdict = probe_notify(client, listen_dsn, application_name=f"teguh-listen-probe:{queue}")
     if verdict != BROKEN:
         return listener
     listener.close()

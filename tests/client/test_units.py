@@ -228,3 +228,24 @@ def test_public_names() -> None:
         assert hasattr(teguh, name), name
     assert teguh.__version__ == "0.1.0"
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("teguh").handlers)
+
+
+def test_depth_check_ignores_brackets_in_strings_and_escapes() -> None:
+    import json
+
+    from teguh import _json
+
+    tricky = ['\\"[[[[', "]]]]\\", '"{{{{"', "\\\\[", "[", "é[ü{"]
+    shallow = [{"k": s, "n": [s, {"x": s}]} for s in tricky] * 100  # many brackets, depth 4
+    assert not _json._too_deep(json.dumps(shallow, ensure_ascii=False), 4)
+    assert _json._too_deep(json.dumps(shallow, ensure_ascii=False), 3)
+    deep: list = []
+    inner = deep
+    for _ in range(300):
+        inner.append("]]]}")
+        nxt: list = []
+        inner.append(nxt)
+        inner = nxt
+    text = json.dumps(deep)
+    assert _json._too_deep(text, 256)
+    assert not _json._too_deep(text, 301)
