@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import time
 
 QUEUE = "bench"
@@ -87,6 +89,16 @@ def _psycopg2_version() -> str:
     return psycopg2.__version__.split()[0]
 
 
+def _memtrace(path: str) -> None:
+    from bench._pg import rss_kib
+
+    with open(path, "a") as out:
+        while True:
+            out.write(f"{time.time():.0f} {rss_kib(os.getpid()) / 1024:.1f} {sys.getallocatedblocks()}\n")
+            out.flush()
+            time.sleep(5)  # a sampling period, not synchronisation
+
+
 def worker(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dsn", required=True)
@@ -115,6 +127,9 @@ def worker(argv: list[str]) -> None:
     from teguh import _malloc
 
     _malloc.cap_arenas()
+    trace = os.environ.get("TEGUH_BENCH_MEMTRACE")
+    if trace:  # diagnostic: the worker's RSS and live Python blocks every 5 s
+        threading.Thread(target=_memtrace, args=(trace,), daemon=True).start()
     worker = app.worker(QUEUE, concurrency=args.concurrency)
     barrier()
     worker.run()

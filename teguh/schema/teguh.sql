@@ -1609,6 +1609,8 @@ $$;
 create or replace function teguh.extend_claims(q text, run_ids uuid[], extend_by int)
 returns table(run_id uuid, outcome text)
 language plpgsql as $$
+declare
+  extended uuid[];
 begin
   perform teguh._check_queue(q);
   if extend_by is null or extend_by <= 0 then
@@ -1617,23 +1619,27 @@ begin
   end if;
   -- a lost extension costs at most an early expiry; no need to wait for the disk
   perform set_config('synchronous_commit', 'off', true);
-  return query execute format($q$
-    with ids as (
-      select distinct x.run_id from unnest($1::uuid[]) as x(run_id) where x.run_id is not null
-    ), upd as (
+  execute format($q$
+    with upd as (
       update teguh.%1$I r
          set claim_expires_at = case when r.claim_expires_at is null then null
                                      else $2 + make_interval(secs => $3) end,
              heartbeats = r.heartbeats + 1
-       where r.run_id in (select ids.run_id from ids)
+       where r.run_id = any($1)
       returning r.run_id
     )
+    select coalesce(array_agg(upd.run_id), '{}') from upd$q$, 'r_' || q)
+    into extended using run_ids, teguh.current_time(), extend_by;
+  -- Classified in a statement of its own, whose snapshot sees a cancel that
+  -- committed while the update above waited for its lease row.
+  return query execute format($q$
     select ids.run_id,
-           case when upd.run_id is not null then 'ok'
-                when exists (select 1 from teguh.%2$I t where t.cancelled_run_id = ids.run_id) then 'cancelled'
+           case when ids.run_id = any($2) then 'ok'
+                when exists (select 1 from teguh.%1$I t where t.cancelled_run_id = ids.run_id) then 'cancelled'
                 else 'lost' end
-      from ids left join upd on upd.run_id = ids.run_id$q$, 'r_' || q, 't_' || q)
-    using run_ids, teguh.current_time(), extend_by;
+      from (select distinct x.run_id from unnest($1::uuid[]) as x(run_id) where x.run_id is not null) ids$q$,
+    't_' || q)
+    using run_ids, extended;
 end
 $$;
 

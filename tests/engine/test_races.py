@@ -201,6 +201,22 @@ def test_cancel_first_then_blocked_complete_gets_ab001(eng, engine_factory):
     assert eng.state(task_id) == "cancelled"
 
 
+def test_heartbeat_blocked_by_a_cancel_reports_cancelled(eng, engine_factory):
+    """extend_claims waits for the lease row a cancel deletes; once the cancel
+    commits, the run must be reported cancelled (the handler gets Cancelled),
+    not lost."""
+    task_id, run_id = eng.start("t")
+    canceller, beater = engine_factory(), engine_factory()
+    canceller.sql.run("begin")
+    canceller.cancel(task_id)
+    t_beat = bg(beater.extend_many, [run_id], 30)
+    wait_blocked(eng.sql, pid_of(beater.sql))
+    canceller.sql.run("commit")
+    join_all([t_beat], timeout=10)
+    assert t_beat.error is None, t_beat.error
+    assert {str(k): v for k, v in t_beat.result.items()} == {str(run_id): "cancelled"}
+
+
 def test_emit_racing_await_never_loses_the_wakeup(eng, engine_factory):
     """A transaction holds the e_ row; await blocks, emit blocks; release."""
     first_id, first_run = eng.start("t", {"n": 1})
