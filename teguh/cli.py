@@ -278,7 +278,7 @@ def run_worker(app: Any, queue: str | None, log_level: str, log_format: str, **o
     worker`) that take the same options (`worker_cmd.params`).
     """
     _logging.configure(log_level, log_format)
-    _malloc.cap_arenas()  # this process is the worker's own (see teguh/_malloc.py)
+    _malloc.tune_worker_process()  # this process is the worker's own (see teguh/_malloc.py)
     worker = app.worker(queue, **options)
     worker.run()
     if worker.exit_code:

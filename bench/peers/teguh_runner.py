@@ -28,7 +28,8 @@ class Peer:
             "`spawn_tasks(queue, [{'task_name': 'noop', 'params': i}, ...])` (default pool)",
             f"worker: `App(dsn).worker(queue, concurrency={concurrency})` in its own process; every other "
             "Worker option at its default (threads, claim_timeout 30 s, batch_size = concurrency, "
-            "poll_interval 30 s); malloc arenas capped at 2 as `teguh worker` does",
+            "poll_interval 30 s); malloc arenas capped at 2 and `malloc_trim` every 60 s, "
+            "as `teguh worker` does",
             "handler: `def noop(params): return None` (sync, run in the worker's thread pool)",
         ]
 
@@ -126,7 +127,7 @@ def worker(argv: list[str]) -> None:
     # as `teguh worker` does in the process it owns
     from teguh import _malloc
 
-    _malloc.cap_arenas()
+    _malloc.tune_worker_process()
     trace = os.environ.get("TEGUH_BENCH_MEMTRACE")
     if trace:  # diagnostic: the worker's RSS and live Python blocks every 5 s
         threading.Thread(target=_memtrace, args=(trace,), daemon=True).start()
