@@ -26,7 +26,7 @@ import psycopg2.extensions
 
 from . import _dsn
 from .errors import error_message
-from .listener import KEEPALIVE_OPTIONS, QueueListener
+from .listener import QueueListener
 
 if TYPE_CHECKING:
     from .client import Client
@@ -61,7 +61,7 @@ def probe_notify(
     channel = f"teguh_probe_{uuid.uuid4().hex}"
     payload = uuid.uuid4().hex
     try:
-        conn = psycopg2.connect(listen_dsn, **{**KEEPALIVE_OPTIONS, **connect_kwargs})
+        conn = psycopg2.connect(listen_dsn, **{**_dsn.network_defaults(listen_dsn), **connect_kwargs})
     except psycopg2.Error as exc:
         logger.debug("NOTIFY probe: cannot connect (%s)", error_message(exc))
         return UNKNOWN

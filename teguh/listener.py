@@ -40,9 +40,6 @@ A network partition can leave the socket silent forever; TCP keepalives (set
 on the connection) and this check bound how long that goes unnoticed.
 """
 
-KEEPALIVE_OPTIONS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
-"""libpq TCP keepalive settings (the listener itself uses all of `_dsn.network_defaults`)."""
-
 LIVENESS_TIMEOUT = 10.0
 """Seconds the liveness query may take before the connection is dropped (see `_watchdog`)."""
 
