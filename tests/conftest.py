@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import psycopg
 import psycopg.sql
 import psycopg2
@@ -29,6 +30,11 @@ TEMPLATE_DB = "teguh_tmpl"
 for _name in list(os.environ):
     if _name.startswith(("TEGUH_", "PG")) or _name == "DATABASE_URL":
         del os.environ[_name]
+
+# Property tests draw the same examples on every run, so CI cannot fail by
+# luck; FUZZ_RANDOM=1 explores new ones. A test's own @settings still apply.
+hypothesis.settings.register_profile("teguh", derandomize=not os.environ.get("FUZZ_RANDOM"), database=None)
+hypothesis.settings.load_profile("teguh")
 
 
 class PgServer:
