@@ -9,11 +9,16 @@ its environment arms a crash point (teguh/_faults.py).
 
 Every handler and step execution is written to the `executions` ledger over a
 per-thread autocommit connection, so executions of a process that was killed
-before anything committed are still counted.
+before anything committed are still counted. The ledger connects to
+`CHAOS_LEDGER_DSN` when set (else the worker's DSN): a test that cuts the
+worker's network keeps its instrument outside the cut, or a handler blocked
+on a silenced ledger call would be a genuinely hung handler, whose lease the
+heartbeat rightly keeps extending.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -58,9 +63,10 @@ def record(dsn: str, ctx: Any, step: str) -> int:
     raise RuntimeError("ledger unreachable")
 
 
-def build_app(dsn: str) -> App:
-    """The handlers every chaos scenario uses."""
+def build_app(dsn: str, ledger_dsn: str | None = None) -> App:
+    """The handlers every chaos scenario uses; executions go to `ledger_dsn` (default `dsn`)."""
     app = App(dsn, queue=Q)
+    ledger = ledger_dsn or dsn
     pause = threading.Event()  # never set: waits below are delays, not synchronisation
 
     @app.task("steps", retry_strategy={"kind": "fixed", "base_seconds": 0})
@@ -68,13 +74,13 @@ def build_app(dsn: str) -> App:
         # {"n": steps, "seconds": work per step}: each step returns its ledger id,
         # so the stored result names exactly which executions were committed
         params = params or {}
-        record(dsn, ctx, "$handler")
+        record(ledger, ctx, "$handler")
         ids = []
         for i in range(params.get("n", 3)):
 
             def body(i: int = i) -> int:
                 # recorded as it starts, so a body killed midway counts too
-                execution = record(dsn, ctx, f"s{i}")
+                execution = record(ledger, ctx, f"s{i}")
                 pause.wait(params.get("seconds", 0))
                 return execution
 
@@ -84,13 +90,13 @@ def build_app(dsn: str) -> App:
     @app.task("poison", max_attempts=3, retry_strategy={"kind": "fixed", "base_seconds": 0})
     def poison(params: Any, ctx: Any) -> Any:
         # kills its own process, the way a segfault or the OOM killer would
-        record(dsn, ctx, "$handler")
+        record(ledger, ctx, "$handler")
         os.kill(os.getpid(), signal.SIGKILL)
 
     @app.task("hang", retry_strategy={"kind": "fixed", "base_seconds": 0})
     def hang(params: Any, ctx: Any) -> Any:
         # {"first_only": true}: only the first attempt hangs, later ones return
-        record(dsn, ctx, "$handler")
+        record(ledger, ctx, "$handler")
         if ctx.attempt == 1 or not (params or {}).get("first_only"):
             threading.Event().wait()  # forever, never calling teguh
         return {"attempt": ctx.attempt}
@@ -102,9 +108,11 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(threadName)s %(name)s: %(message)s"
     )
+    # `kill -USR1` prints every thread's stack: how a hung worker is diagnosed
+    faulthandler.register(signal.SIGUSR1, file=sys.stdout, all_threads=True)
     dsn = argv[1]
     options = json.loads(argv[2]) if len(argv) > 2 else {}
-    app = build_app(dsn)
+    app = build_app(dsn, os.environ.get("CHAOS_LEDGER_DSN") or dsn)
     worker = app.worker(**options)
     try:
         worker.run()

@@ -15,6 +15,7 @@ Used by the tests here and by bench/soak.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -166,15 +167,22 @@ def spawn_steps(dsn: str, count: int, *, n: int = 3, seconds: float = 0.0, **opt
     return ids
 
 
-def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "") -> Any:
-    """Poll `check` until truthy; raise AssertionError after `timeout` seconds."""
+def wait_until(
+    check: Callable[[], Any], timeout: float, interval: float = 0.1, what: str | Callable[[], str] = ""
+) -> Any:
+    """Poll `check` until truthy; raise AssertionError after `timeout` seconds.
+
+    `what` describes the wait in the error; a callable is called only then, so
+    a log it reads is the log at the failure, not at the start of the wait.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or check!r}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout} s: {described or check!r}")
         time.sleep(interval)  # a polling interval, not synchronisation
 
 
@@ -218,6 +226,15 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stacks(self) -> str:
+        """The log after the process printed every thread's stack (SIGUSR1), for a hang's report."""
+        if self.alive():
+            size = self.log_path.stat().st_size
+            os.kill(self.pid, signal.SIGUSR1)
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: self.log_path.stat().st_size > size, 5)
+        return self.log()
 
 
 class Supervisor:

@@ -71,7 +71,7 @@ def sigkill_chaos(
         lambda: harness.not_terminal(dsn) == 0,
         tasks * step_seconds * 3 + 60 + 3 * claim_timeout,
         interval=0.5,
-        what=f"all {tasks} tasks terminal\n{sup.logs()}",
+        what=lambda: f"all {tasks} tasks terminal\n{sup.logs()}",
     )
     drained = time.monotonic()
     violations = harness.invariants(dsn)
@@ -115,7 +115,10 @@ def postgres_restarts(
         server.restart(mode)
         outages.append(round(time.monotonic() - t0, 1))
     harness.wait_until(
-        lambda: _done(dsn) == tasks, 300, interval=0.5, what=f"all tasks done after restarts\n{sup.logs()}"
+        lambda: _done(dsn) == tasks,
+        300,
+        interval=0.5,
+        what=lambda: f"all tasks done after restarts\n{sup.logs()}",
     )
     violations = harness.invariants(dsn)
     figures = report(
@@ -188,7 +191,9 @@ def pool_backends_terminated(dsn: str, procs: Any, *, tasks: int, rounds: int) -
         )
         killed.append(harness.value(dsn, kill_sql))
     start = time.monotonic()
-    harness.wait_until(lambda: harness.not_terminal(dsn) == 0, 180, interval=0.3, what=f"drained\n{wp.log()}")
+    harness.wait_until(
+        lambda: harness.not_terminal(dsn) == 0, 180, interval=0.3, what=lambda: f"drained\n{wp.stacks()}"
+    )
     violations = harness.invariants(dsn)
     figures = report(
         "backends_terminated",
@@ -220,7 +225,7 @@ def sigterm_under_load(dsn: str, supervise: Any, *, tasks: int) -> dict[str, Any
     stopped_in = time.monotonic() - t0
     # with 30 s leases, a task it abandoned would wait 30 s: draining fast proves none was
     harness.wait_until(
-        lambda: harness.not_terminal(dsn) == 0, 25, interval=0.2, what=f"drained\n{sup.logs()}"
+        lambda: harness.not_terminal(dsn) == 0, 25, interval=0.2, what=lambda: f"drained\n{sup.logs()}"
     )
     violations = harness.invariants(dsn)
     figures = report(

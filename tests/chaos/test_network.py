@@ -24,7 +24,12 @@ def test_worker_recovers_on_its_own_after_the_network_comes_back(
 ) -> None:
     tasks = 60
     harness.spawn_steps(chaos_dsn, tasks, seconds=0.1)
-    wp = procs(_proxied(chaos_dsn, proxy), {"claim_timeout": 5, "concurrency": 4, "poll_interval": 2})
+    # the ledger bypasses the proxy: only the worker's own connections are cut
+    wp = procs(
+        _proxied(chaos_dsn, proxy),
+        {"claim_timeout": 5, "concurrency": 4, "poll_interval": 2},
+        env={"CHAOS_LEDGER_DSN": chaos_dsn},
+    )
     harness.wait_until(lambda: harness.value(chaos_dsn, "select count(*) from completions") >= 5, 60)
     getattr(proxy, fault)()
     outage_started = time.monotonic()
@@ -36,7 +41,7 @@ def test_worker_recovers_on_its_own_after_the_network_comes_back(
         lambda: harness.not_terminal(chaos_dsn) == 0,
         150,
         interval=0.5,
-        what=f"drained after {fault}\n{wp.log()}",
+        what=lambda: f"drained after {fault}\n{wp.stacks()}",
     )
     figures = scenarios.report(
         f"network_{fault}",
