@@ -134,7 +134,7 @@ def run_peer(
     if "drain" in which:
         d = attempt(errors, f"{tag} drain", scenarios.drain, cluster, peer, s) or {}
         out.setdefault("drain", []).append(d.get("rate"))
-        for key in ("cpu_worker", "cpu_pg", "dead_per_job", "size_mb", "leftover"):
+        for key in ("cpu_worker", "cpu_pg", "dead_pages_per_job", "dead_per_job", "size_mb", "leftover"):
             out.setdefault(key, []).append(d.get(key))
         if d.get("statements"):
             out.setdefault("statements", {})["drain"] = d["statements"]
@@ -142,7 +142,8 @@ def run_peer(
             log(
                 f"{tag}: drain {d['rate']:,.0f} jobs/s, "
                 f"CPU worker {d['cpu_worker']:.0%} PG {d['cpu_pg']:.0%} (of all cores), "
-                f"{d['dead_per_job']:.2f} dead tuples/job, {d['size_mb']:.1f} MB"
+                f"dead tuples/job {_r(d['dead_pages_per_job'], '{:.2f}')} on the pages, "
+                f"{d['dead_per_job']:.2f} per n_dead_tup, {d['size_mb']:.1f} MB"
             )
 
     if "wakeup" in which:
@@ -169,8 +170,8 @@ def _short(query: str, width: int = 110) -> str:
     return query if len(query) <= width else query[: width - 3] + "..."
 
 
-def _r(rate) -> str:
-    return "n/a" if rate is None else f"{rate:,.0f}"
+def _r(value, spec: str = "{:,.0f}") -> str:
+    return "n/a" if value is None else spec.format(value)
 
 
 def main(argv: list[str]) -> int:
@@ -393,7 +394,11 @@ def how_measured(args) -> list[str]:
         "(`alter table ... set (autovacuum_enabled = false)` after installing it); after the drain the "
         "worker is stopped, its backends gone, and `sum(n_dead_tup)` / N and "
         "`sum(pg_total_relation_size(relid))` are read from `pg_stat_user_tables` (they include the "
-        "pre-fill).",
+        "pre-fill). Dead tuples are also counted on the pages of those tables with pageinspect (which "
+        "reads a page without pruning it): dead line pointers plus stored tuples whose deleter or "
+        "updater committed, i.e. what VACUUM would have to remove. The two differ where pages are "
+        "pruned during the drain: PostgreSQL clamps `n_dead_tup` at zero on every flush of a backend's "
+        "counts, so a prune reported before the updates it removed is lost and the counter stays high.",
         "CPU split: user+system CPU seconds during the drain from /proc/<pid>/stat, for the worker process "
         "and for the whole cluster (postmaster, its live children, and the children it reaped, minus the "
         f"polling backend), divided by the drain's wall time x {os.cpu_count()} cores.",

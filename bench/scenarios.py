@@ -164,8 +164,54 @@ def wait_for_no_other_backends(conn, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def table_stats(conn) -> tuple[int, int]:
-    """Dead tuples and total size (tables, indexes, TOAST) of every user table of the database.
+# What VACUUM would have to remove, read off the pages (pageinspect reads them
+# without pruning): line pointers left dead by a prune, plus tuples still stored
+# whose deleter or updater committed (lock-only xmax and aborted ones aside).
+# 0x0800 xmax invalid, 0x0080 lock only, 0x1000 multi, 0x0050 lock mask,
+# 0x0040 exclusive lock, 0x0300 xmin frozen/invalid bits.
+DEAD_ON_PAGES_SQL = """
+select count(*) filter (where i.lp_flags = 3)
+     + count(*) filter (where i.lp_flags = 1 and (
+         (i.t_infomask & 768) = 512
+         or (i.t_xmax <> '0'
+             and (i.t_infomask & 2048) = 0
+             and (i.t_infomask & 128) = 0
+             and (i.t_infomask & 4176) <> 64
+             and ((i.t_infomask & 4096) <> 0 or pg_xact_status(i.t_xmax::text::xid8) = 'committed'))))
+  from generate_series(0, pg_relation_size(%(rel)s::regclass) / current_setting('block_size')::int - 1) blk,
+       heap_page_items(get_raw_page(%(rel)s, blk::int)) i
+"""
+
+
+def dead_on_pages(conn, relids: list[int]) -> int | None:
+    """Dead tuples counted on the tables' pages (None without pageinspect).
+
+    `n_dead_tup` is a counter: updates add to it when they commit and prunes
+    subtract when their backend flushes, and PostgreSQL clamps it at zero on
+    every flush. A prune flushed before the updates it undid (the poller's
+    scans prune pages a second before the worker's backends report) is lost,
+    so the counter overstates what is left for tables pruned during the drain.
+    The bench cluster is fresh, so a 32-bit xid is its own xid8.
+    """
+    cur = conn.cursor()
+    try:
+        cur.execute("create extension if not exists pageinspect")
+        conn.commit()
+    except psycopg2.Error:
+        conn.rollback()
+        return None
+    total = 0
+    for relid in relids:
+        cur.execute("select %s::regclass::text", (relid,))
+        rel = cur.fetchone()[0]
+        cur.execute(DEAD_ON_PAGES_SQL, {"rel": rel})
+        total += cur.fetchone()[0] or 0
+    conn.commit()
+    return total
+
+
+def table_stats(conn) -> tuple[int, int | None, int]:
+    """Dead tuples (statistics, then counted on the pages) and total size of every user table.
 
     Statistics reach the shared counters up to a second late: the poller's own
     pending counts (its scans prune pages) are flushed first, and the snapshot
@@ -177,7 +223,7 @@ def table_stats(conn) -> tuple[int, int]:
         conn.commit()
     cur.execute("select pg_stat_clear_snapshot()")
     cur.execute(
-        "select relname, n_dead_tup, n_tup_upd, n_tup_hot_upd, pg_total_relation_size(relid) "
+        "select relname, n_dead_tup, n_tup_upd, n_tup_hot_upd, pg_total_relation_size(relid), relid "
         "from pg_stat_user_tables order by relname"
     )
     rows = cur.fetchall()
@@ -187,7 +233,8 @@ def table_stats(conn) -> tuple[int, int]:
     busy = [r[:4] for r in rows if r[1]]
     if busy:
         print("    dead tuples by table (name, dead, updates, HOT):", busy, file=sys.stderr, flush=True)
-    return int(dead), int(size)
+    on_pages = dead_on_pages(conn, [r[5] for r in rows])
+    return int(dead), on_pages, int(size)
 
 
 class StatementWatch:
@@ -276,7 +323,7 @@ def drain(cluster: Cluster, peer, s: Settings, workers: int = 1) -> dict[str, fl
             stop_workers(procs)
             procs = []
             wait_for_no_other_backends(poller)
-            dead, size = table_stats(poller)
+            dead, dead_pages, size = table_stats(poller)
             leftover = optional_scalar(poller, peer.leftover_sql())
         finally:
             stop_workers(procs)
@@ -288,6 +335,7 @@ def drain(cluster: Cluster, peer, s: Settings, workers: int = 1) -> dict[str, fl
         "cpu_worker": (cpu_w1 - cpu_w0) / (wall * nproc),
         "cpu_pg": (cpu_pg1 - cpu_pg0) / (wall * nproc),
         "dead_per_job": dead / s.n,
+        "dead_pages_per_job": None if dead_pages is None else dead_pages / s.n,
         "size_mb": size / 1e6,
         "leftover": leftover,
         "statements": statements,

@@ -338,11 +338,14 @@ begin
       notify_done boolean not null default false,
       deadline_at timestamptz,
       cancelled_run_id uuid
-    ) with (fillfactor = 40)$ddl$, 't_' || q);
+    ) with (fillfactor = 30)$ddl$, 't_' || q);
   -- Upgrades of tables made before 0.2. Claim and completion rewrite a task's
   -- row in place (a HOT update, pruned without VACUUM) only when no indexed
   -- column changes: so the indexes below avoid state, last_run_id and
-  -- finished_at, and the fill factor leaves room on the page for new versions.
+  -- finished_at, and the fill factor leaves room on the page for new versions:
+  -- at 30 a page holds three versions of every row it was filled with, so a
+  -- claim and a completion stay HOT even when no prune could run between them
+  -- (at 40, one update in a hundred had to move to another page under load).
   if not exists (select 1 from pg_attribute
                   where attrelid = format('teguh.%I', 't_' || q)::regclass
                     and attname = 'cancelled_run_id' and not attisdropped) then
@@ -351,8 +354,8 @@ begin
   end if;
   if not exists (select 1 from pg_class
                   where oid = format('teguh.%I', 't_' || q)::regclass
-                    and 'fillfactor=40' = any(coalesce(reloptions, '{}'))) then
-    execute format('alter table teguh.%I set (fillfactor = 40)', 't_' || q);
+                    and 'fillfactor=30' = any(coalesce(reloptions, '{}'))) then
+    execute format('alter table teguh.%I set (fillfactor = 30)', 't_' || q);
   end if;
   if to_regclass(format('teguh.%I', 't_' || q || '_fi')) is not null then
     execute format('drop index if exists teguh.%I, teguh.%I, teguh.%I, teguh.%I',

@@ -273,6 +273,6 @@ def test_reinstall_upgrades_task_tables_of_older_versions(db):
     options = db.value(
         "select array_to_string(reloptions, ',') from pg_class where oid = 'teguh.t_old'::regclass"
     )
-    assert "fillfactor=40" in options
+    assert "fillfactor=30" in options
     with sqlstate("AB001"):
         db.run("select teguh.complete_run('old', %s, null)", run["run_id"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -325,6 +326,61 @@ def test_claims_and_completions_rewrite_task_rows_in_place(eng, sql_factory):
             break
         assert time.monotonic() < deadline, f"statistics never caught up: {row}"
         eng.sql.run("select pg_stat_force_next_flush()")
+        time.sleep(0.05)
+    assert row["n_tup_upd"] == 2 * n, row
+    assert row["n_tup_hot_upd"] == row["n_tup_upd"], row
+
+
+def test_task_rows_stay_hot_when_no_prune_can_run(eng, engine_factory, sql_factory):
+    """With pruning impossible (an old snapshot held open) and four connections
+    racing claims and completions, every task row update is still HOT: a page
+    filled to the fill factor has room for a row's pending, running and
+    completed versions side by side."""
+    n = 400
+    eng.spawn_many([{"task_name": "hot", "params": {"i": i, "pad": "x" * 40}} for i in range(n)])
+    horizon = sql_factory()
+    horizon.conn.autocommit = False
+    horizon.conn.set_session(isolation_level="REPEATABLE READ")
+    horizon.value("select count(*) from teguh.t_jobs")  # takes the snapshot that pins the horizon
+    racers = [engine_factory(at=0) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def drain(e: Engine) -> None:
+        try:
+            while runs := e.claim(qty=10):
+                e.sql.run(
+                    "select * from teguh.complete_runs(%s, %s::uuid[], %s::jsonb[])",
+                    e.q,
+                    [str(r["run_id"]) for r in runs],
+                    [None] * len(runs),
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drain, args=(e,)) for e in racers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert eng.count("t", "state = 'completed'") == n
+    horizon.conn.rollback()
+    for e in racers:
+        e.sql.run("select pg_stat_force_next_flush()")
+    observer = sql_factory()
+    deadline = time.monotonic() + 20
+    while True:
+        observer.run("select pg_stat_clear_snapshot()")
+        row = observer.dicts(
+            "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables"
+            " where schemaname = 'teguh' and relname = %s",
+            f"t_{Q}",
+        )[0]
+        if row["n_tup_upd"] >= 2 * n:
+            break
+        assert time.monotonic() < deadline, f"statistics never caught up: {row}"
+        for e in racers:
+            e.sql.run("select pg_stat_force_next_flush()")
         time.sleep(0.05)
     assert row["n_tup_upd"] == 2 * n, row
     assert row["n_tup_hot_upd"] == row["n_tup_upd"], row
