@@ -1,4 +1,4 @@
-"""teguh side by side with its peers (pgqueuer, procrastinate), in one command.
+"""teguh side by side with its peers (pgqueuer, procrastinate, absurd), in one command.
 
     python bench/compare.py            # N = 20,000, concurrency 16, medians of 3 runs
     python bench/compare.py --quick    # N = 2,000, 1 run, short pgbench and memory runs
@@ -7,10 +7,11 @@
 Starts its own PostgreSQL (fsync and synchronous_commit on), measures the
 pgbench limit (one insert + one delete by primary key per transaction), then
 for each run and each peer, every scenario on a fresh database: single spawn,
-batch spawn, drain of a pre-filled queue (with dead tuples, table sizes and
-the CPU split), wake-up latency of an idle worker. Then, for teguh only, the
-drain with several worker processes and the worker's memory over a long run.
-Workers run in subprocesses; every process started is stopped by its pid.
+batch spawn (n/a for a peer that has none), drain of a pre-filled queue (with
+dead tuples, table sizes and the CPU split), wake-up latency of an idle worker.
+Then, for teguh only, the drain with several worker processes and the worker's
+memory over a long run. Workers run in subprocesses; every process started is
+stopped by its pid.
 """
 
 from __future__ import annotations
@@ -129,7 +130,10 @@ def run_peer(
             out.setdefault(f"{key}_spawn", []).append(r.get("rate"))
             if r.get("statements"):
                 out.setdefault("statements", {})[label] = r["statements"]
-            log(f"{tag}: {label} {_r(r.get('rate'))} jobs/s")
+            if key == "batch" and peer.spawn_batch is None:
+                log(f"{tag}: {label} n/a ({peer.name} has no batch spawn)")
+            else:
+                log(f"{tag}: {label} {_r(r.get('rate'))} jobs/s")
 
     if "drain" in which:
         d = attempt(errors, f"{tag} drain", scenarios.drain, cluster, peer, s) or {}
@@ -292,7 +296,7 @@ def render(
         "and size).",
         "",
         "```sh",
-        "pip install -e '.[bench]'   # pgqueuer[asyncpg] and procrastinate",
+        "pip install -e '.[bench]'   # pgqueuer[asyncpg], procrastinate, absurd-sdk and absurdctl",
         command,
         "```",
         "",
@@ -374,10 +378,6 @@ def render(
         revision = f", revision {teguh_revision}" if peer.name == "teguh" else ""
         out.append(f"- **{peer.version()}{revision}**")
         out += [f"  - {line}" for line in peer.settings(args.concurrency)]
-    out.append(
-        "- absurd (absurd-sdk on PyPI) is not included: the package is a client only, and its "
-        "database schema has to come from the absurd repository's `absurdctl`."
-    )
     if errors:
         out += ["", "Failures during this run:", ""] + [f"- {e}" for e in errors]
     return _report.wrap("\n".join(out))
@@ -386,8 +386,9 @@ def render(
 def how_measured(args) -> list[str]:
     return [
         "single spawn: one thread, one connection already open, one call per job; jobs/s over the loop.",
-        f"batch spawn: the same with {args.batch:,} jobs per call.",
-        f"drain: {args.jobs:,} jobs spawned in batches, then `CHECKPOINT`, then the worker process is "
+        f"batch spawn: the same with {args.batch:,} jobs per call; n/a for a peer without batch spawn.",
+        f"drain: {args.jobs:,} jobs spawned in batches (one at a time for a peer without batch spawn), "
+        "then `CHECKPOINT`, then the worker process is "
         "started and set up, and released at t0; the end is the first poll (every 50 ms, down to 2 ms "
         "near the end) of the peer's count of finished jobs that sees all of them. jobs/s = N / (end - t0).",
         "dead tuples and size: autovacuum is off on every table of the peer "

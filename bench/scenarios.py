@@ -109,10 +109,20 @@ def single_spawn(cluster: Cluster, peer, s: Settings) -> dict:
 
 
 def batch_spawn(cluster: Cluster, peer, s: Settings) -> dict:
-    """Jobs per second spawned `s.batch` per call."""
+    """Jobs per second spawned `s.batch` per call; an empty result (n/a) for a peer without batch spawn."""
+    if peer.spawn_batch is None:
+        return {}
     with FreshDatabase(cluster, peer) as db, StatementWatch(cluster, db) as watch:
         rate = s.n / peer.spawn_batch(db.url, s.n, s.batch)
         return {"rate": rate, "statements": watch.read(s.n)}
+
+
+def prefill(peer, url: str, n: int, batch: int, first: int = 0) -> None:
+    """Spawn jobs first..first+n-1: `batch` per call, or one at a time for a peer without batch spawn."""
+    if peer.spawn_batch is None:
+        peer.spawn_single(url, n, first)
+    else:
+        peer.spawn_batch(url, n, batch, first)
 
 
 # -- draining ----------------------------------------------------------------------
@@ -296,7 +306,7 @@ def drain(cluster: Cluster, peer, s: Settings, workers: int = 1) -> dict[str, fl
     """Pre-fill n jobs, start the worker(s) at once, time until the database counts n finished."""
     nproc = os.cpu_count() or 1
     with FreshDatabase(cluster, peer) as db:
-        peer.spawn_batch(db.url, s.n, s.batch)
+        prefill(peer, db.url, s.n, s.batch)
         cluster.admin("checkpoint")
         poller = db.connect()
         watch = StatementWatch(cluster, db)
@@ -417,7 +427,7 @@ def memory(
                         raise TimeoutError(f"stalled at {done:,} processed tasks")
                     if spawned - done < backlog and spawned < total:
                         take = min(feed, total - spawned)
-                        peer.spawn_batch(db.url, take, s.batch, first=spawned)
+                        prefill(peer, db.url, take, s.batch, first=spawned)
                         spawned += take
                     else:
                         time.sleep(0.2)

@@ -3,9 +3,11 @@
 Each module defines a `Peer` class (the harness side: install, spawn, count
 finished jobs) and a `worker` entry point run as `python -m
 bench.peers.<module> worker --dsn URL --concurrency N [--stamps FILE]`.
+A peer without batch spawn sets `spawn_batch = None`: its batch scenario is
+reported as n/a and its queue is pre-filled one spawn at a time.
 """
 
-PEERS = ("teguh", "pgqueuer", "procrastinate")
+PEERS = ("teguh", "pgqueuer", "procrastinate", "absurd")
 
 
 def load(name: str):
