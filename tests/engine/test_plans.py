@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from teguh_engine_helpers import Engine, Q, j, ts
@@ -298,6 +299,28 @@ def test_task_indexes_avoid_the_columns_claims_and_completions_change(eng):
     assert not used & HOT_BLOCKING, used & HOT_BLOCKING
 
 
+def task_update_counts(observer: Any, writers: list[Engine], at_least: int) -> dict[str, int]:
+    """t_'s update and HOT-update counts once `at_least` updates reached the statistics.
+
+    Each writer's backend reports its counts about once a second; asking it to
+    flush and polling with a deadline avoids sleeping for that second.
+    """
+    deadline = time.monotonic() + 20
+    while True:
+        for w in writers:
+            w.sql.run("select pg_stat_force_next_flush()")
+        observer.run("select pg_stat_clear_snapshot()")
+        row = observer.dicts(
+            "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables"
+            " where schemaname = 'teguh' and relname = %s",
+            f"t_{Q}",
+        )[0]
+        if row["n_tup_upd"] >= at_least:
+            return row
+        assert time.monotonic() < deadline, f"statistics never caught up: {row}"
+        time.sleep(0.05)  # a polling interval, not synchronisation
+
+
 def test_claims_and_completions_rewrite_task_rows_in_place(eng, sql_factory):
     """The whole life of a plain task leaves t_ with HOT updates only (pruned
     without VACUUM), and p_ and r_ with one insert and one delete each."""
@@ -312,21 +335,7 @@ def test_claims_and_completions_rewrite_task_rows_in_place(eng, sql_factory):
             [None] * len(runs),
         )
     assert eng.count("t", "state = 'completed'") == n
-    eng.sql.run("select pg_stat_force_next_flush()")
-    observer = sql_factory()
-    deadline = time.monotonic() + 20
-    while True:
-        observer.run("select pg_stat_clear_snapshot()")
-        row = observer.dicts(
-            "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables"
-            " where schemaname = 'teguh' and relname = %s",
-            f"t_{Q}",
-        )[0]
-        if row["n_tup_upd"] >= 2 * n:
-            break
-        assert time.monotonic() < deadline, f"statistics never caught up: {row}"
-        eng.sql.run("select pg_stat_force_next_flush()")
-        time.sleep(0.05)
+    row = task_update_counts(sql_factory(), [eng], at_least=2 * n)
     assert row["n_tup_upd"] == 2 * n, row
     assert row["n_tup_hot_upd"] == row["n_tup_upd"], row
 
@@ -365,22 +374,6 @@ def test_task_rows_stay_hot_when_no_prune_can_run(eng, engine_factory, sql_facto
     assert not errors, errors
     assert eng.count("t", "state = 'completed'") == n
     horizon.conn.rollback()
-    for e in racers:
-        e.sql.run("select pg_stat_force_next_flush()")
-    observer = sql_factory()
-    deadline = time.monotonic() + 20
-    while True:
-        observer.run("select pg_stat_clear_snapshot()")
-        row = observer.dicts(
-            "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables"
-            " where schemaname = 'teguh' and relname = %s",
-            f"t_{Q}",
-        )[0]
-        if row["n_tup_upd"] >= 2 * n:
-            break
-        assert time.monotonic() < deadline, f"statistics never caught up: {row}"
-        for e in racers:
-            e.sql.run("select pg_stat_force_next_flush()")
-        time.sleep(0.05)
+    row = task_update_counts(sql_factory(), racers, at_least=2 * n)
     assert row["n_tup_upd"] == 2 * n, row
     assert row["n_tup_hot_upd"] == row["n_tup_upd"], row
