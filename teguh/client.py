@@ -462,6 +462,21 @@ class Client(ClientBase):
         extend = None
         if extend_claim_by is not None and to_seconds(extend_claim_by, "extend_claim_by") > 0:
             extend = to_whole_seconds(extend_claim_by, "extend_claim_by", positive=True)
+        self._set_checkpoint_json(queue, task_id, step_name, state_json, owner_run_id, extend, conn=conn)
+
+    def _set_checkpoint_json(
+        self,
+        queue: str,
+        task_id: str,
+        step_name: str,
+        state_json: str,
+        owner_run_id: str,
+        extend: int | None,
+        *,
+        conn: Any = None,
+    ) -> None:
+        # `set_checkpoint` once its arguments are checked and the state encoded
+        # (TaskContext.step encodes the result itself, for the value it returns)
         self._run(
             "set_checkpoint",
             lambda cur: cur.execute(

@@ -150,13 +150,8 @@ class TaskContext:
             _faults.hit("after_step_fn")
         text = _json.dumps(result, f"result of step {name!r}", max_bytes=self._client.max_payload_bytes)
         self._check()
-        self._client.set_checkpoint(
-            self.queue,
-            self.task_id,
-            name,
-            result,
-            self.run_id,
-            extend_claim_by=self._claim_timeout,
+        self._client._set_checkpoint_json(
+            self.queue, self.task_id, name, text, self.run_id, self._claim_timeout or None
         )
         if _faults.ARMED is not None:
             _faults.hit("after_checkpoint_commit")

@@ -145,6 +145,17 @@ class _EagerBackend:
     ) -> None:
         self._runner._task(task_id).checkpoints[step_name] = _roundtrip(state, f"step {step_name!r}")
 
+    def _set_checkpoint_json(
+        self,
+        queue: str,
+        task_id: str,
+        step_name: str,
+        state_json: str,
+        owner_run_id: str,
+        extend: int | None,
+    ) -> None:
+        self._runner._task(task_id).checkpoints[step_name] = json.loads(state_json)
+
     def sleep_run(
         self,
         queue: str,
