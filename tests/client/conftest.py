@@ -6,12 +6,12 @@ connection to the client with `conn=`, so nothing waits on the wall clock.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from _polling import eventually  # noqa: F401 (used by the tests here)
 
 import teguh
 
@@ -23,18 +23,6 @@ QUEUE_TABLES = ("t", "p", "r", "c", "e", "w")
 def ts(seconds: float = 0.0) -> datetime:
     """A moment `seconds` after BASE."""
     return BASE + timedelta(seconds=seconds)
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll `check` until it returns a truthy value, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 @pytest.fixture

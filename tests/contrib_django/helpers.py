@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg2
+from _polling import eventually as _eventually
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
-    """Poll `check` until it returns a truthy value; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {check!r}")
-        time.sleep(interval)  # a polling interval, not synchronisation
+    """`_polling.eventually`, waiting 15 s by default."""
+    return _eventually(check, timeout, interval)
 
 
 def query(dsn: str, sql: str, *args: Any) -> list[tuple]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _polling import eventually
 
 from teguh.app import App
 from teguh.worker import Worker
@@ -35,18 +36,6 @@ REPO = HERE.parent.parent
 
 JOIN_TIMEOUT = 20.0
 """Seconds a stopping worker thread may take at teardown before it is forced."""
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll `check` until it returns a truthy value; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {check!r}")
-        time.sleep(interval)  # a polling interval, not synchronisation
 
 
 class _IdleProbe:
