@@ -11,14 +11,14 @@
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from teguh.app import App
+from teguh.testing import worker_thread
 from teguh.worker import Worker
 
 from . import chaos_app, harness
@@ -58,41 +58,30 @@ def supervise(tmp_path: Path) -> Iterator[Callable[..., harness.Supervisor]]:
         sup.stop(timeout=5)
 
 
-class WorkerThread:
-    """A `Worker` of the chaos app running in a daemon thread of the test process."""
+class InProcessWorker:
+    """A chaos-app worker run by `teguh.testing.worker_thread`; `stop()` ends it early."""
 
-    def __init__(self, worker: Worker, app: App) -> None:
+    def __init__(self, worker: Worker, running: contextlib.ExitStack) -> None:
         self.worker = worker
-        self.app = app
-        self.thread = threading.Thread(target=worker.run, name="chaos-worker", daemon=True)
-
-    def start(self) -> WorkerThread:
-        self.thread.start()
-        if not self.worker.started.wait(30):
-            raise AssertionError("in-process worker did not start within 30 s")
-        return self
+        self._running = running
 
     def stop(self) -> None:
-        self.worker.stop(force=True)
-        self.thread.join(30)
-        self.worker.client.close()
-        self.app.client.close()
+        self._running.close()  # idempotent
 
 
 @pytest.fixture
-def in_process_worker() -> Iterator[Callable[..., WorkerThread]]:
-    running: list[WorkerThread] = []
+def in_process_worker() -> Iterator[Callable[..., InProcessWorker]]:
+    with contextlib.ExitStack() as teardown:
 
-    def start(dsn: str, **options: Any) -> WorkerThread:
-        options.setdefault("install_signal_handlers", False)
-        app = chaos_app.build_app(dsn)
-        handle = WorkerThread(app.worker(**options), app).start()
-        running.append(handle)
-        return handle
+        def start(dsn: str, **options: Any) -> InProcessWorker:
+            app = chaos_app.build_app(dsn)
+            teardown.callback(app.client.close)
+            running = contextlib.ExitStack()
+            handle = InProcessWorker(running.enter_context(worker_thread(app, **options)), running)
+            teardown.callback(handle.stop)
+            return handle
 
-    yield start
-    for handle in running:
-        handle.stop()
+        yield start
 
 
 @pytest.fixture
