@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import time
 from importlib.metadata import version
@@ -102,15 +101,9 @@ class Peer:
 
 
 def _apply_schema(dsn: str) -> None:
-    """absurdctl's bundled schema over psycopg2, or `absurdctl init` (psql) when it cannot be imported."""
-    try:
-        from absurdctl import BUNDLED_SCHEMA_SQL
-    except ImportError:
-        BUNDLED_SCHEMA_SQL = None
-    if not BUNDLED_SCHEMA_SQL:
-        subprocess.run(["absurdctl", "init", "-d", dsn], check=True, capture_output=True)
-        return
+    """absurdctl's bundled schema (what `absurdctl init` pipes to psql), as one script over psycopg2."""
     import psycopg2
+    from absurdctl import BUNDLED_SCHEMA_SQL  # a release bundles the schema of its own version
 
     conn = psycopg2.connect(dsn)
     try:
