@@ -142,11 +142,11 @@ def wrap(markdown: str, width: int = 80) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_section(text: str, doc: Path = DOC) -> None:
+def write_section(text: str, doc: Path = DOC, section: str = SECTION) -> None:
     """Replace the section (up to the next `## ` heading) or append it; the rest of the file stays."""
     old = doc.read_text() if doc.exists() else "# Benchmarks\n"
     lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == section), None)
     if start is None:
         new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
     else:

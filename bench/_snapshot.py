@@ -35,6 +35,25 @@ def revision() -> str:
     return f"{commit}+uncommitted:{digest}"
 
 
+def take_ref(dest: Path, ref: str) -> tuple[Path, str]:
+    """Export teguh/ as committed at git `ref` under `dest` and import teguh from there.
+
+    For A/B runs (bench/ab.py): the same harness measures an older revision.
+    """
+    if "teguh" in sys.modules:
+        raise RuntimeError("teguh was imported before the snapshot was taken")
+    root = dest / "teguh-snapshot"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    archive = subprocess.run(["git", "archive", commit, "teguh"], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    sys.path.insert(0, str(root))
+    return root, commit
+
+
 def take(dest: Path) -> tuple[Path, str]:
     """Copy teguh/ under `dest` and import teguh from there in this process.
 

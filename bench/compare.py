@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shlex
 import shutil
@@ -82,6 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--server", choices=["auto", "debian15", "pgserver"], default="auto")
     p.add_argument("--write", action="store_true", help="rewrite the section in docs/benchmarks.md")
     p.add_argument("--keep-logs", action="store_true", help="keep the worker logs directory")
+    p.add_argument("--teguh-ref", help="measure teguh/ as committed at this git revision (bench/ab.py)")
+    p.add_argument("--json", type=Path, help="also write the raw results to this file (bench/ab.py)")
     args = p.parse_args(argv)
     quick = args.quick
     args.jobs = args.jobs or (2000 if quick else 20000)
@@ -192,7 +195,10 @@ def main(argv: list[str]) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="teguh-bench-logs-"))
     teguh_revision = None
     if "teguh" in args.peers:
-        root, teguh_revision = _snapshot.take(log_dir)
+        if args.teguh_ref:
+            root, teguh_revision = _snapshot.take_ref(log_dir, args.teguh_ref)
+        else:
+            root, teguh_revision = _snapshot.take(log_dir)
         _workers.import_root(root)
         log(f"teguh: measuring revision {teguh_revision} (a copy of teguh/ taken now)")
     s = scenarios.Settings(
@@ -258,6 +264,10 @@ def main(argv: list[str]) -> int:
         teguh_revision,
     )
     print(text)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"revision": teguh_revision, "results": results, "scaling": scaling, "errors": errors})
+        )
     if args.write:
         _report.write_section(text)
         log(f"wrote {_report.DOC}")
