@@ -12,6 +12,39 @@
 -- * New p_, r_, w_ and c_ rows of a task are inserted while its t_ row is
 --   locked, or while its r_ row is locked by the run writing them (checkpoints).
 -- * Every insert into p_ is `on conflict (task_id) do nothing`.
+-- * The one advisory lock is the install lock, key 7420581234, transaction
+--   scoped: this file takes it first, and create_queue (for a new queue) and
+--   drop_queue take it to serialise DDL. Nothing at run time takes it.
+--
+-- How the comments above the functions read. "Locks:" names the row locks a
+-- function takes on existing rows, in the order it takes them ("waits": it
+-- waits for a busy row; "skip locked": it passes over one), and any advisory
+-- lock or table lock stronger than the ROW EXCLUSIVE that every insert,
+-- update and delete takes (which conflicts only with DDL). Plain reads lock
+-- nothing, and every lock is held until the caller's transaction ends.
+-- "Notifies:" names the pg_notify channels: teguh_<q> with a constant word
+-- (spawn, retry, event, wake) when work became claimable, and teguh_done with
+-- '<q>:<task_id>' when a task spawned with notify_done reached its end.
+--
+-- Sections, in order:
+--   Tables                                 teguh.queues, teguh.settings; the per-queue tables
+--   Clock, ids, version                    version, current_time, portable_uuidv7
+--   Validation and errors                  _check_* helpers, _raise_lease_error, _retry_delay
+--   Per-queue tables                       _ensure_queue_tables: t_, p_, r_, c_, e_, w_ of a queue
+--   Per-queue hot path                     template of _claim_<q>, _done_<q>, _spawn_<q>, _due_<q>
+--   Queue registry                         create_queue, drop_queue, list_queues
+--   Internal transitions                   _make_ready, _suspend, _cancel, _fail
+--   Sweeps                                 _recover_expired, _wake_due, _enforce_deadlines
+--   Spawning                               spawn_task, spawn_tasks
+--   Claiming                               claim_runs, claim_task
+--   Ending and suspending runs             complete_run(s), fail_run, schedule_run, sleep_run
+--   Checkpoints                            set_task_checkpoint_state, get_task_checkpoint_state(s)
+--   Events                                 await_event, emit_event
+--   Cancel, retry, leases                  cancel_task, retry_task, extend_claim(s)
+--   Reading, timers, maintenance           reads, next_due, ticker, cleanup, start, stop
+--   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
+--   Server-side size limit                 _check_payload, set_max_payload_bytes
+--   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
 
 select pg_advisory_xact_lock(7420581234);
 
@@ -26,12 +59,49 @@ begin
 end
 $schema$;
 
+-- ---------------------------------------------------------------------------
+-- Tables
+-- ---------------------------------------------------------------------------
+-- The shared tables are created here. A queue's own tables are created by
+-- teguh._ensure_queue_tables (section "Per-queue tables"), which create_queue
+-- runs for a new queue and every install re-runs for each registered queue
+-- (section "Upgrade the tables of queues ..."), so columns and indexes added
+-- by a newer release reach old queues. Columns: docs/sql-interface.md.
+
+-- The queue registry: one row per queue with its cleanup policy (the
+-- defaults of cleanup_tasks and cleanup_all_queues). Every public function
+-- that takes a queue checks it here first (teguh._check_queue).
 create table if not exists teguh.queues (
   queue_name text primary key,
   created_at timestamptz not null default clock_timestamp(),
   cleanup_ttl interval not null default interval '30 days',
   cleanup_limit int not null default 1000
 );
+
+-- Settings of the schema owner, name -> value. Holds max_payload_bytes
+-- (section "Server-side size limit"); no row means the default.
+create table if not exists teguh.settings (
+  name text primary key,
+  value bigint not null
+);
+
+-- The tables of queue <q>, created by teguh._ensure_queue_tables(q):
+--   t_<q>  tasks: name, params, options, state, attempts, times, result, last
+--          failure; from spawn until cleanup. Fill factor 30, and no index
+--          on a column that claim or completion changes, so both are HOT
+--          updates.
+--   p_<q>  dispatch: one row per task claimable now; inserted when the task
+--          becomes ready, deleted by its claim, never updated.
+--   r_<q>  leases: one row per run in flight, from its claim until the run
+--          ends or suspends; claim_expires_at drives lease recovery.
+--   c_<q>  checkpoints: (task, step name) -> state, of kind step, sleep or
+--          event; first committed write wins.
+--   e_<q>  events: name -> payload, first emit wins; a SQL-NULL payload is a
+--          placeholder for an event awaited before it was emitted.
+--   w_<q>  waits: a task suspended on an event, with its step and timeout.
+-- Row locks on them are taken in the order e_ -> p_ -> r_ -> w_ -> t_ (see
+-- the header). Queue names are at most 55 bytes, so every table, index and
+-- channel name derived from one fits PostgreSQL's 63-byte identifiers.
 
 -- Signatures that changed before 1.0 are dropped here, so `create or replace`
 -- below never leaves an ambiguous overload behind.
@@ -40,6 +110,9 @@ create table if not exists teguh.queues (
 -- Clock, ids, version
 -- ---------------------------------------------------------------------------
 
+-- version(): the schema version, e.g. '0.1.0'; the Python client refuses to
+-- work against a different major version.
+-- Locks: none. Notifies: nobody (nor does current_time()).
 create or replace function teguh.version() returns text
 language sql immutable as $$ select '0.1.0' $$;
 
@@ -96,6 +169,7 @@ drop function if exists teguh._random_bytes();
 -- Validation and errors
 -- ---------------------------------------------------------------------------
 
+-- Raises TG001 unless q is a valid queue name (checked before any SQL is built from it).
 create or replace function teguh._check_queue_name(q text) returns void
 language plpgsql immutable as $$
 begin
@@ -108,6 +182,7 @@ begin
 end
 $$;
 
+-- Raises TG001 for an invalid name, TG002 for a queue not in teguh.queues.
 create or replace function teguh._check_queue(q text) returns void
 language plpgsql stable as $$
 begin
@@ -145,6 +220,7 @@ language sql immutable as $$
               else false end
 $$;
 
+-- True for a JSON number of seconds in [0, 100 years).
 create or replace function teguh._is_seconds(j jsonb) returns boolean
 language sql immutable as $$
   select case when jsonb_typeof(j) = 'number'
@@ -152,6 +228,7 @@ language sql immutable as $$
               else false end
 $$;
 
+-- Raises TG004 unless rs is null or a valid retry strategy (docs/sql-interface.md).
 create or replace function teguh._check_retry_strategy(rs jsonb) returns void
 language plpgsql immutable as $$
 declare
@@ -276,6 +353,7 @@ begin
 end
 $$;
 
+-- Seconds to wait before the attempt after `attempt` under retry strategy rs (at most 100 years).
 create or replace function teguh._retry_delay(rs jsonb, attempt int) returns double precision
 language sql immutable as $$
   select case coalesce(rs->>'kind', 'none')
@@ -290,11 +368,9 @@ language sql immutable as $$
 $$;
 
 -- ---------------------------------------------------------------------------
--- Queues
+-- Per-queue tables (see section "Tables")
 -- ---------------------------------------------------------------------------
 
--- Creates (or upgrades) a queue's tables. Index names stay within 63 bytes for
--- the longest (55-byte) queue name.
 -- Creates an index unless it exists. `create index if not exists` is not
 -- enough: it locks the table in SHARE mode before it looks, which blocks (and
 -- can deadlock with) running workers on every re-install.
@@ -310,6 +386,10 @@ $$;
 
 -- Creates (or upgrades) a queue's tables. Index names stay within 63 bytes for
 -- the longest (55-byte) queue name.
+-- Locks: none on a queue whose tables are up to date (it only reads the
+--   catalog). Otherwise ACCESS EXCLUSIVE on t_<q> for an upgrade (alter
+--   table, drop index) and SHARE on a table while building a missing index.
+--   Callers hold the install lock.
 create or replace function teguh._ensure_queue_tables(q text) returns void
 language plpgsql as $$
 begin
@@ -456,9 +536,22 @@ $$;
 -- them. Placeholders: %1$I _claim_<q>, %2$I _done_<q>, %3$I t_<q>,
 -- %4$I r_<q>, %5$I p_<q>, %6$I c_<q>, %7$L the queue name, %8$L its channel,
 -- %9$I _due_<q>, %10$I _spawn_<q>.
+-- Each generated function is described in the template, above its own text
+-- (comments there must not hold a percent sign: the template goes through
+-- format()). They are internal: never granted, and create_queue revokes
+-- PUBLIC's execute on them (teguh._lock_down_queue).
 create or replace function teguh._hot_path_sql(q text) returns text
 language sql immutable as $outer$
   select format($tmpl$
+-- _claim_<q>(worker_id, claim_timeout, qty): the work of claim_runs, which
+-- checks the arguments. Runs the sweeps whose index says something is due,
+-- then claims up to qty ready tasks: returns one row per run, with the
+-- task's committed checkpoints.
+-- Locks: never waits for a row. The sweeps' locks (skip locked), then p_ rows
+--   (skip locked, index p_<q>_oi), then their t_ rows (skip locked); deletes
+--   those p_ rows, updates the t_ rows, inserts one r_ row per task.
+-- Notifies: teguh_<q> 'wake' when the sweeps readied more than it claimed,
+--   plus what the sweeps send (teguh_<q> 'retry', teguh_done).
 create or replace function teguh.%1$I(p_worker_id text, p_claim_timeout int, p_qty int)
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
               max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
@@ -552,6 +645,11 @@ begin
 end
 $body$;
 
+-- _done_<q>(run_ids, results): the work of complete_runs. Completes every
+-- run that still holds its lease; returns ok, cancelled or lost per run id.
+-- Locks: the runs' r_ rows (waits, by their delete), then their t_ rows
+--   (waits, by the update): r_ -> t_.
+-- Notifies: teguh_done for each completed task spawned with notify_done.
 create or replace function teguh.%2$I(p_run_ids uuid[], p_results jsonb[])
 returns table(run_id uuid, outcome text)
 language plpgsql as $body$
@@ -600,6 +698,11 @@ $body$;
 
 -- One task, the common case: no validation loop, no dynamic SQL, and a plain
 -- insert unless an idempotency key can conflict.
+-- _spawn_<q>(task_name, params, options): the work of spawn_task.
+-- Locks: none on existing rows; inserts the t_ row and, when the task is
+--   ready now, its p_ row. An idempotency key held by an uncommitted spawn
+--   makes the insert wait for that transaction.
+-- Notifies: teguh_<q> 'spawn' when the task is ready now.
 create or replace function teguh.%10$I(p_task_name text, p_params jsonb, p_options jsonb)
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $body$
@@ -646,6 +749,8 @@ begin
 end
 $body$;
 
+-- _due_<q>(): the work of next_due: the least of three partial indexes'
+-- minimums. Locks: none.
 create or replace function teguh.%9$I() returns timestamptz
 language sql stable as $body$
   select least(
@@ -658,6 +763,16 @@ $tmpl$,
     '_due_' || q, '_spawn_' || q)
 $outer$;
 
+-- ---------------------------------------------------------------------------
+-- Queue registry
+-- ---------------------------------------------------------------------------
+
+-- create_queue(q): registers queue q, creates its six tables and generates
+-- its functions. A queue that exists is left alone, with no lock taken.
+-- Raises TG001 for an invalid name.
+-- Locks: for a new queue, the install lock (advisory 7420581234), then a new
+--   teguh.queues row and new tables.
+-- Notifies: nobody.
 create or replace function teguh.create_queue(q text) returns void
 language plpgsql as $$
 begin
@@ -676,6 +791,13 @@ begin
 end
 $$;
 
+-- drop_queue(q): drops queue q's generated functions, its tables (with every
+-- task, checkpoint and event in them) and its teguh.queues row. An unknown
+-- queue is a no-op.
+-- Locks: the install lock (advisory 7420581234); ACCESS EXCLUSIVE on each of
+--   the queue's tables as it drops them, so it waits for every transaction
+--   that touched them; the queue's teguh.queues row (by the delete).
+-- Notifies: nobody.
 create or replace function teguh.drop_queue(q text) returns void
 language plpgsql as $$
 declare
@@ -693,6 +815,8 @@ begin
 end
 $$;
 
+-- list_queues(): the registered queue names, sorted.
+-- Locks: none. Notifies: nobody.
 create or replace function teguh.list_queues() returns table(queue_name text)
 language sql stable as $$ select q.queue_name from teguh.queues q order by q.queue_name $$;
 
@@ -700,6 +824,7 @@ language sql stable as $$ select q.queue_name from teguh.queues q order by q.que
 -- Internal transitions (callers hold the locks the comment names)
 -- ---------------------------------------------------------------------------
 
+-- Sends teguh_done '<q>:<task_id>'; callers check the task's notify_done first.
 create or replace function teguh._notify_done(q text, p_task_id uuid) returns void
 language sql as $$ select pg_notify('teguh_done', q || ':' || p_task_id::text) $$;
 
@@ -728,6 +853,7 @@ $$;
 
 -- Ends a run's lease and puts its task to sleep until wake_at (or makes it
 -- ready at once if that moment has passed). Caller holds r_ and t_ locks.
+-- Notifies teguh_<q> 'wake' when it makes the task ready at once.
 create or replace function teguh._suspend(
   q text, p_run_id uuid, p_task_id uuid, p_attempt int, p_wake_at timestamptz, now_ts timestamptz,
   p_wake_event text default null
@@ -748,6 +874,8 @@ $$;
 
 -- Cancels a non-terminal task. Caller holds its t_ row lock and the locks of
 -- its p_, r_ and w_ rows, or takes them in order (cancel_task).
+-- Returns true when it cancelled the task; notifies teguh_done when the task
+-- was spawned with notify_done.
 create or replace function teguh._cancel(q text, p_task_id uuid, now_ts timestamptz) returns boolean
 language plpgsql as $$
 declare
@@ -773,6 +901,8 @@ $$;
 -- Fails a run: retry now, retry later, cancel (past max_duration) or fail for
 -- good. Caller holds the run's r_ row lock and the task's t_ row lock.
 -- Returns true when the task became claimable at once.
+-- Notifies teguh_<q> 'retry' when it did; teguh_done when the task ended
+-- (failed, or cancelled through _cancel) and was spawned with notify_done.
 create or replace function teguh._fail(
   q text, p_run_id uuid, p_task_id uuid, p_attempt int, p_reason jsonb, p_retry_at timestamptz,
   now_ts timestamptz
@@ -823,6 +953,7 @@ $$;
 -- ---------------------------------------------------------------------------
 
 -- Fails up to lim runs whose lease expired (index r_<q>_ei).
+-- Locks: r_ rows, then each one's t_ row, skip locked.
 create or replace function teguh._recover_expired(
   q text, lim int, now_ts timestamptz, out processed int, out made_ready int
 )
@@ -859,6 +990,7 @@ $$;
 
 -- Makes up to lim due sleepers, delayed tasks and timed-out waits claimable
 -- (index t_<q>_av). Returns how many it made ready.
+-- Locks: t_ rows, then a waiting task's w_ row, skip locked.
 create or replace function teguh._wake_due(q text, lim int, now_ts timestamptz) returns int
 language plpgsql as $$
 declare
@@ -900,6 +1032,7 @@ end
 $$;
 
 -- Tries to lock a task's p_, r_ and w_ rows without waiting.
+-- Returns false when one of them exists but another transaction holds it.
 create or replace function teguh._try_lock_children(q text, p_task_id uuid) returns boolean
 language plpgsql as $$
 declare
@@ -925,6 +1058,7 @@ $$;
 
 -- Cancels up to lim tasks past their max_delay or max_duration deadline
 -- (index t_<q>_dl).
+-- Locks: t_ rows, then each one's p_, r_ and w_ rows, skip locked.
 create or replace function teguh._enforce_deadlines(q text, lim int, now_ts timestamptz) returns int
 language plpgsql as $$
 declare
@@ -950,6 +1084,10 @@ $$;
 -- Spawning
 -- ---------------------------------------------------------------------------
 
+-- The batch spawn behind spawn_tasks and retry_task (spawn_new): checks
+-- the items, inserts their t_ rows and ready tasks' p_ rows in one statement,
+-- and returns one row per item in input order. Notifies teguh_<q> 'spawn'
+-- once, when any item is ready now.
 create or replace function teguh._spawn(q text, items jsonb)
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
@@ -1039,6 +1177,16 @@ begin
 end
 $$;
 
+-- spawn_task(q, task_name, params, options): spawns one task (the work is in
+-- the queue's _spawn_<q>). options holds spawn options (docs/sql-interface.md),
+-- never task_name or params. Returns (task_id, null, 1, true); when the
+-- idempotency key names a task already, that task's (task_id, null,
+-- attempts, false). Raises TG002, TG004, TG005.
+-- Locks: none on existing rows; inserts the t_ row and, when the task is
+--   ready now, its p_ row. An idempotency key held by an uncommitted spawn
+--   makes the insert wait for that transaction.
+-- Notifies: teguh_<q> 'spawn' when the task is ready now (not for a delayed
+--   task nor for an existing key).
 create or replace function teguh.spawn_task(q text, task_name text, params jsonb, options jsonb default '{}')
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
@@ -1058,6 +1206,11 @@ begin
 end
 $$;
 
+-- spawn_tasks(q, items): spawns many tasks in one statement (teguh._spawn).
+-- items is a JSON array of flat objects: task_name, params and any spawn
+-- option. Returns one row per item, in input order, as spawn_task does.
+-- Locks: as spawn_task, for every item.
+-- Notifies: teguh_<q> 'spawn' once, when any item is ready now.
 create or replace function teguh.spawn_tasks(q text, items jsonb)
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
@@ -1080,7 +1233,16 @@ $$;
 
 -- The worker's claim: claim_task plus each task's committed step checkpoints
 -- (name -> state), so a replayed step costs no round trip. The work happens
--- in the queue's own _claim_<q> (see "Per-queue hot path" below).
+-- in the queue's own _claim_<q> (see "Per-queue hot path" above).
+-- Claims up to qty (1 to 10000) ready tasks for worker_id, each with a lease
+-- of claim_timeout seconds (0: the lease never expires), and first runs the
+-- sweeps that are due, each limited to qty rows. Sets synchronous_commit off
+-- for the caller's transaction: a lost claim only makes its tasks claimable
+-- again.
+-- Locks: never waits for a row; see _claim_<q> (sweeps, then p_ and t_ rows,
+--   skip locked).
+-- Notifies: teguh_<q> 'wake' when the sweeps readied more than it claimed,
+--   plus what the sweeps send (teguh_<q> 'retry', teguh_done).
 create or replace function teguh.claim_runs(q text, worker_id text, claim_timeout int default 30, qty int default 1)
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
               max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
@@ -1099,6 +1261,8 @@ begin
 end
 $$;
 
+-- claim_task(q, worker_id, claim_timeout, qty): claim_runs without the
+-- checkpoints column. Locks and notifications: as claim_runs.
 create or replace function teguh.claim_task(q text, worker_id text, claim_timeout int default 30, qty int default 1)
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
               max_attempts int, headers jsonb, wake_event text, event_payload jsonb)
@@ -1124,6 +1288,7 @@ begin
 end
 $$;
 
+-- Locks a task's t_ row, waiting for it.
 create or replace function teguh._lock_task(q text, p_task_id uuid) returns void
 language plpgsql as $$
 begin
@@ -1131,6 +1296,12 @@ begin
 end
 $$;
 
+-- complete_run(q, run_id, result): marks the run's task completed with
+-- result and ends its lease. Raises AB001 (task cancelled) or AB002 (lease
+-- lost) when the run holds no lease.
+-- Locks: the run's r_ row (waits), then its t_ row (waits, by the update);
+--   deletes the r_ row.
+-- Notifies: teguh_done when the task was spawned with notify_done.
 create or replace function teguh.complete_run(q text, run_id uuid, result jsonb default null) returns void
 language plpgsql as $$
 declare
@@ -1155,6 +1326,10 @@ $$;
 
 -- Completes many runs in one statement (the worker's completion flush) and
 -- tells, per run, whether it still held its task: ok, cancelled or lost.
+-- run_ids and results pair up by position (TG004 unless of equal length);
+-- the work is in the queue's _done_<q>.
+-- Locks: the runs' r_ rows (waits), then their t_ rows (waits).
+-- Notifies: teguh_done for each completed task spawned with notify_done.
 create or replace function teguh.complete_runs(q text, run_ids uuid[], results jsonb[])
 returns table(run_id uuid, outcome text)
 language plpgsql as $$
@@ -1167,6 +1342,15 @@ begin
 end
 $$;
 
+-- fail_run(q, run_id, reason, retry_at): ends the run with reason (JSON,
+-- stored on the task) and, by teguh._fail, retries the task at retry_at
+-- (default: by its retry strategy), fails it for good once max_attempts is
+-- reached, or cancels it when the retry would pass its max_duration. Raises
+-- AB001/AB002 when the run holds no lease.
+-- Locks: the run's r_ row (waits), then its t_ row (waits); deletes the r_
+--   row and, on a retry now, inserts the p_ row.
+-- Notifies: teguh_<q> 'retry' on a retry now; teguh_done when the task ended
+--   (failed or cancelled) and was spawned with notify_done.
 create or replace function teguh.fail_run(q text, run_id uuid, reason jsonb, retry_at timestamptz default null)
 returns void
 language plpgsql as $$
@@ -1180,6 +1364,11 @@ begin
 end
 $$;
 
+-- schedule_run(q, run_id, wake_at): ends the run and puts its task to sleep
+-- until wake_at, when it becomes claimable again with the same attempt
+-- number (at once if wake_at has passed). AB001/AB002 without a lease.
+-- Locks: the run's r_ row (waits), then its t_ row (waits); deletes the r_ row.
+-- Notifies: teguh_<q> 'wake' when wake_at has already passed.
 create or replace function teguh.schedule_run(q text, run_id uuid, wake_at timestamptz) returns void
 language plpgsql as $$
 declare
@@ -1195,6 +1384,17 @@ begin
 end
 $$;
 
+-- sleep_run(q, run_id, step_name, duration, wake_at): a durable sleep step;
+-- exactly one of duration (seconds) and wake_at. The first call records the
+-- wake time as step_name's 'sleep' checkpoint, a replay reads it back. Returns
+-- (should_suspend, resume_at): false when the wake time has passed (the run
+-- goes on and keeps its lease), true when the run has ended and its task
+-- sleeps until resume_at. TG004 when step_name is a step that is not a
+-- sleep; AB001/AB002 without a lease.
+-- Locks: the run's r_ row (waits), then, unless the wake time has passed
+--   already, its t_ row (waits); inserts the c_ row on the first call and
+--   deletes the r_ row when it suspends.
+-- Notifies: nobody.
 create or replace function teguh.sleep_run(
   q text, run_id uuid, step_name text, duration double precision default null, wake_at timestamptz default null
 ) returns table(should_suspend boolean, resume_at timestamptz)
@@ -1250,6 +1450,14 @@ $$;
 -- Checkpoints
 -- ---------------------------------------------------------------------------
 
+-- set_task_checkpoint_state(q, task_id, step_name, state, owner_run_id,
+-- extend_claim_by): records a step's state; the first committed write wins
+-- and later ones change nothing. owner_run_id must hold the task's lease
+-- (else AB001/AB002); extend_claim_by > 0 also extends that lease by so many
+-- seconds, as a heartbeat.
+-- Locks: the run's r_ row only (waits; by the lease update when extending),
+--   no t_ row lock (the exception the header names); inserts the c_ row.
+-- Notifies: nobody.
 create or replace function teguh.set_task_checkpoint_state(
   q text, task_id uuid, step_name text, state jsonb, owner_run_id uuid, extend_claim_by int default null
 ) returns void
@@ -1291,6 +1499,9 @@ begin
 end
 $$;
 
+-- get_task_checkpoint_state(q, task_id, step_name): the step's checkpoint, or
+-- no row. Checks no lease.
+-- Locks: none. Notifies: nobody.
 create or replace function teguh.get_task_checkpoint_state(q text, task_id uuid, step_name text)
 returns table(checkpoint_name text, state jsonb, status text, owner_run_id uuid, updated_at timestamptz)
 language plpgsql as $$
@@ -1303,6 +1514,10 @@ begin
 end
 $$;
 
+-- get_task_checkpoint_states(q, task_id, run_id): the task's checkpoints,
+-- oldest first, sleeps left out, for a run that holds the task's lease (else
+-- AB001/AB002).
+-- Locks: none. Notifies: nobody.
 create or replace function teguh.get_task_checkpoint_states(q text, task_id uuid, run_id uuid)
 returns table(checkpoint_name text, state jsonb, status text)
 language plpgsql as $$
@@ -1327,6 +1542,19 @@ $$;
 -- Events
 -- ---------------------------------------------------------------------------
 
+-- await_event(q, task_id, run_id, step_name, event_name, timeout): a durable
+-- wait for an event, as step step_name. Returns (should_suspend, payload,
+-- timed_out): from the step's checkpoint when it has one; the payload when
+-- the event was emitted; timed out when timeout is 0; else it records the
+-- wait in w_, ends the run, puts the task to sleep until the timeout
+-- (seconds; null: none) and returns should_suspend true. AB001/AB002
+-- without a lease.
+-- Locks: none when the checkpoint answers. Else the event's e_ row (waits;
+--   inserted first as a placeholder when missing), then the run's r_ row
+--   (waits), then the task's t_ row (waits); inserts c_ or w_ rows, deletes
+--   the r_ row when it suspends. Taking e_ first makes a racing emit_event
+--   either wait for this call or be seen by it: no wake-up is lost.
+-- Notifies: nobody.
 create or replace function teguh.await_event(
   q text, task_id uuid, run_id uuid, step_name text, event_name text, timeout int default null
 ) returns table(should_suspend boolean, payload jsonb, timed_out boolean)
@@ -1407,6 +1635,14 @@ begin
 end
 $$;
 
+-- emit_event(q, event_name, payload): stores the event's payload on the first
+-- emit only (a later emit changes nothing), and wakes the tasks waiting on it
+-- whose timeout has not passed: the payload becomes their step's checkpoint
+-- and they become claimable. Raises TG005 over the size limit.
+-- Locks: the event's e_ row (waits, by the upsert); then the waiters' w_ rows
+--   (waits, in task_id order) and each one's t_ row (waits); deletes the w_
+--   rows, inserts c_ and p_ rows.
+-- Notifies: teguh_<q> 'event' whenever it stored the payload.
 create or replace function teguh.emit_event(q text, event_name text, payload jsonb default null) returns void
 language plpgsql as $$
 #variable_conflict use_variable
@@ -1461,6 +1697,14 @@ $$;
 -- Cancel, retry, leases
 -- ---------------------------------------------------------------------------
 
+-- cancel_task(q, task_id): cancels a task that has not finished (a finished
+-- one is left alone); its running run, if any, learns it at its next call
+-- (AB001). Raises TG003 for an unknown task.
+-- Locks: deletes the task's p_, r_ and w_ rows (waits, in that order), then
+--   locks its t_ row (waits). When a transaction that committed meanwhile
+--   left such a row behind, it rolls back to a savepoint (releasing the t_
+--   lock) and goes round again.
+-- Notifies: teguh_done when the task was spawned with notify_done.
 create or replace function teguh.cancel_task(q text, task_id uuid) returns void
 language plpgsql as $$
 #variable_conflict use_variable
@@ -1518,6 +1762,14 @@ begin
 end
 $$;
 
+-- retry_task(q, p_task_id, options): brings a failed or cancelled task back
+-- to pending in place, as its next attempt, without its cancellation policy
+-- (options.max_attempts: a new limit, above the attempts made; default: room
+-- for one more); or with options.spawn_new, spawns a copy as a new task.
+-- Returns (task_id, null, attempt, created). TG003 for an unknown task,
+-- TG004 for a task that is not failed or cancelled.
+-- Locks: the task's t_ row (waits); inserts its p_ row (or the copy's rows).
+-- Notifies: teguh_<q> 'retry' in place, 'spawn' for a copy ready now.
 create or replace function teguh.retry_task(q text, p_task_id uuid, options jsonb default '{}')
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
@@ -1582,6 +1834,10 @@ begin
 end
 $$;
 
+-- extend_claim(q, run_id, extend_by): moves the run's lease expiry to now +
+-- extend_by seconds (a lease that never expires stays so) and counts a
+-- heartbeat. AB001/AB002 when the run holds no lease.
+-- Locks: the run's r_ row (waits, by the update). Notifies: nobody.
 create or replace function teguh.extend_claim(q text, run_id uuid, extend_by int) returns void
 language plpgsql as $$
 #variable_conflict use_variable
@@ -1609,6 +1865,10 @@ $$;
 
 -- The worker's heartbeat: extends many leases in one statement and tells,
 -- per run, whether it still holds its task.
+-- Outcomes as complete_runs': ok, cancelled or lost. Sets synchronous_commit
+-- off for the caller's transaction.
+-- Locks: the runs' r_ rows (waits, by the update); reads t_ without locks.
+-- Notifies: nobody.
 create or replace function teguh.extend_claims(q text, run_ids uuid[], extend_by int)
 returns table(run_id uuid, outcome text)
 language plpgsql as $$
@@ -1650,6 +1910,9 @@ $$;
 -- Reading, timers, maintenance
 -- ---------------------------------------------------------------------------
 
+-- get_task_result(q, p_task_id): the task's state, attempts, result, last
+-- failure and end times. Raises TG003 for an unknown task.
+-- Locks: none. Notifies: nobody.
 create or replace function teguh.get_task_result(q text, p_task_id uuid)
 returns table(task_id uuid, state text, attempts int, result jsonb, failure_reason jsonb,
               cancelled_at timestamptz, finished_at timestamptz)
@@ -1672,6 +1935,8 @@ $$;
 
 -- The earliest moment something in the queue falls due; index scans only
 -- (in the queue's own _due_<q>).
+-- Null when nothing is due. Idle workers wait at most until then.
+-- Locks: none. Notifies: nobody.
 create or replace function teguh.next_due(q text) returns timestamptz
 language plpgsql as $$
 declare
@@ -1684,6 +1949,11 @@ end
 $$;
 
 -- Runs every sweep to completion (in bounded batches) for one queue or all.
+-- Batches of 500 rows per sweep, at most 100 rounds per queue; returns how
+-- many tasks it made claimable. pg_cron runs it (teguh.start).
+-- Locks: the sweeps': skip locked, never waits for a row.
+-- Notifies: teguh_<q> 'wake' for each queue where it made work ready, plus
+--   what the sweeps send (teguh_<q> 'retry', teguh_done).
 create or replace function teguh.ticker(q text default null) returns int
 language plpgsql as $$
 #variable_conflict use_column
@@ -1732,6 +2002,8 @@ $$;
 -- it is enqueued, so its id (a UUIDv7 of its enqueue time) bounds the scan to
 -- tasks enqueued before the cutoff, through the primary key. (No index on
 -- finished_at: it would stop completions from being HOT updates.)
+-- Deletes their c_ and w_ rows too, then emitted events past the TTL and
+-- placeholders nobody waits for. Locks: t_ and e_ rows, skip locked.
 create or replace function teguh._cleanup(
   q text, ttl_seconds int, lim int, out tasks_deleted int, out events_deleted int
 )
@@ -1782,6 +2054,13 @@ begin
 end
 $$;
 
+-- cleanup_tasks(q, ttl_seconds, lim): deletes up to lim tasks (with their
+-- checkpoints and waits) that finished more than ttl_seconds ago, and events
+-- past the same TTL; null arguments take the queue's policy in teguh.queues.
+-- Returns the number of tasks deleted.
+-- Locks: task and event rows skip locked (never waits for them); deletes the
+--   c_ and w_ rows of the tasks it locked.
+-- Notifies: nobody.
 create or replace function teguh.cleanup_tasks(q text, ttl_seconds int default null, lim int default null)
 returns int
 language plpgsql as $$
@@ -1791,6 +2070,9 @@ begin
 end
 $$;
 
+-- cleanup_all_queues(): cleanup_tasks for every queue by its own policy; one
+-- row per queue. pg_cron runs it daily (teguh.start).
+-- Locks: as cleanup_tasks. Notifies: nobody.
 create or replace function teguh.cleanup_all_queues()
 returns table(queue_name text, tasks_deleted int, events_deleted int)
 language plpgsql as $$
@@ -1810,6 +2092,9 @@ end
 $$;
 
 -- pg_cron scheduling; without pg_cron these only say so.
+-- start(): schedules the pg_cron jobs teguh-ticker (every 10 seconds, or
+-- every minute before pg_cron 1.5) and teguh-cleanup (daily).
+-- Locks: none of teguh's. Notifies: nobody.
 create or replace function teguh.start() returns void
 language plpgsql as $$
 declare
@@ -1840,6 +2125,7 @@ begin
 end
 $$;
 
+-- stop(): unschedules both jobs. Locks: none of teguh's. Notifies: nobody.
 create or replace function teguh.stop() returns void
 language plpgsql as $$
 begin
@@ -1875,13 +2161,10 @@ $upgrade$;
 -- exceeds the server limit are refused with TG005. The default, 4 MiB, is
 -- well above the client's, since jsonb's binary form can be larger than the
 -- JSON text. Values up to 64 kB are never looked at twice, so the common
--- case costs one pg_column_size().
+-- case costs one pg_column_size(). The owner's limit is a row of
+-- teguh.settings (section "Tables").
 
-create table if not exists teguh.settings (
-  name text primary key,
-  value bigint not null
-);
-
+-- Raises TG005 when val's jsonb form is over the limit (teguh.settings, default 4 MiB).
 create or replace function teguh._check_payload(what text, val jsonb) returns void
 language plpgsql stable as $$
 declare
@@ -1905,6 +2188,8 @@ end
 $$;
 
 -- The owner's setting for the limit above (at least 64 kB); null restores the default.
+-- Locks: its teguh.settings row (waits). Granted to no role: owner only.
+-- Notifies: nobody.
 create or replace function teguh.set_max_payload_bytes(n bigint) returns void
 language plpgsql as $$
 begin
@@ -1955,6 +2240,7 @@ begin
 end
 $$;
 
+-- Grants role_name USAGE on the schema and EXECUTE on kind's entry points.
 create or replace function teguh._grant(role_name name, kind text) returns void
 language plpgsql as $$
 declare
@@ -1989,20 +2275,24 @@ end
 $$;
 
 -- Spawn tasks, emit events, read results: what an application needs.
+-- Locks: none of teguh's tables (GRANT changes the catalog). Notifies: nobody.
 create or replace function teguh.grant_producer(role_name name) returns void
 language sql as $$ select teguh._grant(role_name, 'producer') $$;
 
 -- Everything a worker process calls: claim, complete, fail, checkpoint,
 -- heartbeat, sleep, events, spawn (from handlers). Not create or drop queues.
+-- Locks: none of teguh's tables (GRANT changes the catalog). Notifies: nobody.
 create or replace function teguh.grant_worker(role_name name) returns void
 language sql as $$ select teguh._grant(role_name, 'worker') $$;
 
 -- A producer that also manages queues and tasks: create and drop queues,
 -- cancel and retry tasks, ticker, cleanup, pg_cron scheduling.
+-- Locks: none of teguh's tables (GRANT changes the catalog). Notifies: nobody.
 create or replace function teguh.grant_admin(role_name name) returns void
 language sql as $$ select teguh._grant(role_name, 'admin') $$;
 
 -- Takes back everything the grant functions gave a role.
+-- Locks: none of teguh's tables (REVOKE changes the catalog). Notifies: nobody.
 create or replace function teguh.revoke_all(role_name name) returns void
 language plpgsql as $$
 begin
