@@ -120,10 +120,10 @@ class App:
         like the CLI's `--dsn`), `dsn` applies only if the app has neither a
         DSN nor a client yet: a DSN written in the app wins.
 
-        `dsn=None` changes nothing.
+        `dsn=None` (or an empty string) changes nothing.
         """
         with self._client_lock:
-            if dsn is None or dsn == self._dsn:
+            if not dsn or dsn == self._dsn:
                 return False
             if not replace and (self._client is not None or self._dsn is not None):
                 return False
