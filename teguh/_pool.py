@@ -102,8 +102,7 @@ class BlockingPool:
     def _give_back(self, pool: psycopg2.pool.ThreadedConnectionPool, conn: Any, broken: bool) -> None:
         if broken or conn.closed:
             if broken:
-                with self._lock:
-                    self._generation += 1
+                self.drain()
                 logger.warning("discarding a broken database connection (and older pooled ones)")
             self._discard(pool, conn)
             return
@@ -114,6 +113,16 @@ class BlockingPool:
         if conn.closed:
             with self._lock:
                 self._born.pop(id(conn), None)
+
+    def drain(self) -> None:
+        """Retire every connection opened so far: each is closed instead of handed out or kept.
+
+        Idle connections are replaced at their next checkout, busy ones when
+        they are returned. For session state that must not outlive its
+        purpose (a fake clock's setting) and for a server that restarted.
+        """
+        with self._lock:
+            self._generation += 1
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:

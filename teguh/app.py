@@ -6,16 +6,18 @@ import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from ._options import SPAWN_OPTIONS
+from .errors import TeguhError
 
 if TYPE_CHECKING:
     from .client import Client
     from .context import TaskContext
     from .results import SpawnResult
+    from .testing import EagerRunner
     from .worker import Worker
 
 CATCH_ALL = "*"
@@ -91,6 +93,7 @@ class App:
         self._client_lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._around_run: list[Callable[[TaskContext], contextlib.AbstractContextManager[Any]]] = []
+        self._eager_runner: EagerRunner | None = None
 
     @property
     def client(self) -> Client:
@@ -102,10 +105,102 @@ class App:
                 self._client = Client(self._dsn)
             return self._client
 
+    # -- where the app connects ----------------------------------------------
+    #
+    # The client and DSN change only through these methods, under the lock the
+    # `client` property takes, so integrations (the CLI, Flask, teguh.testing)
+    # never write the app's fields themselves.
+
+    def configure(self, dsn: str | None = None, *, replace: bool = True) -> bool:
+        """Point the app at `dsn` from now on; returns whether anything changed.
+
+        With `replace=True` (what a framework's `init_app` does), a DSN other
+        than the current one closes the current client, if any, and the next
+        use of `client` connects to `dsn`. With `replace=False` (a default,
+        like the CLI's `--dsn`), `dsn` applies only if the app has neither a
+        DSN nor a client yet: a DSN written in the app wins.
+
+        `dsn=None` (or an empty string) changes nothing.
+        """
+        with self._client_lock:
+            if not dsn or dsn == self._dsn:
+                return False
+            if not replace and (self._client is not None or self._dsn is not None):
+                return False
+            if self._client is not None:
+                # the old pool must not keep serving calls on the previous database
+                self._client.close()
+                self._client = None
+            self._dsn = dsn
+            return True
+
+    @contextlib.contextmanager
+    def use_client(self, client: Client, *, dsn: str | None = None, close: bool = False) -> Iterator[Client]:
+        """Make `client` the app's client for the block; restore the previous client and DSN after.
+
+        Args:
+            client: the client the app (and workers built in the block) use.
+            dsn: the DSN the app holds meanwhile (what `configure` compares with,
+                and what a replaced client reconnects to).
+            close: close, at the end, the client the app holds then (`client`,
+                or whatever replaced it in the block).
+
+        Caveats: not a stack across threads: blocks on the same app must nest.
+        """
+        with self._client_lock:
+            saved = self._client, self._dsn
+            self._client, self._dsn = client, dsn
+        try:
+            yield client
+        finally:
+            with self._client_lock:
+                current = self._client
+                self._client, self._dsn = saved
+            if close and current is not None:
+                current.close()
+
+    # -- eager mode (teguh.testing) -------------------------------------------
+
+    @property
+    def eager_runner(self) -> EagerRunner | None:
+        """The active `teguh.testing.EagerRunner` of this app, if a test put it in eager mode.
+
+        Integrations route their other calls (events, results) to it, and skip
+        resolving a transaction that would never be used.
+        """
+        return self._eager_runner
+
+    def set_eager_runner(self, runner: EagerRunner | None) -> None:
+        """Route this app's spawns to `runner` (`teguh.testing.eager` calls it); None routes them back.
+
+        Raises:
+            TeguhError: the app is already in eager mode (with another runner).
+        """
+        if runner is None:
+            # only undo what set_eager_runner did: someone else's override stays
+            active = self._eager_runner
+            if active is not None and vars(self).get("spawn_task") == active.spawn_task:
+                del self.spawn_task
+            self._eager_runner = None
+            return
+        if "spawn_task" in vars(self):
+            raise TeguhError("this app is already in eager mode")
+        # An instance attribute shadows spawn_task for this app only, so
+        # Task.spawn, framework integrations and a subclass's own spawn_task
+        # (DjangoApp's transaction routing) all reach the runner.
+        self.spawn_task = runner.spawn_task  # type: ignore[method-assign]
+        self._eager_runner = runner
+
+    # -- handlers ---------------------------------------------------------------
+
     @property
     def tasks(self) -> dict[str, Task]:
         """The registered handlers by task name (a copy)."""
         return dict(self._tasks)
+
+    def get_task(self, task_name: str) -> Task | None:
+        """The handler registered under exactly `task_name` (no catch-all), else None."""
+        return self._tasks.get(task_name)
 
     def task(
         self, name: str, *, queue: str | None = None, **spawn_defaults: Any

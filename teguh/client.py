@@ -781,6 +781,15 @@ class Client(ClientBase):
         )
 
 
+    def drain_connections(self) -> None:
+        """Retire the pool's connections: each is replaced at its next checkout (or closed when returned).
+
+        For session settings that must not outlive their purpose, like
+        `teguh.testing.FakeClock`'s fake time.
+        """
+        self._pool.drain()
+
+
 def _spawn_result(row: Any) -> SpawnResult:
     task_id, run_id, attempt, created = row
     return SpawnResult(str(task_id), None if run_id is None else str(run_id), attempt, bool(created))

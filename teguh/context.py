@@ -4,6 +4,12 @@ A context belongs to one run of one task. Its steps are checkpointed in the
 database, so when the task runs again (after a failure, a crash, a sleep or an
 event) the work already done is returned from the checkpoint instead of being
 done twice.
+
+A context talks to the engine only through `RunCalls`, the calls listed here:
+a worker passes its `Client`, eager mode (`teguh.testing.eager`) an in-memory
+backend. A new engine call made by a context must be added to `RunCalls`, to
+`Client` and to the eager backend (tests/testing/test_conformance.py checks
+that all three agree).
 """
 
 from __future__ import annotations
@@ -12,18 +18,93 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from . import _faults, _json, _time, _validate
 from .errors import Cancelled, LeaseLost, Suspended
 
 if TYPE_CHECKING:
-    from .client import Client
+    from collections.abc import Mapping
+
     from .results import SpawnResult
 
 T = TypeVar("T")
 
 logger = logging.getLogger("teguh.context")
+
+
+@runtime_checkable
+class RunCalls(Protocol):
+    """What a `TaskContext` needs from a client: exactly the engine calls it makes.
+
+    `teguh.Client` satisfies it (with an extra `conn=` keyword on each
+    method); so does the eager backend of `teguh.testing`. The semantics are
+    those documented on the `Client` methods of the same names.
+    """
+
+    max_payload_bytes: int
+    """The size limit for a step's encoded result."""
+
+    def _set_checkpoint_json(
+        self,
+        queue: str,
+        task_id: str,
+        step_name: str,
+        state_json: str,
+        owner_run_id: str,
+        extend: int | None,
+    ) -> None:
+        """`Client.set_checkpoint` with the state already encoded (and checked) as JSON text."""
+        ...
+
+    def sleep_run(
+        self,
+        queue: str,
+        run_id: str,
+        step_name: str,
+        duration: Any = None,
+        wake_at: datetime | None = None,
+    ) -> tuple[bool, datetime]:
+        """A durable sleep under a step name; returns (should_suspend, wake time)."""
+        ...
+
+    def await_event(
+        self,
+        queue: str,
+        task_id: str,
+        run_id: str,
+        step_name: str,
+        event_name: str,
+        timeout: Any = None,
+    ) -> tuple[bool, Any]:
+        """Wait for an event under a step name; returns (should_suspend, payload)."""
+        ...
+
+    def emit_event(self, queue: str, event_name: str, payload: Any = None) -> None:
+        """Emit an event on a queue; the first emit of a name wins."""
+        ...
+
+    def extend_claim(self, queue: str, run_id: str, extend_by: Any) -> None:
+        """Extend a run's lease; raises `Cancelled` or `LeaseLost` if the run no longer holds its task."""
+        ...
+
+    def spawn_task(
+        self,
+        queue: str,
+        task_name: str,
+        params: Any = None,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        retry_strategy: Any = None,
+        max_attempts: int | None = None,
+        cancellation: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        available_at: datetime | None = None,
+        notify_done: bool = False,
+        priority: int | None = None,
+    ) -> SpawnResult:
+        """Enqueue a task (a context passes a derived `idempotency_key`)."""
+        ...
 
 
 class RunState:
@@ -59,7 +140,7 @@ class TaskContext:
 
     def __init__(
         self,
-        client: Client,
+        client: RunCalls,
         *,
         queue: str,
         task_id: str,

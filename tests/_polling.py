@@ -1,19 +1,5 @@
-"""Polling with a deadline: how tests wait for something another thread or process does."""
+"""Moved to `_support.polling`; kept for tests/worker/conftest.py until it imports from there."""
 
-from __future__ import annotations
+from _support.polling import eventually
 
-import time
-from collections.abc import Callable
-from typing import Any
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll `check` until it returns a truthy value (returned); fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {check!r}")
-        time.sleep(interval)  # a polling interval, not synchronisation
+__all__ = ["eventually"]

@@ -202,18 +202,13 @@ class Teguh:
 
     def _configure(self, dsn: str | None, queue: str | None) -> None:
         app = self.teguh_app
-        with self._lock, app._client_lock:
+        with self._lock:
             if queue:
                 app.queue = queue
-            if dsn is None or dsn == app._dsn:
-                return
-            if app._client is not None:
-                # A new app (usually a new test) points elsewhere: the old pool
-                # must not keep serving spawns on the previous database.
-                logger.debug("teguh: DSN changed at init_app; closing the previous client")
-                app._client.close()
-                app._client = None
-            app._dsn = dsn
+            # A new app (usually a new test) pointing elsewhere closes the old
+            # client: its pool must not keep serving spawns on the previous database.
+            if app.configure(dsn):
+                logger.debug("teguh: DSN set at init_app (a previous client, if any, was closed)")
 
     @contextlib.contextmanager
     def _app_context(self, ctx: TaskContext) -> Iterator[None]:
@@ -332,7 +327,7 @@ class Teguh:
 
     def _eager(self) -> Any:
         """The active `teguh.testing.EagerRunner` of the app, if a test put it in eager mode."""
-        return vars(self.teguh_app).get("_eager_runner")
+        return self.teguh_app.eager_runner
 
     @staticmethod
     def _connection(session: Any, conn: Any) -> Any:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+from _support.polling import eventually
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -170,20 +171,12 @@ def spawn_steps(dsn: str, count: int, *, n: int = 3, seconds: float = 0.0, **opt
 def wait_until(
     check: Callable[[], Any], timeout: float, interval: float = 0.1, what: str | Callable[[], str] = ""
 ) -> Any:
-    """Poll `check` until truthy; raise AssertionError after `timeout` seconds.
+    """`_support.polling.eventually` with a required timeout and a 0.1 s interval.
 
     `what` describes the wait in the error; a callable is called only then, so
     a log it reads is the log at the failure, not at the start of the wait.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            described = what() if callable(what) else what
-            raise AssertionError(f"not within {timeout} s: {described or check!r}")
-        time.sleep(interval)  # a polling interval, not synchronisation
+    return eventually(check, timeout, interval, what)
 
 
 class WorkerProcess:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from _polling import eventually  # noqa: F401 (used by the tests here)
+from _support.polling import eventually  # noqa: F401 (used by the tests here)
 
 import teguh
 

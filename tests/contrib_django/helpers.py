@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg2
-from _polling import eventually as _eventually
+from _support.polling import eventually as _eventually
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
-    """`_polling.eventually`, waiting 15 s by default."""
+    """`_support.polling.eventually`, waiting 15 s by default."""
     return _eventually(check, timeout, interval)
 
 

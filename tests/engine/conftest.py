@@ -20,6 +20,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import pytest
+from _support.polling import eventually
 
 BASE = datetime(2024, 4, 1, 10, 0, tzinfo=timezone.utc)
 Q = "jobs"
@@ -443,13 +444,8 @@ def join_all(threads: list[Bg], timeout: float = 20.0) -> None:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
+    """`_support.polling.eventually`, polling every 5 ms (lock waits show up fast)."""
+    return eventually(predicate, timeout, 0.005, what)
 
 
 def wait_blocked(observer: Any, pid: int, timeout: float = 10.0) -> None:

@@ -1,80 +1,40 @@
-"""Test helpers shipped with teguh: eager execution, a fake clock, a worker in a thread.
+"""Eager mode: an app's spawned tasks run inline, in memory, without a database.
 
-* `eager(app)` runs spawned tasks inline, in memory, without a database:
-  steps, durable sleeps (driven by `runner.advance(...)`) and events
-  (`runner.emit_event(...)`) behave as they do in a worker.
-* `FakeClock(app)` pins the engine's clock (`teguh.fake_now`) on every
-  connection of an app's client and its workers, against a real database, so
-  `clock.advance(days=1)` finishes a task's `ctx.sleep_for("wait", timedelta(days=1))` now.
-* `worker_thread(app)` runs a real `Worker` in a thread for the length of a
-  `with` block.
-* `temporary_database()` creates a database with the schema installed and
-  drops it afterwards; `use_database(app, dsn)` points an app at it.
+`EagerRunner` keeps tasks, checkpoints, sleeps and events in dictionaries, and
+`_EagerBackend` answers the calls a `TaskContext` makes (the `RunCalls`
+protocol of `teguh.context`) from them, so handlers run unchanged. It is a
+second implementation of the engine's semantics: a change to what a context
+calls, or to how the engine answers, must be made here too
+(tests/testing/test_conformance.py runs the same handlers both ways).
 
-The pytest plugin (`_teguh_pytestplugin`, loaded automatically) wraps these as
-fixtures: `teguh_dsn`, `teguh_app`, `teguh_eager`, `teguh_clock`, `teguh_worker`.
+Failures: a handler's exception is recorded on its task and, with
+`propagate=True`, re-raised from the call that ran it (a spawn, an emit, an
+`advance`). Known differences from a worker are listed on `EagerRunner`.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
 import json
 import logging
-import os
 import threading
 import traceback
 import uuid
-import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _dsn, _json, _time, _validate
-from .app import App
-from .client import Client, install
-from .context import TaskContext
-from .errors import Cancelled, EventTimeout, LeaseLost, Suspended, TaskNotFound, TeguhError
-from .results import TERMINAL_STATES, SpawnResult, TaskResult
-from .worker import Worker
+from .. import _json, _time, _validate
+from ..context import TaskContext
+from ..errors import Cancelled, EventTimeout, LeaseLost, Suspended, TaskNotFound, TeguhError
+from ..results import TERMINAL_STATES, SpawnResult, TaskResult
+from . import _advance
 
-__all__ = [
-    "EagerRunner",
-    "EagerTask",
-    "FakeClock",
-    "eager",
-    "temporary_database",
-    "use_database",
-    "worker_thread",
-]
+if TYPE_CHECKING:
+    from ..app import App
 
 logger = logging.getLogger("teguh.testing")
-
-WORKER_START_TIMEOUT = 15.0
-"""Seconds `worker_thread` waits for the worker to listen before giving up."""
-
-WORKER_STOP_TIMEOUT = 20.0
-"""Seconds `worker_thread` waits for the worker to stop at the end of the block."""
-
-
-def _delta(delta: float | timedelta | None, parts: dict[str, float]) -> timedelta:
-    """`advance()`'s argument: seconds, a timedelta, or timedelta keywords (`hours=24`)."""
-    if delta is not None and parts:
-        raise TypeError("give a duration or timedelta keywords, not both")
-    if delta is None:
-        if not parts:
-            raise TypeError("advance() needs a duration, e.g. advance(hours=24)")
-        step = timedelta(**parts)
-    else:
-        step = timedelta(seconds=_time.to_seconds(delta, "delta"))
-    if step < timedelta(0):
-        raise ValueError("time only moves forward")
-    return step
-
-
-# -- eager mode ---------------------------------------------------------------
 
 
 @dataclass
@@ -127,7 +87,11 @@ def _roundtrip(value: Any, what: str) -> Any:
 
 
 class _EagerBackend:
-    """The in-memory stand-in for `Client` that an eager `TaskContext` talks to."""
+    """The in-memory stand-in for `Client` that an eager `TaskContext` talks to.
+
+    Implements `teguh.context.RunCalls`; `conn=` and lease extensions mean
+    nothing without a database and are accepted and ignored.
+    """
 
     max_payload_bytes = _json.DEFAULT_MAX_PAYLOAD_BYTES
 
@@ -279,21 +243,15 @@ class EagerRunner:
         Raises:
             TeguhError: the app is already in eager mode.
         """
-        if "spawn_task" in vars(self.app):
-            raise TeguhError("this app is already in eager mode")
-        # An instance attribute shadows App.spawn_task for this app only;
-        # Task.spawn and framework integrations all go through it.
-        self.app.spawn_task = self.spawn_task  # type: ignore[method-assign]
-        # Integrations look for this to route their other calls (events,
-        # results) here too, and to skip resolving a transaction never used.
-        self.app._eager_runner = self  # type: ignore[attr-defined]
+        # Integrations read `app.eager_runner` to route their other calls
+        # (events, results) here too, and to skip resolving a transaction never used.
+        self.app.set_eager_runner(self)
         self._active = True
 
     def stop(self) -> None:
         """Give the app its real `spawn_task` back; idempotent."""
-        if self._active and vars(self.app).get("spawn_task") == self.spawn_task:
-            del self.app.spawn_task
-            vars(self.app).pop("_eager_runner", None)
+        if self._active and self.app.eager_runner is self:
+            self.app.set_eager_runner(None)
         self._active = False
 
     # -- the app-facing calls ---------------------------------------------------
@@ -311,7 +269,7 @@ class EagerRunner:
 
         Returns the `SpawnResult`; the outcome is in `result(task_id)`.
         """
-        handler = self.app._tasks.get(task_name)
+        handler = self.app.get_task(task_name)
         merged = {**(handler.defaults if handler is not None else {}), **options}
         target = _validate.queue_name(queue or self.app.queue_of(task_name))
         with self._lock:
@@ -327,7 +285,7 @@ class EagerRunner:
         For spawns inside a transaction: run on commit, discard on rollback
         (the Flask extension does this for `session=`).
         """
-        handler = self.app._tasks.get(task_name)
+        handler = self.app.get_task(task_name)
         merged = {**(handler.defaults if handler is not None else {}), **options}
         merged.pop("conn", None)
         target = _validate.queue_name(queue or self.app.queue_of(task_name))
@@ -368,7 +326,7 @@ class EagerRunner:
         Returns how many tasks it woke.
         """
         with self._lock:
-            self.now += _delta(delta, parts)
+            self.now += _advance.delta(delta, parts)
             woken = 0
             for task in list(self._tasks.values()):
                 if task.state != "sleeping":
@@ -483,7 +441,7 @@ class EagerRunner:
         task.state = "running"
         task.runs += 1
         ctx = TaskContext(
-            self._backend,  # type: ignore[arg-type]
+            self._backend,
             queue=task.queue,
             task_id=task.task_id,
             run_id=run_id,
@@ -536,215 +494,3 @@ def eager(
     See `EagerRunner` for the arguments and caveats.
     """
     return EagerRunner(app, propagate=propagate, skip_sleeps=skip_sleeps, start=start)
-
-
-# -- the fake clock -------------------------------------------------------------
-
-
-class FakeClock:
-    """Pins `teguh.current_time()` for an app's client and workers, on a real database.
-
-    Every call the clients make first sets the session setting `teguh.fake_now`
-    (through `Client.session_hooks`) when the connection does not have the
-    current fake time yet: pooled connections keep it as a session setting,
-    a caller's `conn=` transaction gets it for that transaction only. Workers
-    built by the app (`app.worker()`, `worker_thread`, `teguh_worker`) share
-    the app client's hooks, so they see the same time.
-
-    The clock is frozen: it moves only with `advance()` or `set()`, which then
-    run the engine's `ticker()` under the new time, so sleepers and event waits
-    now due become ready and running workers are notified at once.
-
-    Args:
-        target: a `teguh.App` (its client) or a `Client`.
-        start: the starting time (aware); default: the database's current time.
-
-    Caveats: frozen time stops everything time-driven, including retry
-    backoff and lease expiry, until you advance it. Advancing past a running
-    task's lease lets the ticker recover it (as a real clock would). Spawns
-    and emits through other connections (your own SQL, another process) use
-    the real clock. `close()` (or the end of a `with` block) retires the
-    pooled connections that hold the fake time.
-    """
-
-    def __init__(self, target: App | Client, *, start: datetime | None = None) -> None:
-        self.client: Client = target.client if isinstance(target, App) else target
-        if start is None:
-            start = self.client._run(
-                "now", lambda cur: _scalar(cur, "select clock_timestamp()"), check_schema=False
-            )
-        self._now: datetime = _time.require_aware(start, "start")
-        self._version = 0
-        self._applied: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-        self._closed = False
-        self.client.session_hooks.append(self._hook)
-
-    def __enter__(self) -> FakeClock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def now(self) -> datetime:
-        """The fake time every hooked connection sees."""
-        return self._now
-
-    def _hook(self, cur: Any) -> None:
-        conn = cur.connection
-        with self._lock:
-            now, version = self._now, self._version
-            if conn.autocommit and self._applied.get(conn) == version:
-                return
-        # In a caller's transaction the setting is local to it, so it does not
-        # outlive the test's transaction on the caller's connection.
-        cur.execute("select set_config('teguh.fake_now', %s, %s)", (now.isoformat(), not conn.autocommit))
-        if conn.autocommit:
-            with self._lock:
-                self._applied[conn] = version
-
-    def set(self, when: datetime) -> int:
-        """Jump to the aware datetime `when` (forward only) and run the ticker.
-
-        Returns how many tasks the ticker made ready.
-        """
-        when = _time.require_aware(when, "when")
-        if when < self._now:
-            raise ValueError("the fake clock only moves forward")
-        with self._lock:
-            self._now = when
-            self._version += 1
-        return self.tick()
-
-    def advance(self, delta: float | timedelta | None = None, **parts: float) -> int:
-        """Move the clock forward and run the ticker; returns how many tasks became ready.
-
-        Takes seconds, a timedelta, or timedelta keywords (`advance(hours=24)`).
-        """
-        return self.set(self._now + _delta(delta, parts))
-
-    def tick(self) -> int:
-        """Run `teguh.ticker()` at the fake time: wakes due sleepers and timed-out waits."""
-        return self.client.ticker()
-
-    def close(self) -> None:
-        """Stop faking time: remove the hook and retire the connections that hold the fake time."""
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(ValueError):
-            self.client.session_hooks.remove(self._hook)
-        # Idle pooled connections still carry the setting; marking the pool's
-        # connections stale makes the next checkout replace them.
-        pool = self.client._pool
-        with pool._lock:
-            pool._generation += 1
-
-
-def _scalar(cur: Any, query: str) -> Any:
-    cur.execute(query)
-    return cur.fetchone()[0]
-
-
-# -- workers and databases --------------------------------------------------------
-
-
-@contextlib.contextmanager
-def worker_thread(app: App, queue: str | None = None, **options: Any) -> Iterator[Worker]:
-    """Run a `Worker` of `app` in a thread for the length of the block.
-
-    Yields once the worker listens (so a spawn inside the block is seen), and
-    stops and joins it at the end. Takes the options of `App.worker`;
-    `install_signal_handlers` is off (signals belong to the test runner).
-
-    Raises:
-        TeguhError: the worker did not start, did not stop in time, or `run()` raised.
-    """
-    options.setdefault("install_signal_handlers", False)
-    worker = app.worker(queue, **options)
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=main, name=f"teguh-test-worker-{worker.queue}", daemon=True)
-    thread.start()
-    try:
-        while not worker.started.wait(0.05):
-            if not thread.is_alive():
-                raise TeguhError(f"the worker stopped before it started: {errors[0] if errors else '?'}")
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(WORKER_STOP_TIMEOUT)
-        if thread.is_alive():
-            worker.stop(force=True)
-            thread.join(5)
-        worker.client.close()
-    if thread.is_alive():
-        raise TeguhError(f"the worker did not stop within {WORKER_STOP_TIMEOUT} s")
-    if errors:
-        raise TeguhError(f"worker.run() raised {errors[0]!r}") from errors[0]
-
-
-@contextlib.contextmanager
-def use_database(app: App, dsn: str) -> Iterator[App]:
-    """Point `app` at `dsn` for the block, through a new client; restore the previous one after.
-
-    For apps defined at import time (`app = teguh.App(queue="jobs")`) that a
-    test runs against its own database. Workers built inside the block use it
-    too. The block's client is closed at the end.
-    """
-    with app._client_lock:
-        saved = app._client, app._dsn
-        app._client, app._dsn = Client(dsn), dsn
-    try:
-        yield app
-    finally:
-        with app._client_lock:
-            client = app._client
-            app._client, app._dsn = saved
-        if client is not None:
-            client.close()
-
-
-_db_numbers = itertools.count()
-
-
-@contextlib.contextmanager
-def temporary_database(server_dsn: str | None = None) -> Iterator[str]:
-    """Create a fresh database with the teguh schema; yield its DSN; drop it afterwards.
-
-    `server_dsn` points at any database of the server to use (default: the
-    usual resolution: `TEGUH_DSN`, `DATABASE_URL`, `PG*`, else the embedded
-    PostgreSQL). The role needs `CREATEDB`.
-    """
-    import psycopg2
-    import psycopg2.sql
-
-    with Client(server_dsn, min_connections=0, max_connections=1) as admin:
-        base = admin.dsn
-    name = f"teguh_test_{os.getpid()}_{next(_db_numbers)}_{uuid.uuid4().hex[:6]}"
-    conn = psycopg2.connect(base)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(psycopg2.sql.SQL("create database {}").format(psycopg2.sql.Identifier(name)))
-        dsn = psycopg2.extensions.make_dsn(base, dbname=name)
-        install(dsn)
-        try:
-            yield dsn
-        finally:
-            with conn.cursor() as cur:
-                cur.execute(
-                    psycopg2.sql.SQL("drop database if exists {} with (force)").format(
-                        psycopg2.sql.Identifier(name)
-                    )
-                )
-    finally:
-        conn.close()
-        logger.debug("temporary database %s (%s) dropped", name, _dsn.describe(base))

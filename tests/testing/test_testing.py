@@ -1,18 +1,17 @@
 """teguh.testing and its pytest plugin: eager mode, the fake clock, worker threads, databases.
 
-No __init__.py here on purpose (tests/contrib/ is shared with the Django
-tests); the plugin's `teguh_dsn` is pointed at the suite's per-test database
-by the fixture below.
+The plugin's `teguh_dsn` is pointed at the suite's per-test database by the
+fixture below.
 """
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg2
 import pytest
+from _support.polling import eventually
 
 import teguh
 from teguh.testing import EagerRunner, FakeClock, eager, temporary_database, use_database, worker_thread
@@ -26,13 +25,8 @@ def teguh_dsn(dsn: str) -> str:
 
 
 def wait_until(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not met within {timeout} s"
-        time.sleep(0.02)  # a polling interval, not synchronisation
+    """`_support.polling.eventually`, waiting 15 s by default."""
+    return eventually(check, timeout)
 
 
 # -- eager mode ---------------------------------------------------------------------

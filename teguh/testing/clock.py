@@ -1,0 +1,125 @@
+"""`FakeClock`: pins the engine's clock (`teguh.fake_now`) for an app's client and workers.
+
+Works against a real database: a session hook sets the setting on every
+connection the client (and workers sharing its hooks) use, and `advance()`
+runs the engine's ticker at the new time. Spawns and emits through other
+connections still see the real clock; a connection that missed the hook
+(opened elsewhere) is not faked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from datetime import datetime, timedelta
+from typing import Any
+
+from .. import _time
+from ..app import App
+from ..client import Client
+from . import _advance
+
+
+class FakeClock:
+    """Pins `teguh.current_time()` for an app's client and workers, on a real database.
+
+    Every call the clients make first sets the session setting `teguh.fake_now`
+    (through `Client.session_hooks`) when the connection does not have the
+    current fake time yet: pooled connections keep it as a session setting,
+    a caller's `conn=` transaction gets it for that transaction only. Workers
+    built by the app (`app.worker()`, `worker_thread`, `teguh_worker`) share
+    the app client's hooks, so they see the same time.
+
+    The clock is frozen: it moves only with `advance()` or `set()`, which then
+    run the engine's `ticker()` under the new time, so sleepers and event waits
+    now due become ready and running workers are notified at once.
+
+    Args:
+        target: a `teguh.App` (its client) or a `Client`.
+        start: the starting time (aware); default: the database's current time.
+
+    Caveats: frozen time stops everything time-driven, including retry
+    backoff and lease expiry, until you advance it. Advancing past a running
+    task's lease lets the ticker recover it (as a real clock would). Spawns
+    and emits through other connections (your own SQL, another process) use
+    the real clock. `close()` (or the end of a `with` block) retires the
+    pooled connections that hold the fake time.
+    """
+
+    def __init__(self, target: App | Client, *, start: datetime | None = None) -> None:
+        self.client: Client = target.client if isinstance(target, App) else target
+        if start is None:
+            start = self.client._run(
+                "now", lambda cur: _scalar(cur, "select clock_timestamp()"), check_schema=False
+            )
+        self._now: datetime = _time.require_aware(start, "start")
+        self._version = 0
+        self._applied: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.client.session_hooks.append(self._hook)
+
+    def __enter__(self) -> FakeClock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def now(self) -> datetime:
+        """The fake time every hooked connection sees."""
+        return self._now
+
+    def _hook(self, cur: Any) -> None:
+        conn = cur.connection
+        with self._lock:
+            now, version = self._now, self._version
+            if conn.autocommit and self._applied.get(conn) == version:
+                return
+        # In a caller's transaction the setting is local to it, so it does not
+        # outlive the test's transaction on the caller's connection.
+        cur.execute("select set_config('teguh.fake_now', %s, %s)", (now.isoformat(), not conn.autocommit))
+        if conn.autocommit:
+            with self._lock:
+                self._applied[conn] = version
+
+    def set(self, when: datetime) -> int:
+        """Jump to the aware datetime `when` (forward only) and run the ticker.
+
+        Returns how many tasks the ticker made ready.
+        """
+        when = _time.require_aware(when, "when")
+        if when < self._now:
+            raise ValueError("the fake clock only moves forward")
+        with self._lock:
+            self._now = when
+            self._version += 1
+        return self.tick()
+
+    def advance(self, delta: float | timedelta | None = None, **parts: float) -> int:
+        """Move the clock forward and run the ticker; returns how many tasks became ready.
+
+        Takes seconds, a timedelta, or timedelta keywords (`advance(hours=24)`).
+        """
+        return self.set(self._now + _advance.delta(delta, parts))
+
+    def tick(self) -> int:
+        """Run `teguh.ticker()` at the fake time: wakes due sleepers and timed-out waits."""
+        return self.client.ticker()
+
+    def close(self) -> None:
+        """Stop faking time: remove the hook and retire the connections that hold the fake time."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(ValueError):
+            self.client.session_hooks.remove(self._hook)
+        # Idle pooled connections still carry the setting; the next checkout
+        # replaces them.
+        self.client.drain_connections()
+
+
+def _scalar(cur: Any, query: str) -> Any:
+    cur.execute(query)
+    return cur.fetchone()[0]
