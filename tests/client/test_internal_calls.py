@@ -62,3 +62,22 @@ def test_task_info_is_none_for_an_unknown_queue_or_task(client: teguh.Client, qu
     assert client._get_task_info(queue, missing) is None
     assert client._get_task_info("no_such_queue", missing) is None
     assert client._get_task_info("Not-A-Queue", missing) is None
+
+
+def test_identifier_statements_quote_like_quote_ident(client: teguh.Client) -> None:
+    from teguh import _sql
+
+    def render(cur: object) -> list[str]:
+        return [
+            _sql.listen("teguh_done").as_string(cur),
+            _sql.unlisten('we"ird').as_string(cur),
+            _sql.create_database("db").as_string(cur),
+            _sql.drop_database("db").as_string(cur),
+        ]
+
+    assert client._run("render", render) == [
+        'listen "teguh_done"',
+        'unlisten "we""ird"',
+        'create database "db"',
+        'drop database if exists "db" with (force)',
+    ]
