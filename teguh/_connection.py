@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 import psycopg2
 import tenacity
 
-from . import _dsn, _embedded, _json, _validate
+from . import _dsn, _embedded, _json, _sql, _validate
 from ._pool import BlockingPool, ConnectFailed
+from ._sql import scalar
 from ._version import SCHEMA_MAJOR
 from ._watchdog import WATCHDOG
 from .errors import (
@@ -160,7 +161,7 @@ class ClientBase:
         if self._schema_checked:
             return
         try:
-            cur.execute("select teguh.version()")
+            cur.execute(_sql.VERSION)
             row = cur.fetchone()
         except psycopg2.Error as exc:
             if getattr(exc, "pgcode", None) == "42501":
@@ -331,11 +332,4 @@ class ClientBase:
         Raises:
             SchemaNotInstalled: the schema is missing.
         """
-        return self._run("version", lambda cur: scalar(cur, "select teguh.version()"), retry=True)
-
-
-def scalar(cur: Any, query: str, *args: Any) -> Any:
-    """Run a one-value query and return the value (None when there is no row)."""
-    cur.execute(query, args)
-    row = cur.fetchone()
-    return None if row is None else row[0]
+        return self._run("version", lambda cur: scalar(cur, _sql.VERSION), retry=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from . import _embedded, _logging, _malloc
+from . import _embedded, _logging, _malloc, _sql
 from .client import Client, install
 from .errors import Cancelled, LeaseLost, Suspended
 
@@ -53,11 +53,6 @@ def _json_arg(text: str | None, what: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise click.BadParameter(f"{what} is not valid JSON: {exc}") from None
-
-
-def _scalar(cur: Any, query: str, *args: Any) -> Any:
-    cur.execute(query, args)
-    return cur.fetchone()[0]
 
 
 def _echo_json(value: Any) -> None:
@@ -342,9 +337,7 @@ def spawn_cmd(
     client = _client(ctx)
     if delay:
         # the database's clock, like every other time in teguh
-        options["available_at"] = client._run(
-            "now", lambda cur: _scalar(cur, "select teguh.current_time() + make_interval(secs => %s)", delay)
-        )
+        options["available_at"] = client.database_time(delay)
     if priority is not None:
         options["priority"] = priority
     if headers is not None:
@@ -453,7 +446,7 @@ def _cron(ctx: click.Context, function: str) -> None:
     client = _client(ctx)
     with client.transaction() as conn:
         with conn.cursor() as cur:
-            cur.execute(f"select teguh.{function}()")
+            cur.execute(_sql.CRON_START if function == "start" else _sql.CRON_STOP)
         notices = [n.strip().removeprefix("NOTICE:").strip() for n in conn.notices]
         del conn.notices[:]
     for notice in notices:

@@ -14,10 +14,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from . import _json, _validate
-from ._connection import ClientBase, scalar, schema_sql
+from . import _json, _sql, _validate
+from ._connection import ClientBase, schema_sql
 from ._listen import Listener
 from ._options import SPAWN_OPTIONS, spawn_options
+from ._sql import scalar
 from ._time import require_aware, to_seconds, to_whole_seconds
 from .errors import EventTimeout, InvalidArgument, TaskNotFound
 from .results import ClaimedRun, SpawnResult, TaskResult
@@ -89,7 +90,7 @@ class Client(ClientBase):
         queue = _validate.queue_name(queue)
         self._run(
             "create_queue",
-            lambda cur: cur.execute("select teguh.create_queue(%s)", (queue,)),
+            lambda cur: cur.execute(_sql.CREATE_QUEUE, (queue,)),
             conn=conn,
             retry=True,
             queue=queue,
@@ -104,7 +105,7 @@ class Client(ClientBase):
         queue = _validate.queue_name(queue)
         self._run(
             "drop_queue",
-            lambda cur: cur.execute("select teguh.drop_queue(%s)", (queue,)),
+            lambda cur: cur.execute(_sql.DROP_QUEUE, (queue,)),
             conn=conn,
             retry=True,
             queue=queue,
@@ -114,7 +115,7 @@ class Client(ClientBase):
         """The names of all queues, sorted."""
 
         def fetch(cur: Any) -> list[str]:
-            cur.execute("select * from teguh.list_queues()")
+            cur.execute(_sql.LIST_QUEUES)
             return [row[0] for row in cur.fetchall()]
 
         return self._run("list_queues", fetch, conn=conn, retry=True)
@@ -185,10 +186,7 @@ class Client(ClientBase):
             options_json = _json.dumps(options, "options", max_bytes=None)
 
         def spawn(cur: Any) -> SpawnResult:
-            cur.execute(
-                "select * from teguh.spawn_task(%s, %s, %s::jsonb, %s::jsonb)",
-                (queue, task_name, params_json, options_json),
-            )
+            cur.execute(_sql.SPAWN_TASK, (queue, task_name, params_json, options_json))
             return _spawn_result(cur.fetchone())
 
         return self._run("spawn_task", spawn, conn=conn, queue=queue)
@@ -215,10 +213,7 @@ class Client(ClientBase):
             return []
 
         def spawn(cur: Any) -> list[SpawnResult]:
-            cur.execute(
-                "select * from teguh.spawn_tasks(%s, %s::jsonb)",
-                (queue, items_json),
-            )
+            cur.execute(_sql.SPAWN_TASKS, (queue, items_json))
             return [_spawn_result(row) for row in cur.fetchall()]
 
         return self._run("spawn_tasks", spawn, conn=conn, queue=queue)
@@ -302,10 +297,7 @@ class Client(ClientBase):
             raise InvalidArgument(f"qty must be at most {MAX_CLAIM_QTY}, not {qty}")
 
         def claim(cur: Any) -> list[ClaimedRun]:
-            cur.execute(
-                "select * from teguh.claim_task(%s, %s, %s, %s)",
-                (queue, worker_id, timeout, qty),
-            )
+            cur.execute(_sql.CLAIM_TASK, (queue, worker_id, timeout, qty))
             return [ClaimedRun(*row) for row in cur.fetchall()]
 
         return self._run("claim_task", claim, conn=conn, retry=True, queue=queue)
@@ -322,9 +314,7 @@ class Client(ClientBase):
         result_json = _json.dumps(result, "result", max_bytes=self.max_payload_bytes)
         self._run(
             "complete_run",
-            lambda cur: cur.execute(
-                "select teguh.complete_run(%s, %s::uuid, %s::jsonb)", (queue, run_id, result_json)
-            ),
+            lambda cur: cur.execute(_sql.COMPLETE_RUN, (queue, run_id, result_json)),
             conn=conn,
             queue=queue,
             run_id=run_id,
@@ -367,10 +357,7 @@ class Client(ClientBase):
         when = None if retry_at is None else require_aware(retry_at, "retry_at")
         self._run(
             "fail_run",
-            lambda cur: cur.execute(
-                "select teguh.fail_run(%s, %s::uuid, %s::jsonb, %s::timestamptz)",
-                (queue, run_id, reason_json, when),
-            ),
+            lambda cur: cur.execute(_sql.FAIL_RUN, (queue, run_id, reason_json, when)),
             conn=conn,
             queue=queue,
             run_id=run_id,
@@ -387,9 +374,7 @@ class Client(ClientBase):
         wake = require_aware(wake_at, "wake_at")
         self._run(
             "schedule_run",
-            lambda cur: cur.execute(
-                "select teguh.schedule_run(%s, %s::uuid, %s::timestamptz)", (queue, run_id, wake)
-            ),
+            lambda cur: cur.execute(_sql.SCHEDULE_RUN, (queue, run_id, wake)),
             conn=conn,
             queue=queue,
             run_id=run_id,
@@ -425,10 +410,7 @@ class Client(ClientBase):
         wake = None if wake_at is None else require_aware(wake_at, "wake_at")
 
         def sleep(cur: Any) -> tuple[bool, datetime]:
-            cur.execute(
-                "select * from teguh.sleep_run(%s, %s::uuid, %s, %s::double precision, %s::timestamptz)",
-                (queue, run_id, step_name, seconds, wake),
-            )
+            cur.execute(_sql.SLEEP_RUN, (queue, run_id, step_name, seconds, wake))
             row = cur.fetchone()
             return bool(row[0]), row[1]
 
@@ -480,8 +462,7 @@ class Client(ClientBase):
         self._run(
             "set_checkpoint",
             lambda cur: cur.execute(
-                "select teguh.set_task_checkpoint_state(%s, %s::uuid, %s, %s::jsonb, %s::uuid, %s::int)",
-                (queue, task_id, step_name, state_json, owner_run_id, extend),
+                _sql.SET_TASK_CHECKPOINT_STATE, (queue, task_id, step_name, state_json, owner_run_id, extend)
             ),
             conn=conn,
             queue=queue,
@@ -500,10 +481,7 @@ class Client(ClientBase):
         run_id = _validate.task_uuid(run_id, "run_id")
 
         def fetch(cur: Any) -> dict[str, Any]:
-            cur.execute(
-                "select * from teguh.get_task_checkpoint_states(%s, %s::uuid, %s::uuid)",
-                (queue, task_id, run_id),
-            )
+            cur.execute(_sql.GET_TASK_CHECKPOINT_STATES, (queue, task_id, run_id))
             return {name: state for name, state, status in cur.fetchall() if status == "committed"}
 
         return self._run(
@@ -542,10 +520,7 @@ class Client(ClientBase):
         seconds = None if timeout is None else to_whole_seconds(timeout, "timeout")
 
         def wait(cur: Any) -> tuple[bool, Any, bool]:
-            cur.execute(
-                "select * from teguh.await_event(%s, %s::uuid, %s::uuid, %s, %s, %s::int)",
-                (queue, task_id, run_id, step_name, event_name, seconds),
-            )
+            cur.execute(_sql.AWAIT_EVENT, (queue, task_id, run_id, step_name, event_name, seconds))
             return cur.fetchone()
 
         should_suspend, payload, timed_out = self._run(
@@ -574,9 +549,7 @@ class Client(ClientBase):
         payload_json = _json.dumps(payload, "payload", max_bytes=self.max_payload_bytes)
         self._run(
             "emit_event",
-            lambda cur: cur.execute(
-                "select teguh.emit_event(%s, %s, %s::jsonb)", (queue, event_name, payload_json)
-            ),
+            lambda cur: cur.execute(_sql.EMIT_EVENT, (queue, event_name, payload_json)),
             conn=conn,
             retry=True,
             queue=queue,
@@ -592,7 +565,7 @@ class Client(ClientBase):
         task_id = _validate.task_uuid(task_id, "task_id")
         self._run(
             "cancel_task",
-            lambda cur: cur.execute("select teguh.cancel_task(%s, %s::uuid)", (queue, task_id)),
+            lambda cur: cur.execute(_sql.CANCEL_TASK, (queue, task_id)),
             conn=conn,
             retry=True,
             queue=queue,
@@ -630,10 +603,7 @@ class Client(ClientBase):
         options_json = _json.dumps(options, "options", max_bytes=None)
 
         def retry(cur: Any) -> SpawnResult:
-            cur.execute(
-                "select * from teguh.retry_task(%s, %s::uuid, %s::jsonb)",
-                (queue, task_id, options_json),
-            )
+            cur.execute(_sql.RETRY_TASK, (queue, task_id, options_json))
             return _spawn_result(cur.fetchone())
 
         return self._run("retry_task", retry, conn=conn, queue=queue, task_id=task_id)
@@ -650,7 +620,7 @@ class Client(ClientBase):
         seconds = to_whole_seconds(extend_by, "extend_by", positive=True)
         self._run(
             "extend_claim",
-            lambda cur: cur.execute("select teguh.extend_claim(%s, %s::uuid, %s)", (queue, run_id, seconds)),
+            lambda cur: cur.execute(_sql.EXTEND_CLAIM, (queue, run_id, seconds)),
             conn=conn,
             retry=True,
             queue=queue,
@@ -674,10 +644,73 @@ class Client(ClientBase):
             return {}
 
         def extend(cur: Any) -> dict[str, str]:
-            cur.execute("select * from teguh.extend_claims(%s, %s::uuid[], %s)", (queue, ids, seconds))
+            cur.execute(_sql.EXTEND_CLAIMS, (queue, ids, seconds))
             return {str(run_id): outcome for run_id, outcome in cur.fetchall()}
 
         return self._run("extend_claims", extend, conn=conn, retry=True, queue=queue)
+
+    # -- the worker's calls (internal: their arguments are trusted) ---------------
+
+    def _claim_runs(self, queue: str, worker_id: str, claim_timeout: float, qty: int) -> list[dict[str, Any]]:
+        """Lease up to `qty` runs with their checkpoints (`teguh.claim_runs`), as dicts by column.
+
+        `run_id` and `task_id` are strings. Retried when the connection drops,
+        like `claim_task`.
+        """
+
+        def claim(cur: Any) -> list[dict[str, Any]]:
+            cur.execute(_sql.CLAIM_RUNS, (queue, worker_id, claim_timeout, qty))
+            return _sql.rows_as_dicts(cur)
+
+        rows = self._run("claim_runs", claim, retry=True, queue=queue)
+        for row in rows:
+            row["run_id"] = str(row["run_id"])
+            row["task_id"] = str(row["task_id"])
+        return rows
+
+    def _complete_runs(self, queue: str, run_ids: list[str], results: list[str]) -> dict[str, str]:
+        """Complete runs in one statement (`teguh.complete_runs`); `results` are JSON texts.
+
+        Returns each run id's outcome. Not retried here: the caller decides.
+        """
+
+        def complete(cur: Any) -> dict[str, str]:
+            cur.execute(_sql.COMPLETE_RUNS, (queue, run_ids, results))
+            return dict(cur.fetchall())
+
+        return self._run("complete_runs", complete, queue=queue)
+
+    def _fail_run_after(self, queue: str, run_id: str, reason_json: str, delay: float | None) -> None:
+        """Fail a run, retrying after `delay` seconds on the database clock (None: its strategy's delay)."""
+        self._run(
+            "fail_run",
+            lambda cur: cur.execute(_sql.FAIL_RUN_AFTER, (queue, run_id, reason_json, delay)),
+            queue=queue,
+            run_id=run_id,
+        )
+
+    def _release_run(self, queue: str, run_id: str) -> None:
+        """Hand a claimed task back, ready at once on the database clock (the worker's shutdown).
+
+        Raises:
+            Cancelled, LeaseLost: the run no longer holds the task.
+        """
+        self._run(
+            "release",
+            lambda cur: cur.execute(_sql.RELEASE_RUN, (queue, run_id)),
+            queue=queue,
+            run_id=run_id,
+        )
+
+    def _seconds_until_due(self, queue: str) -> float | None:
+        """Seconds until something in the queue falls due (negative: overdue), or None when nothing will.
+
+        Measured on the database clock. Retried when the connection drops;
+        raises otherwise (the worker logs and polls).
+        """
+        return self._run(
+            "next_due", lambda cur: scalar(cur, _sql.SECONDS_UNTIL_DUE, queue), retry=True, queue=queue
+        )
 
     # -- results and time -------------------------------------------------------
 
@@ -691,7 +724,7 @@ class Client(ClientBase):
         task_id = _validate.task_uuid(task_id, "task_id")
 
         def fetch(cur: Any) -> TaskResult:
-            cur.execute("select * from teguh.get_task_result(%s, %s::uuid)", (queue, task_id))
+            cur.execute(_sql.GET_TASK_RESULT, (queue, task_id))
             row = cur.fetchone()
             if row is None:
                 message = f"task {task_id} not found in queue {queue!r}"
@@ -734,12 +767,38 @@ class Client(ClientBase):
                     if payloads is None or not payloads or any(p.lower() == wanted for p in payloads):
                         break
 
+    def database_time(self, offset_seconds: float = 0.0) -> datetime:
+        """The database clock (`teguh.current_time()`) plus `offset_seconds`, as an aware datetime.
+
+        Every time in teguh is measured on this clock, so "in n seconds" is
+        `database_time(n)`, not the local clock plus n.
+        """
+        return self._run("now", lambda cur: scalar(cur, _sql.DATABASE_TIME, offset_seconds), retry=True)
+
+    def _clock_timestamp(self) -> datetime:
+        """The database's real wall clock, ignoring a fake time (no schema needed)."""
+        return self._run("now", lambda cur: scalar(cur, _sql.CLOCK_TIMESTAMP), check_schema=False)
+
+    def _get_task_info(self, queue: str, task_id: str) -> dict[str, Any] | None:
+        """The task's row with its lease holder (`teguh.get_task_info`), None for an unknown queue or task.
+
+        Neither argument is validated here: an invalid queue name is simply
+        not found (the Django backend looks a task up in every queue it has).
+        """
+
+        def fetch(cur: Any) -> dict[str, Any] | None:
+            cur.execute(_sql.GET_TASK_INFO, (queue, task_id))
+            rows = _sql.rows_as_dicts(cur)
+            return rows[0] if rows else None
+
+        return self._run("get_result", fetch, retry=True, queue=queue, task_id=task_id)
+
     def next_due(self, queue: str, *, conn: Any = None) -> datetime | None:
         """When something in the queue next falls due (in the past if work is waiting), or None."""
         queue = _validate.queue_name(queue)
         return self._run(
             "next_due",
-            lambda cur: scalar(cur, "select teguh.next_due(%s)", queue),
+            lambda cur: scalar(cur, _sql.NEXT_DUE, queue),
             conn=conn,
             retry=True,
             queue=queue,
@@ -756,7 +815,7 @@ class Client(ClientBase):
         return int(
             self._run(
                 "ticker",
-                lambda cur: scalar(cur, "select teguh.ticker(%s::text)", queue),
+                lambda cur: scalar(cur, _sql.TICKER, queue),
                 conn=conn,
                 retry=True,
                 queue=queue,
@@ -773,10 +832,12 @@ class Client(ClientBase):
         queue = _validate.queue_name(queue)
         seconds = None if ttl is None else to_whole_seconds(ttl, "ttl")
         lim = None if limit is None else _validate.integer(limit, "limit", minimum=1)
-        query = "select teguh.cleanup_tasks(%s, %s::int, %s::int)"
         return int(
             self._run(
-                "cleanup_tasks", lambda cur: scalar(cur, query, queue, seconds, lim), conn=conn, queue=queue
+                "cleanup_tasks",
+                lambda cur: scalar(cur, _sql.CLEANUP_TASKS, queue, seconds, lim),
+                conn=conn,
+                queue=queue,
             )
         )
 

@@ -1933,6 +1933,32 @@ begin
 end
 $$;
 
+-- A task's row with its current lease holder (claimed_by and claimed_at are
+-- null when no run holds it): what an integration showing task details needs
+-- (the Django backend's results). Unlike get_task_result, an unknown queue or
+-- task is no row, not an error, so a caller can look a task up in several
+-- queues. Reads only; takes no lock beyond the snapshot.
+create or replace function teguh.get_task_info(q text, p_task_id uuid)
+returns table(task_id uuid, task_name text, params jsonb, state text, attempts int, priority int,
+              enqueued_at timestamptz, first_started_at timestamptz, finished_at timestamptz,
+              result jsonb, failure_reason jsonb, cancelled_at timestamptz,
+              claimed_by text, claimed_at timestamptz)
+language plpgsql stable as $$
+#variable_conflict use_variable
+begin
+  if not exists (select 1 from teguh.queues where queue_name = q) then
+    return;
+  end if;
+  return query execute format(
+    'select t.task_id, t.task_name, t.params, t.state, t.attempts, t.priority, t.enqueued_at, '
+    't.first_started_at, t.finished_at, t.result, t.failure_reason, t.cancelled_at, '
+    'r.claimed_by, r.claimed_at '
+    'from teguh.%I t left join teguh.%I r on r.task_id = t.task_id where t.task_id = $1',
+    't_' || q, 'r_' || q)
+    using p_task_id;
+end
+$$;
+
 -- The earliest moment something in the queue falls due; index scans only
 -- (in the queue's own _due_<q>).
 -- Null when nothing is due. Idle workers wait at most until then.
@@ -2221,7 +2247,7 @@ create or replace function teguh._role_functions(kind text) returns text[]
 language plpgsql immutable as $$
 declare
   producer text[] := array['version', 'current_time', 'list_queues',
-                           'spawn_task', 'spawn_tasks', 'emit_event', 'get_task_result'];
+                           'spawn_task', 'spawn_tasks', 'emit_event', 'get_task_result', 'get_task_info'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
                                      'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
                                      'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',

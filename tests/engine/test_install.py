@@ -36,6 +36,7 @@ PUBLIC_FUNCTIONS = {
     "extend_claim",
     "extend_claims",
     "get_task_result",
+    "get_task_info",
     "next_due",
     "ticker",
     "cleanup_tasks",

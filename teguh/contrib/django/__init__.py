@@ -34,7 +34,7 @@ __all__ = [
 # before Django is configured, and `TeguhBackend` needs django.tasks (Django 6)
 # or the django-tasks backport, which the rest does not.
 _LAZY = {
-    "DJANGO_TASK_PREFIX": "._app",
+    "DJANGO_TASK_PREFIX": ".conf",
     "DjangoApp": "._app",
     "get_app": "._app",
     "spawn_task": "._app",

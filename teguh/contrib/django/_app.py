@@ -16,6 +16,7 @@ from teguh.errors import map_db_error
 from teguh.worker import Worker
 
 from . import conf
+from .conf import DJANGO_TASK_PREFIX  # its home; importable from here as before
 
 if TYPE_CHECKING:
     from teguh.app import Task
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
     from teguh.results import SpawnResult
 
 logger = logging.getLogger("teguh.django")
-
-DJANGO_TASK_PREFIX = "django.tasks:"
-"""Task names spawned by `TeguhBackend` start with this, followed by the function's module path."""
-
 
 @contextlib.contextmanager
 def django_connections(ctx: TaskContext) -> Iterator[None]:
@@ -147,7 +144,8 @@ class DjangoApp(App):
         """The handler of `task_name`; `django.tasks` functions are imported on first sight."""
         task = self._tasks.get(task_name)
         if task is None and task_name.startswith(DJANGO_TASK_PREFIX):
-            from .backend import register_django_task
+            # lazily: `_tasks` needs django.tasks (or the backport), which the app does not
+            from ._tasks import register_django_task
 
             with self._resolve_lock:
                 task = self._tasks.get(task_name) or register_django_task(self, task_name)

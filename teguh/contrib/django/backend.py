@@ -20,8 +20,6 @@ its path on first sight, so tasks need no other registration.
 
 from __future__ import annotations
 
-import logging
-import traceback
 from typing import Any
 
 from django.utils import timezone
@@ -30,35 +28,25 @@ from django.utils.module_loading import import_string
 from teguh import _validate
 from teguh.retry import normalize_retry_strategy
 
-from ._app import DJANGO_TASK_PREFIX, DjangoApp, get_app
+from ._app import get_app
+from ._tasks import (
+    DJANGO_TASK_PREFIX,
+    BaseTaskBackend,
+    DjangoTask,
+    InvalidTaskError,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    TeguhTaskContext,
+    _call,  # noqa: F401 (the old import path)
+    register_django_task,
+    task_enqueued,
+)
 
-try:  # Django 6.0+
-    from django.tasks.backends.base import BaseTaskBackend
-    from django.tasks.base import Task as DjangoTask
-    from django.tasks.base import TaskContext, TaskError, TaskResult, TaskResultStatus
-    from django.tasks.exceptions import InvalidTask as InvalidTaskError
-    from django.tasks.exceptions import TaskResultDoesNotExist
-    from django.tasks.signals import task_enqueued, task_finished, task_started
-except ImportError:  # the django-tasks backport (Django 5.x)
-    from django_tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef]
-    from django_tasks.base import Task as DjangoTask  # type: ignore[no-redef]
-    from django_tasks.base import (  # type: ignore[no-redef]
-        TaskContext,
-        TaskError,
-        TaskResult,
-        TaskResultStatus,
-    )
-    from django_tasks.exceptions import (  # type: ignore[no-redef]
-        InvalidTaskError,
-        TaskResultDoesNotExist,
-    )
-    from django_tasks.signals import (  # type: ignore[no-redef]
-        task_enqueued,
-        task_finished,
-        task_started,
-    )
-
-logger = logging.getLogger("teguh.django")
+# `register_django_task`, `_call` and `TeguhTaskContext` live in `_tasks.py`
+# (so `_app.py` no longer imports this module); imported here for the old paths.
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "STATUS", "TeguhBackend", "TeguhTaskContext", "register_django_task"]
 
 DEFAULT_MAX_ATTEMPTS = 3
 """Attempts a `django.tasks` task gets unless `OPTIONS["MAX_ATTEMPTS"]` says otherwise."""
@@ -207,100 +195,5 @@ def _errors(row: dict[str, Any]) -> list[TaskError]:
 
 
 def _fetch_task(queue: str, task_id: str) -> dict[str, Any] | None:
-    """One row of `teguh.t_<queue>` with its lease, through teguh's pool (None: no such task or queue)."""
-    from psycopg2 import sql
-
-    query = sql.SQL(
-        "select t.task_name, t.params, t.state, t.attempts, t.priority, t.enqueued_at, "
-        "t.first_started_at, t.finished_at, t.result, t.failure_reason, r.claimed_by, r.claimed_at "
-        "from teguh.{t} t left join teguh.{r} r on r.task_id = t.task_id where t.task_id = %s::uuid"
-    ).format(t=sql.Identifier(f"t_{queue}"), r=sql.Identifier(f"r_{queue}"))
-
-    def fetch(cur: Any) -> dict[str, Any] | None:
-        cur.execute("select to_regclass(%s)", (f'teguh."t_{queue}"',))
-        if cur.fetchone()[0] is None:
-            return None
-        cur.execute(query, (task_id,))
-        row = cur.fetchone()
-        return None if row is None else dict(zip([c.name for c in cur.description], row, strict=True))
-
-    return get_app().client._run("get_result", fetch, retry=True, queue=queue, task_id=task_id)
-
-
-def register_django_task(app: DjangoApp, task_name: str) -> Any:
-    """Register a handler for `django.tasks:<path>` that imports and calls the function (worker side).
-
-    Returns the teguh `Task`, or None when the path does not name a
-    `django.tasks` task (the worker then treats the name as unknown).
-    """
-    path = task_name[len(DJANGO_TASK_PREFIX) :]
-    try:
-        django_task = import_string(path)
-    except ImportError as exc:
-        logger.warning("cannot import django.tasks task %r: %s", path, exc)
-        return None
-    if not isinstance(django_task, DjangoTask):
-        logger.warning("%r is not a django.tasks task; not running it", path)
-        return None
-
-    def run(params: Any, ctx: Any) -> Any:
-        return _call(django_task, params or {}, ctx)
-
-    run.__name__ = run.__qualname__ = path
-    return app.task(task_name)(run)
-
-
-def _call(django_task: DjangoTask, params: dict[str, Any], ctx: Any) -> Any:
-    """Run a `django.tasks` function for teguh's worker, sending Django's task signals around it."""
-    args, kwargs = params.get("args", []), params.get("kwargs", {})
-    now = timezone.now()
-    task_result = TaskResult(
-        task=django_task,
-        id=ctx.task_id,
-        status=TaskResultStatus.RUNNING,
-        enqueued_at=None,
-        started_at=now,
-        finished_at=None,
-        last_attempted_at=now,
-        args=args,
-        kwargs=kwargs,
-        backend=django_task.backend,
-        errors=[],
-        worker_ids=[""] * ctx.attempt,  # so context.attempt is teguh's attempt number
-    )
-    sender = type(django_task.get_backend())
-    task_started.send(sender, task_result=task_result)
-    try:
-        if django_task.takes_context:
-            context = TeguhTaskContext(task_result=task_result)
-            object.__setattr__(context, "teguh", ctx)  # frozen dataclass: set once, here
-            value = django_task.call(context, *args, **kwargs)
-        else:
-            value = django_task.call(*args, **kwargs)
-    except Exception as exc:  # not Suspended/Cancelled/LeaseLost: those are no outcome yet
-        object.__setattr__(task_result, "status", TaskResultStatus.FAILED)
-        object.__setattr__(task_result, "finished_at", timezone.now())
-        task_result.errors.append(
-            TaskError(
-                exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-            )
-        )
-        task_finished.send(sender, task_result=task_result)  # this attempt; teguh may retry
-        raise
-    object.__setattr__(task_result, "status", TaskResultStatus.SUCCESSFUL)
-    object.__setattr__(task_result, "finished_at", timezone.now())
-    object.__setattr__(task_result, "_return_value", value)
-    task_finished.send(sender, task_result=task_result)
-    return value
-
-
-class TeguhTaskContext(TaskContext):
-    """The `django.tasks` context TeguhBackend passes, plus `.teguh`: teguh's durable context.
-
-    `context.teguh.step(...)`, `.sleep_for(...)`, `.await_event(...)` make a
-    `django.tasks` task durable like any teguh handler. Not slotted (unlike
-    its base), so it can carry the extra attribute.
-    """
-
-    teguh: Any
+    """The task's row with its lease (`teguh.get_task_info`) via teguh's pool; None: no such task or queue."""
+    return get_app().client._get_task_info(queue, task_id)

@@ -25,6 +25,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 from teguh import _validate
 
+DJANGO_TASK_PREFIX = "django.tasks:"
+"""Task names spawned by `TeguhBackend` start with this, followed by the function's module path.
+
+Here rather than in `_tasks.py` (its user) because `_app.py` needs it too and
+must import without `django.tasks` (Django 6) or the `django-tasks` backport.
+"""
+
 DEFAULTS: dict[str, Any] = {
     "DSN": None,
     "DATABASE": "default",

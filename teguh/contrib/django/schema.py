@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from teguh import _sql
 from teguh.client import install, schema_sql
 
 from . import conf
@@ -33,7 +34,7 @@ def sync_schema(connection: Any) -> None:
         # no parameters: the driver sends the file as it is (its % signs included)
         cur.execute(schema_sql())
         for name in conf.queues():
-            cur.execute("select teguh.create_queue(%s)", [name])
+            cur.execute(_sql.CREATE_QUEUE, [name])
     logger.info(
         "teguh schema installed in database %r (queues: %s)", connection.alias, ", ".join(conf.queues())
     )

@@ -1,0 +1,140 @@
+"""Every statement teguh sends, named after the engine function it calls.
+
+The one home for SQL text in the package: `Client` (and the CLI, the Django
+integration, the test tools and the LISTEN code through it) runs these
+constants instead of writing statements of its own, so changing an engine
+function's signature means changing one line here, and
+`tests/test_sql_home.py` checks that each `teguh.<function>(` named here is
+defined in `teguh/schema/teguh.sql`.
+
+Statements are psycopg2 paramstyle (`%s`) strings, except the few that put an
+identifier in the statement (a LISTEN channel, a database name): those are
+functions returning a `psycopg2.sql.Composed`, which quotes the identifier.
+Nothing here runs a statement except `scalar`, whose errors (psycopg2's) reach
+the caller unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg2 import sql as _pgsql
+
+# -- schema and time ------------------------------------------------------------
+
+VERSION = "select teguh.version()"
+"""The installed schema's version (also the per-session check that the schema is there)."""
+
+DATABASE_TIME = "select teguh.current_time() + make_interval(secs => %s::float8)"
+"""The database clock (`teguh.fake_now` when set) plus an offset in seconds."""
+
+CLOCK_TIMESTAMP = "select clock_timestamp()"
+"""The database's real wall clock, ignoring `teguh.fake_now` (FakeClock's default start)."""
+
+SET_FAKE_NOW = "select set_config('teguh.fake_now', %s, %s)"
+"""Pin `teguh.current_time()` for the session (`is_local` true: for the transaction only)."""
+
+# -- queues ---------------------------------------------------------------------
+
+CREATE_QUEUE = "select teguh.create_queue(%s)"
+DROP_QUEUE = "select teguh.drop_queue(%s)"
+LIST_QUEUES = "select * from teguh.list_queues()"
+
+# -- spawning and events --------------------------------------------------------
+
+SPAWN_TASK = "select * from teguh.spawn_task(%s, %s, %s::jsonb, %s::jsonb)"
+SPAWN_TASKS = "select * from teguh.spawn_tasks(%s, %s::jsonb)"
+EMIT_EVENT = "select teguh.emit_event(%s, %s, %s::jsonb)"
+CANCEL_TASK = "select teguh.cancel_task(%s, %s::uuid)"
+RETRY_TASK = "select * from teguh.retry_task(%s, %s::uuid, %s::jsonb)"
+
+# -- runs -----------------------------------------------------------------------
+
+CLAIM_TASK = "select * from teguh.claim_task(%s, %s, %s, %s)"
+CLAIM_RUNS = "select * from teguh.claim_runs(%s, %s, %s, %s)"
+"""The worker's claim: `claim_task`'s rows plus each task's checkpoints."""
+
+COMPLETE_RUN = "select teguh.complete_run(%s, %s::uuid, %s::jsonb)"
+COMPLETE_RUNS = "select run_id::text, outcome from teguh.complete_runs(%s, %s::uuid[], %s::jsonb[])"
+"""The worker's batched completion: one (run_id, outcome) row per run."""
+
+FAIL_RUN = "select teguh.fail_run(%s, %s::uuid, %s::jsonb, %s::timestamptz)"
+FAIL_RUN_AFTER = (
+    "select teguh.fail_run(%s, %s::uuid, %s::jsonb, teguh.current_time() + make_interval(secs => %s::float8))"
+)
+"""`fail_run` with the retry delay measured on the database clock (NULL: the task's strategy)."""
+
+SCHEDULE_RUN = "select teguh.schedule_run(%s, %s::uuid, %s::timestamptz)"
+RELEASE_RUN = "select teguh.schedule_run(%s, %s::uuid, teguh.current_time())"
+"""Hand a claimed task back, ready at once (the worker's shutdown)."""
+
+SLEEP_RUN = "select * from teguh.sleep_run(%s, %s::uuid, %s, %s::double precision, %s::timestamptz)"
+SET_TASK_CHECKPOINT_STATE = (
+    "select teguh.set_task_checkpoint_state(%s, %s::uuid, %s, %s::jsonb, %s::uuid, %s::int)"
+)
+GET_TASK_CHECKPOINT_STATES = "select * from teguh.get_task_checkpoint_states(%s, %s::uuid, %s::uuid)"
+AWAIT_EVENT = "select * from teguh.await_event(%s, %s::uuid, %s::uuid, %s, %s, %s::int)"
+EXTEND_CLAIM = "select teguh.extend_claim(%s, %s::uuid, %s)"
+EXTEND_CLAIMS = "select * from teguh.extend_claims(%s, %s::uuid[], %s)"
+
+# -- results, timers, maintenance -----------------------------------------------
+
+GET_TASK_RESULT = "select * from teguh.get_task_result(%s, %s::uuid)"
+GET_TASK_INFO = "select * from teguh.get_task_info(%s, %s::uuid)"
+"""A task's row with its lease holder, or no row (unknown queue or task); Django's results."""
+
+NEXT_DUE = "select teguh.next_due(%s)"
+SECONDS_UNTIL_DUE = "select extract(epoch from teguh.next_due(%s) - teguh.current_time())::float8"
+"""Seconds until something in the queue falls due on the database clock (negative: overdue; NULL: nothing)."""
+
+TICKER = "select teguh.ticker(%s::text)"
+CLEANUP_TASKS = "select teguh.cleanup_tasks(%s, %s::int, %s::int)"
+CRON_START = "select teguh.start()"
+CRON_STOP = "select teguh.stop()"
+
+# -- notifications ----------------------------------------------------------------
+
+NOTIFY = "select pg_notify(%s, %s)"
+"""Send a notification (the LISTEN probe's test message)."""
+
+LIVENESS = "select 1"
+"""A LISTEN connection's liveness check."""
+
+
+def listen(channel: str) -> _pgsql.Composed:
+    """`LISTEN <channel>`, the channel quoted as an identifier."""
+    return _pgsql.SQL("listen {}").format(_pgsql.Identifier(channel))
+
+
+def unlisten(channel: str) -> _pgsql.Composed:
+    """`UNLISTEN <channel>`, the channel quoted as an identifier."""
+    return _pgsql.SQL("unlisten {}").format(_pgsql.Identifier(channel))
+
+
+# -- test databases ---------------------------------------------------------------
+
+
+def create_database(name: str) -> _pgsql.Composed:
+    """`CREATE DATABASE <name>` (teguh.testing's temporary databases)."""
+    return _pgsql.SQL("create database {}").format(_pgsql.Identifier(name))
+
+
+def drop_database(name: str) -> _pgsql.Composed:
+    """`DROP DATABASE IF EXISTS <name> WITH (FORCE)`, closing its sessions."""
+    return _pgsql.SQL("drop database if exists {} with (force)").format(_pgsql.Identifier(name))
+
+
+# -- running ----------------------------------------------------------------------
+
+
+def scalar(cur: Any, query: Any, *args: Any) -> Any:
+    """Run a one-value query and return the value (None when there is no row)."""
+    cur.execute(query, args)
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def rows_as_dicts(cur: Any) -> list[dict[str, Any]]:
+    """The remaining rows of the cursor's result, each as a dict by column name."""
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
