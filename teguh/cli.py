@@ -261,8 +261,7 @@ def worker_cmd(
     are handed back so another worker starts them immediately.
     """
     app = load_app(app_spec)
-    if ctx.obj["dsn"] and app._client is None and app._dsn is None:
-        app._dsn = ctx.obj["dsn"]  # a DSN written in the app wins, like any explicit argument
+    app.configure(ctx.obj["dsn"], replace=False)  # a DSN written in the app wins, like any explicit argument
     run_worker(app, queue, "DEBUG" if ctx.obj["debug"] else log_level, log_format, **options)
 
 

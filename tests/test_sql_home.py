@@ -27,8 +27,6 @@ SCHEMA = PACKAGE / "schema" / "teguh.sql"
 NOT_YET_MIGRATED = [
     "teguh/worker.py",
     "teguh/worker/*",
-    "teguh/testing.py",
-    "teguh/testing/*",
     "teguh/_listen*.py",
     "teguh/listener.py",
     "teguh/_notify.py",

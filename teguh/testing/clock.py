@@ -15,7 +15,7 @@ import weakref
 from datetime import datetime, timedelta
 from typing import Any
 
-from .. import _time
+from .. import _sql, _time
 from ..app import App
 from ..client import Client
 from . import _advance
@@ -50,9 +50,7 @@ class FakeClock:
     def __init__(self, target: App | Client, *, start: datetime | None = None) -> None:
         self.client: Client = target.client if isinstance(target, App) else target
         if start is None:
-            start = self.client._run(
-                "now", lambda cur: _scalar(cur, "select clock_timestamp()"), check_schema=False
-            )
+            start = self.client._clock_timestamp()
         self._now: datetime = _time.require_aware(start, "start")
         self._version = 0
         self._applied: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -79,7 +77,7 @@ class FakeClock:
                 return
         # In a caller's transaction the setting is local to it, so it does not
         # outlive the test's transaction on the caller's connection.
-        cur.execute("select set_config('teguh.fake_now', %s, %s)", (now.isoformat(), not conn.autocommit))
+        cur.execute(_sql.SET_FAKE_NOW, (now.isoformat(), not conn.autocommit))
         if conn.autocommit:
             with self._lock:
                 self._applied[conn] = version
@@ -119,7 +117,3 @@ class FakeClock:
         # replaces them.
         self.client.drain_connections()
 
-
-def _scalar(cur: Any, query: str) -> Any:
-    cur.execute(query)
-    return cur.fetchone()[0]

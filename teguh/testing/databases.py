@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
-from .. import _dsn
+from .. import _dsn, _sql
 from ..app import App
 from ..client import Client, install
 
@@ -45,7 +45,6 @@ def temporary_database(server_dsn: str | None = None) -> Iterator[str]:
     PostgreSQL). The role needs `CREATEDB`.
     """
     import psycopg2
-    import psycopg2.sql
 
     with Client(server_dsn, min_connections=0, max_connections=1) as admin:
         base = admin.dsn
@@ -54,18 +53,14 @@ def temporary_database(server_dsn: str | None = None) -> Iterator[str]:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(psycopg2.sql.SQL("create database {}").format(psycopg2.sql.Identifier(name)))
+            cur.execute(_sql.create_database(name))
         dsn = psycopg2.extensions.make_dsn(base, dbname=name)
         install(dsn)
         try:
             yield dsn
         finally:
             with conn.cursor() as cur:
-                cur.execute(
-                    psycopg2.sql.SQL("drop database if exists {} with (force)").format(
-                        psycopg2.sql.Identifier(name)
-                    )
-                )
+                cur.execute(_sql.drop_database(name))
     finally:
         conn.close()
         logger.debug("temporary database %s (%s) dropped", name, _dsn.describe(base))
