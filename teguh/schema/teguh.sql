@@ -49,20 +49,30 @@ language sql volatile as $$
   select coalesce(nullif(current_setting('teguh.fake_now', true), '')::timestamptz, clock_timestamp())
 $$;
 
--- A UUIDv7: 48-bit milliseconds from teguh.current_time(), version 7,
--- RFC 4122 variant, the rest random. Ids sort by creation time. One
--- expression, so PostgreSQL inlines it: a batch of 1,000 spawns calls it
--- 1,000 times. The random part comes from gen_random_uuid() (a v4 UUID: its
--- variant bits are already right, and setting bits 52 and 53 turns version 4
--- into 7), or from pgcrypto's gen_random_bytes when pgcrypto is installed.
+-- A UUIDv7 (RFC 9562, "fixed-length dedicated counter" method): 48-bit
+-- milliseconds from teguh.current_time(), version 7, rand_a zero, RFC 4122
+-- variant, a 38-bit counter, then 24 random bits. Ids sort by creation time,
+-- and ids of the same millisecond sort in the order they were made, also
+-- across sessions: the counter is a sequence, whose nextval is ordered
+-- database-wide (a per-backend counter would leave racing producers random
+-- within a millisecond). The claim orders equal priorities by id, so this
+-- is what makes tasks claimed in spawn order, the items of one spawn_tasks
+-- call included (they are numbered in array order). The counter wraps after
+-- 2^38 ids; only ids of the one millisecond that straddles the wrap could
+-- then sort out of order. One expression, so PostgreSQL inlines it: a batch
+-- of 1,000 spawns calls it 1,000 times. The random bytes come from
+-- gen_random_uuid(), or from pgcrypto's gen_random_bytes when pgcrypto is
+-- installed.
+create sequence if not exists teguh._uuidv7_counter as bigint;
+
 create or replace function teguh.portable_uuidv7() returns uuid
 language sql volatile as $$
   select encode(
-    set_bit(set_bit(
-      overlay(uuid_send(gen_random_uuid())
-        placing substring(int8send(floor(extract(epoch from teguh.current_time()) * 1000)::bigint) from 3)
-        from 1 for 6),
-      52, 1), 53, 1),
+    -- milliseconds, then version nibble 0111 and a zero rand_a
+    int8send((floor(extract(epoch from teguh.current_time()) * 1000)::bigint << 16) | 28672)
+    -- variant bits 10, then the low 38 bits of the counter (5 bytes)
+    || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
+    || substring(uuid_send(gen_random_uuid()) from 14 for 3),
     'hex')::uuid
 $$;
 
@@ -74,16 +84,13 @@ begin
     from pg_extension e join pg_namespace n on n.oid = e.extnamespace
    where e.extname = 'pgcrypto';
   if crypto_schema is not null then
-    -- version 0111 in byte 6 (bits 55..52), variant 10 in byte 8 (bits 71, 70)
     execute format($f$
       create or replace function teguh.portable_uuidv7() returns uuid
       language sql volatile as $body$
         select encode(
-          set_bit(set_bit(set_bit(set_bit(set_bit(set_bit(
-            overlay(%I.gen_random_bytes(16)
-              placing substring(int8send(floor(extract(epoch from teguh.current_time()) * 1000)::bigint) from 3)
-              from 1 for 6),
-            52, 1), 53, 1), 54, 1), 55, 0), 70, 0), 71, 1),
+          int8send((floor(extract(epoch from teguh.current_time()) * 1000)::bigint << 16) | 28672)
+          || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
+          || %I.gen_random_bytes(3),
           'hex')::uuid
       $body$$f$, crypto_schema);
   end if;
