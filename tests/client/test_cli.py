@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -76,3 +78,52 @@ def test_spawn_delay_cleanup_and_task_commands(runner: CliRunner, dsn: str) -> N
     assert cleaned.stdout.strip() == "jobs: 1 task(s) deleted"
     gone = runner.invoke(main, [*base, "task", "show", "jobs", task_id])
     assert gone.exit_code == 1 and "not found" in gone.stderr
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["{", "NaN", '{"a": NaN}', "[Infinity]", "[-Infinity]", "1e999", "{'a': 1}", ""],
+)
+def test_every_invalid_json_exits_2_in_one_line(runner: CliRunner, bad: str) -> None:
+    # No database needed: the argument is refused before any connection.
+    for args, what in (
+        (["spawn", "jobs", "t", bad], "PARAMS"),
+        (["emit", "jobs", "ev", bad], "PAYLOAD"),
+        (["spawn", "jobs", "t", "{}", "--headers", bad], "--headers"),
+        (["spawn", "jobs", "t", "{}", "--retry-strategy", bad], "--retry-strategy"),
+    ):
+        result = runner.invoke(main, ["--dsn", "host=/nonexistent dbname=x", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith(f"teguh: error: {what} is not valid JSON"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_params_and_payload_from_a_file_or_stdin(runner: CliRunner, dsn: str, tmp_path) -> None:
+    base = ["--dsn", dsn]
+    assert runner.invoke(main, [*base, "queue", "create", "jobs"]).exit_code == 0
+    big = {"blob": "x" * 300_000}  # past the shell's argument limit
+    params_file = tmp_path / "params.json"
+    params_file.write_text(json.dumps(big), encoding="utf-8")
+    from_file = runner.invoke(main, [*base, "spawn", "jobs", "t", f"@{params_file}"])
+    assert from_file.exit_code == 0, from_file.output
+    from_stdin = runner.invoke(main, [*base, "spawn", "jobs", "t", "-"], input='{"via": "stdin"}')
+    assert from_stdin.exit_code == 0, from_stdin.output
+    emitted = runner.invoke(main, [*base, "emit", "jobs", "ev", "-"], input='{"ok": true}')
+    assert emitted.exit_code == 0, emitted.output
+    with teguh.Client(dsn) as client:
+        runs = client.claim_task("jobs", "w", qty=2)
+        assert [r.params for r in runs] == [big, {"via": "stdin"}]
+    missing = runner.invoke(main, [*base, "spawn", "jobs", "t", f"@{tmp_path / 'nope.json'}"])
+    assert missing.exit_code == 2
+    assert missing.stderr.startswith("teguh: error: PARAMS: cannot read")
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_dropping_an_unknown_queue_is_an_error(runner: CliRunner, dsn: str) -> None:
+    assert runner.invoke(main, ["--dsn", dsn, "queue", "create", "jobs"]).exit_code == 0
+    typo = runner.invoke(main, ["--dsn", dsn, "queue", "drop", "jbos"])
+    assert typo.exit_code == 1
+    assert typo.stderr.strip() == "teguh: error: no queue 'jbos' to drop (queues: jobs)"
+    assert "dropped" not in typo.stdout
+    with teguh.Client(dsn) as client:
+        assert client.list_queues() == ["jobs"]
