@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from . import _embedded, _logging, _malloc, _validate
+from . import _embedded, _import_error, _logging, _malloc, _validate
 from .client import Client, install
 from .errors import Cancelled, LeaseLost, Suspended
 
@@ -102,6 +102,16 @@ def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
+class _AppImportError(Exception):
+    """The user's app module raised while being imported (exit status 1, one line)."""
+
+    def __init__(self, module_name: str, exc: BaseException) -> None:
+        super().__init__(
+            f"cannot import {module_name!r}: {_import_error.describe(exc)} "
+            "(run `teguh --debug ...` for the traceback)"
+        )
+
+
 def load_app(spec: str) -> Any:
     """Import `module:attribute` (or `module`, taking its `app`); call it if it is a factory.
 
@@ -114,8 +124,14 @@ def load_app(spec: str) -> Any:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="--app") from None
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            # the spec names no module: a usage error
+            raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="--app") from None
+        raise _AppImportError(module_name, exc) from exc
+    except Exception as exc:
+        # the user's module raised while importing: say where, in one line
+        raise _AppImportError(module_name, exc) from exc
     try:
         obj = getattr(module, attr or "app")
     except AttributeError:

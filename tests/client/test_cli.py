@@ -127,3 +127,47 @@ def test_dropping_an_unknown_queue_is_an_error(runner: CliRunner, dsn: str) -> N
     assert "dropped" not in typo.stdout
     with teguh.Client(dsn) as client:
         assert client.list_queues() == ["jobs"]
+
+
+def _app_module(tmp_path, monkeypatch, name: str, source: str) -> None:
+    (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # load_app imports from the current directory
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "error"),
+    [
+        ("import teguh\n\napp = teguh.App(queue=undefined_name)\n", 3, "NameError: name 'undefined_name'"),
+        ("import teguh\n\ndef broken(:\n    pass\n", 3, "SyntaxError: "),
+        ("import os\nimport no_such_dependency_xyz\n", 2, "ModuleNotFoundError: No module named"),
+        ("import teguh\n\napp = teguh.App(queue='Bad-Name')\n", 3, "InvalidQueueName: invalid queue name"),
+    ],
+    ids=["name-error", "syntax-error", "missing-dependency", "raised-inside-teguh"],
+)
+def test_an_app_that_fails_to_import_shows_the_users_line(
+    runner: CliRunner, tmp_path, monkeypatch, source: str, line: int, error: str
+) -> None:
+    name = f"opsapp_{abs(hash(source)) % 10**8}"
+    _app_module(tmp_path, monkeypatch, name, source)
+    result = runner.invoke(main, ["--dsn", "host=/nonexistent dbname=x", "worker", "--app", f"{name}:app"])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    expected = f"teguh: error: cannot import '{name}': {name}.py, line {line}: {error}"
+    assert lines[0].startswith(expected), lines
+    assert "--debug" in lines[0]
+
+
+def test_debug_shows_the_app_import_traceback(runner: CliRunner, tmp_path, monkeypatch) -> None:
+    _app_module(tmp_path, monkeypatch, "opsapp_debug", "x = 1\nraise RuntimeError('boom at import')\n")
+    args = ["--dsn", "host=/nonexistent", "--debug", "worker", "--app", "opsapp_debug:app"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    assert isinstance(result.exception.__cause__, RuntimeError)
+
+
+def test_an_app_module_that_does_not_exist_is_a_usage_error(runner: CliRunner, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, ["--dsn", "host=/nonexistent", "worker", "--app", "no_such_opsapp:app"])
+    assert result.exit_code == 2
+    assert "cannot import 'no_such_opsapp'" in result.stderr
