@@ -680,6 +680,43 @@ begin
   perform teguh._ensure_queue_tables(q);
   execute teguh._hot_path_sql(q);
   perform teguh._lock_down_queue(q);
+  perform teguh._rebuild_tasks_view();
+end
+$$;
+
+-- The view teguh.tasks: every queue's tasks, with a queue_name column, for
+-- read-only tools (the Django admin). A UNION ALL of one branch per queue, so
+-- a filter on queue_name prunes the other branches and `order by task_id desc
+-- limit n` merges the primary keys. Rebuilt under the install lock whenever
+-- the set of queues changes (and on every install), since a view cannot list
+-- tables that do not exist yet. Columns are named, not `t.*`: tables of older
+-- queues got columns added in a different order. Upgrades that change a
+-- column of t_ tables must drop the view first (the upgrade block does).
+create or replace function teguh._rebuild_tasks_view() returns void
+language plpgsql as $$
+declare
+  cols constant text := 'task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation, '
+    'idempotency_key, priority, state, attempts, enqueued_at, first_started_at, finished_at, available_at, '
+    'wake_event, last_run_id, result, failure_reason, cancelled_at, notify_done, deadline_at, cancelled_run_id';
+  body text;
+begin
+  select string_agg(format('select %L::text as queue_name, %s from teguh.%I', q.queue_name, cols, 't_' || q.queue_name),
+                    ' union all ' order by q.queue_name)
+    into body
+    from teguh.queues q
+   where to_regclass(format('teguh.%I', 't_' || q.queue_name)) is not null;
+  drop view if exists teguh.tasks;
+  -- no queue: an empty view with the same columns (typed from a template row)
+  execute 'create view teguh.tasks as ' || coalesce(body, format(
+    'select null::text as queue_name, %s from (select null::uuid as task_id, null::text as task_name, '
+    'null::jsonb as params, null::jsonb as headers, null::jsonb as retry_strategy, null::int as max_attempts, '
+    'null::jsonb as cancellation, null::text as idempotency_key, null::int as priority, null::text as state, '
+    'null::int as attempts, null::timestamptz as enqueued_at, null::timestamptz as first_started_at, '
+    'null::timestamptz as finished_at, null::timestamptz as available_at, null::text as wake_event, '
+    'null::uuid as last_run_id, null::jsonb as result, null::jsonb as failure_reason, '
+    'null::timestamptz as cancelled_at, null::boolean as notify_done, null::timestamptz as deadline_at, '
+    'null::uuid as cancelled_run_id) x where false', cols));
+  execute 'revoke all on teguh.tasks from public';
 end
 $$;
 
@@ -690,13 +727,15 @@ declare
 begin
   perform teguh._check_queue_name(q);
   perform pg_advisory_xact_lock(7420581234);
+  -- first out of the view, which depends on its tables
+  delete from teguh.queues where queue_name = q;
+  perform teguh._rebuild_tasks_view();
   foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
   end loop;
   foreach prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
     execute format('drop table if exists teguh.%I', prefix || q);
   end loop;
-  delete from teguh.queues where queue_name = q;
 end
 $$;
 
@@ -1866,10 +1905,12 @@ do $upgrade$
 declare
   qn text;
 begin
+  drop view if exists teguh.tasks;  -- it would pin the columns of the tables upgraded here
   for qn in select queue_name from teguh.queues order by queue_name loop
     perform teguh._ensure_queue_tables(qn);
     execute teguh._hot_path_sql(qn);
   end loop;
+  perform teguh._rebuild_tasks_view();
 end
 $upgrade$;
 
