@@ -4,7 +4,8 @@ Every option can also be set through an environment variable: the ones named
 in `--help` (`TEGUH_DSN`, `TEGUH_APP`, `TEGUH_QUEUE`, ...), and otherwise
 `TEGUH_<COMMAND>_<OPTION>` (click's automatic names). Errors print one line on
 stderr and exit with status 1; `--debug` shows the traceback instead. Usage
-errors exit with status 2 (click's convention).
+errors exit with status 2 (click's convention), invalid or unreadable JSON
+arguments too, in one line.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import click
 
-from . import _embedded, _logging, _malloc, _sql
+from . import _embedded, _import_error, _logging, _malloc, _sql, _validate
 from .client import Client, install
 from .errors import Cancelled, LeaseLost, Suspended
 
@@ -46,17 +47,64 @@ def _client(ctx: click.Context) -> Client:
     return client
 
 
+class _BadJson(click.ClickException):
+    """An unreadable or invalid JSON argument: one line on stderr, usage-error status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"teguh: error: {self.format_message()}", err=True)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed (JSON has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
+
+
 def _json_arg(text: str | None, what: str) -> Any:
+    """Parse a JSON argument given inline, as `@FILE`, or as `-` (standard input).
+
+    Inline JSON over about 128 KB hits the shell's argument limit; a file or
+    stdin does not. Every unreadable or invalid value (NaN and Infinity
+    included, which PostgreSQL's jsonb refuses) exits with status 2.
+    """
     if text is None:
         return None
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        # a JSON text never starts with "@", so this cannot shadow one
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise _BadJson(f"{what}: cannot read {text[1:]!r}: {reason}") from None
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"{what} is not valid JSON: {exc}") from None
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _BadJson(f"{what} is not valid JSON: {message}") from None
 
 
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
+
+
+class _AppImportError(Exception):
+    """The user's app module raised while being imported (exit status 1, one line)."""
+
+    def __init__(self, module_name: str, exc: BaseException) -> None:
+        super().__init__(
+            f"cannot import {module_name!r}: {_import_error.describe(exc)} "
+            "(run `teguh --debug ...` for the traceback)"
+        )
 
 
 def load_app(spec: str) -> Any:
@@ -71,8 +119,14 @@ def load_app(spec: str) -> Any:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="--app") from None
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            # the spec names no module: a usage error
+            raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="--app") from None
+        raise _AppImportError(module_name, exc) from exc
+    except Exception as exc:
+        # the user's module raised while importing: say where, in one line
+        raise _AppImportError(module_name, exc) from exc
     try:
         obj = getattr(module, attr or "app")
     except AttributeError:
@@ -148,8 +202,16 @@ def queue_create(ctx: click.Context, queue: str) -> None:
 @click.argument("queue")
 @click.pass_context
 def queue_drop(ctx: click.Context, queue: str) -> None:
-    """Drop QUEUE with all its tasks, checkpoints and events (unknown queues: no-op)."""
-    _client(ctx).drop_queue(queue)
+    """Drop QUEUE with all its tasks, checkpoints and events (an unknown queue: exit status 1)."""
+    client = _client(ctx)
+    queue = _validate.queue_name(queue)
+    queues = client.list_queues()
+    if queue not in queues:
+        # a typo must not look like success
+        known = ", ".join(queues) if queues else "none"
+        click.echo(f"teguh: error: no queue {queue!r} to drop (queues: {known})", err=True)
+        ctx.exit(1)
+    client.drop_queue(queue)
     click.echo(f"queue {queue} dropped")
 
 
@@ -325,7 +387,11 @@ def spawn_cmd(
     headers: str | None,
     wait_seconds: float | None,
 ) -> None:
-    """Spawn TASK_NAME on QUEUE with PARAMS (JSON); prints the task id."""
+    """Spawn TASK_NAME on QUEUE with PARAMS (JSON); prints the task id.
+
+    PARAMS, --headers and --retry-strategy take JSON inline, `@FILE` to read a
+    file, or `-` to read standard input.
+    """
     options: dict[str, Any] = {}
     if max_attempts is not None:
         options["max_attempts"] = max_attempts
@@ -358,7 +424,10 @@ def spawn_cmd(
 @click.argument("payload", required=False)
 @click.pass_context
 def emit_cmd(ctx: click.Context, queue: str, event_name: str, payload: str | None) -> None:
-    """Emit EVENT_NAME on QUEUE with PAYLOAD (JSON); the first emit of a name wins."""
+    """Emit EVENT_NAME on QUEUE with PAYLOAD (JSON); the first emit of a name wins.
+
+    PAYLOAD is JSON inline, `@FILE` to read a file, or `-` to read standard input.
+    """
     _client(ctx).emit_event(queue, event_name, _json_arg(payload, "PAYLOAD"))
     click.echo(f"event {event_name} emitted")
 

@@ -122,20 +122,30 @@ language sql volatile as $$
   select coalesce(nullif(current_setting('teguh.fake_now', true), '')::timestamptz, clock_timestamp())
 $$;
 
--- A UUIDv7: 48-bit milliseconds from teguh.current_time(), version 7,
--- RFC 4122 variant, the rest random. Ids sort by creation time. One
--- expression, so PostgreSQL inlines it: a batch of 1,000 spawns calls it
--- 1,000 times. The random part comes from gen_random_uuid() (a v4 UUID: its
--- variant bits are already right, and setting bits 52 and 53 turns version 4
--- into 7), or from pgcrypto's gen_random_bytes when pgcrypto is installed.
+-- A UUIDv7 (RFC 9562, "fixed-length dedicated counter" method): 48-bit
+-- milliseconds from teguh.current_time(), version 7, rand_a zero, RFC 4122
+-- variant, a 38-bit counter, then 24 random bits. Ids sort by creation time,
+-- and ids of the same millisecond sort in the order they were made, also
+-- across sessions: the counter is a sequence, whose nextval is ordered
+-- database-wide (a per-backend counter would leave racing producers random
+-- within a millisecond). The claim orders equal priorities by id, so this
+-- is what makes tasks claimed in spawn order, the items of one spawn_tasks
+-- call included (they are numbered in array order). The counter wraps after
+-- 2^38 ids; only ids of the one millisecond that straddles the wrap could
+-- then sort out of order. One expression, so PostgreSQL inlines it: a batch
+-- of 1,000 spawns calls it 1,000 times. The random bytes come from
+-- gen_random_uuid(), or from pgcrypto's gen_random_bytes when pgcrypto is
+-- installed.
+create sequence if not exists teguh._uuidv7_counter as bigint;
+
 create or replace function teguh.portable_uuidv7() returns uuid
 language sql volatile as $$
   select encode(
-    set_bit(set_bit(
-      overlay(uuid_send(gen_random_uuid())
-        placing substring(int8send(floor(extract(epoch from teguh.current_time()) * 1000)::bigint) from 3)
-        from 1 for 6),
-      52, 1), 53, 1),
+    -- milliseconds, then version nibble 0111 and a zero rand_a
+    int8send((floor(extract(epoch from teguh.current_time()) * 1000)::bigint << 16) | 28672)
+    -- variant bits 10, then the low 38 bits of the counter (5 bytes)
+    || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
+    || substring(uuid_send(gen_random_uuid()) from 14 for 3),
     'hex')::uuid
 $$;
 
@@ -147,16 +157,13 @@ begin
     from pg_extension e join pg_namespace n on n.oid = e.extnamespace
    where e.extname = 'pgcrypto';
   if crypto_schema is not null then
-    -- version 0111 in byte 6 (bits 55..52), variant 10 in byte 8 (bits 71, 70)
     execute format($f$
       create or replace function teguh.portable_uuidv7() returns uuid
       language sql volatile as $body$
         select encode(
-          set_bit(set_bit(set_bit(set_bit(set_bit(set_bit(
-            overlay(%I.gen_random_bytes(16)
-              placing substring(int8send(floor(extract(epoch from teguh.current_time()) * 1000)::bigint) from 3)
-              from 1 for 6),
-            52, 1), 53, 1), 54, 1), 55, 0), 70, 0), 71, 1),
+          int8send((floor(extract(epoch from teguh.current_time()) * 1000)::bigint << 16) | 28672)
+          || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
+          || %I.gen_random_bytes(3),
           'hex')::uuid
       $body$$f$, crypto_schema);
   end if;
@@ -788,6 +795,43 @@ begin
   perform teguh._ensure_queue_tables(q);
   execute teguh._hot_path_sql(q);
   perform teguh._lock_down_queue(q);
+  perform teguh._rebuild_tasks_view();
+end
+$$;
+
+-- The view teguh.tasks: every queue's tasks, with a queue_name column, for
+-- read-only tools (the Django admin). A UNION ALL of one branch per queue, so
+-- a filter on queue_name prunes the other branches and `order by task_id desc
+-- limit n` merges the primary keys. Rebuilt under the install lock whenever
+-- the set of queues changes (and on every install), since a view cannot list
+-- tables that do not exist yet. Columns are named, not `t.*`: tables of older
+-- queues got columns added in a different order. Upgrades that change a
+-- column of t_ tables must drop the view first (the upgrade block does).
+create or replace function teguh._rebuild_tasks_view() returns void
+language plpgsql as $$
+declare
+  cols constant text := 'task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation, '
+    'idempotency_key, priority, state, attempts, enqueued_at, first_started_at, finished_at, available_at, '
+    'wake_event, last_run_id, result, failure_reason, cancelled_at, notify_done, deadline_at, cancelled_run_id';
+  body text;
+begin
+  select string_agg(format('select %L::text as queue_name, %s from teguh.%I', q.queue_name, cols, 't_' || q.queue_name),
+                    ' union all ' order by q.queue_name)
+    into body
+    from teguh.queues q
+   where to_regclass(format('teguh.%I', 't_' || q.queue_name)) is not null;
+  drop view if exists teguh.tasks;
+  -- no queue: an empty view with the same columns (typed from a template row)
+  execute 'create view teguh.tasks as ' || coalesce(body, format(
+    'select null::text as queue_name, %s from (select null::uuid as task_id, null::text as task_name, '
+    'null::jsonb as params, null::jsonb as headers, null::jsonb as retry_strategy, null::int as max_attempts, '
+    'null::jsonb as cancellation, null::text as idempotency_key, null::int as priority, null::text as state, '
+    'null::int as attempts, null::timestamptz as enqueued_at, null::timestamptz as first_started_at, '
+    'null::timestamptz as finished_at, null::timestamptz as available_at, null::text as wake_event, '
+    'null::uuid as last_run_id, null::jsonb as result, null::jsonb as failure_reason, '
+    'null::timestamptz as cancelled_at, null::boolean as notify_done, null::timestamptz as deadline_at, '
+    'null::uuid as cancelled_run_id) x where false', cols));
+  execute 'revoke all on teguh.tasks from public';
 end
 $$;
 
@@ -805,13 +849,15 @@ declare
 begin
   perform teguh._check_queue_name(q);
   perform pg_advisory_xact_lock(7420581234);
+  -- first out of the view, which depends on its tables
+  delete from teguh.queues where queue_name = q;
+  perform teguh._rebuild_tasks_view();
   foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
   end loop;
   foreach prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
     execute format('drop table if exists teguh.%I', prefix || q);
   end loop;
-  delete from teguh.queues where queue_name = q;
 end
 $$;
 
@@ -2171,10 +2217,12 @@ do $upgrade$
 declare
   qn text;
 begin
+  drop view if exists teguh.tasks;  -- it would pin the columns of the tables upgraded here
   for qn in select queue_name from teguh.queues order by queue_name loop
     perform teguh._ensure_queue_tables(qn);
     execute teguh._hot_path_sql(qn);
   end loop;
+  perform teguh._rebuild_tasks_view();
 end
 $upgrade$;
 

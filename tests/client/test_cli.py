@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -76,3 +78,96 @@ def test_spawn_delay_cleanup_and_task_commands(runner: CliRunner, dsn: str) -> N
     assert cleaned.stdout.strip() == "jobs: 1 task(s) deleted"
     gone = runner.invoke(main, [*base, "task", "show", "jobs", task_id])
     assert gone.exit_code == 1 and "not found" in gone.stderr
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["{", "NaN", '{"a": NaN}', "[Infinity]", "[-Infinity]", "1e999", "{'a': 1}", ""],
+)
+def test_every_invalid_json_exits_2_in_one_line(runner: CliRunner, bad: str) -> None:
+    # No database needed: the argument is refused before any connection.
+    for args, what in (
+        (["spawn", "jobs", "t", bad], "PARAMS"),
+        (["emit", "jobs", "ev", bad], "PAYLOAD"),
+        (["spawn", "jobs", "t", "{}", "--headers", bad], "--headers"),
+        (["spawn", "jobs", "t", "{}", "--retry-strategy", bad], "--retry-strategy"),
+    ):
+        result = runner.invoke(main, ["--dsn", "host=/nonexistent dbname=x", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith(f"teguh: error: {what} is not valid JSON"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_params_and_payload_from_a_file_or_stdin(runner: CliRunner, dsn: str, tmp_path) -> None:
+    base = ["--dsn", dsn]
+    assert runner.invoke(main, [*base, "queue", "create", "jobs"]).exit_code == 0
+    big = {"blob": "x" * 300_000}  # past the shell's argument limit
+    params_file = tmp_path / "params.json"
+    params_file.write_text(json.dumps(big), encoding="utf-8")
+    from_file = runner.invoke(main, [*base, "spawn", "jobs", "t", f"@{params_file}"])
+    assert from_file.exit_code == 0, from_file.output
+    from_stdin = runner.invoke(main, [*base, "spawn", "jobs", "t", "-"], input='{"via": "stdin"}')
+    assert from_stdin.exit_code == 0, from_stdin.output
+    emitted = runner.invoke(main, [*base, "emit", "jobs", "ev", "-"], input='{"ok": true}')
+    assert emitted.exit_code == 0, emitted.output
+    with teguh.Client(dsn) as client:
+        runs = client.claim_task("jobs", "w", qty=2)
+        assert [r.params for r in runs] == [big, {"via": "stdin"}]
+    missing = runner.invoke(main, [*base, "spawn", "jobs", "t", f"@{tmp_path / 'nope.json'}"])
+    assert missing.exit_code == 2
+    assert missing.stderr.startswith("teguh: error: PARAMS: cannot read")
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_dropping_an_unknown_queue_is_an_error(runner: CliRunner, dsn: str) -> None:
+    assert runner.invoke(main, ["--dsn", dsn, "queue", "create", "jobs"]).exit_code == 0
+    typo = runner.invoke(main, ["--dsn", dsn, "queue", "drop", "jbos"])
+    assert typo.exit_code == 1
+    assert typo.stderr.strip() == "teguh: error: no queue 'jbos' to drop (queues: jobs)"
+    assert "dropped" not in typo.stdout
+    with teguh.Client(dsn) as client:
+        assert client.list_queues() == ["jobs"]
+
+
+def _app_module(tmp_path, monkeypatch, name: str, source: str) -> None:
+    (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # load_app imports from the current directory
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "error"),
+    [
+        ("import teguh\n\napp = teguh.App(queue=undefined_name)\n", 3, "NameError: name 'undefined_name'"),
+        ("import teguh\n\ndef broken(:\n    pass\n", 3, "SyntaxError: "),
+        ("import os\nimport no_such_dependency_xyz\n", 2, "ModuleNotFoundError: No module named"),
+        ("import teguh\n\napp = teguh.App(queue='Bad-Name')\n", 3, "InvalidQueueName: invalid queue name"),
+    ],
+    ids=["name-error", "syntax-error", "missing-dependency", "raised-inside-teguh"],
+)
+def test_an_app_that_fails_to_import_shows_the_users_line(
+    runner: CliRunner, tmp_path, monkeypatch, source: str, line: int, error: str
+) -> None:
+    name = f"opsapp_{abs(hash(source)) % 10**8}"
+    _app_module(tmp_path, monkeypatch, name, source)
+    result = runner.invoke(main, ["--dsn", "host=/nonexistent dbname=x", "worker", "--app", f"{name}:app"])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    expected = f"teguh: error: cannot import '{name}': {name}.py, line {line}: {error}"
+    assert lines[0].startswith(expected), lines
+    assert "--debug" in lines[0]
+
+
+def test_debug_shows_the_app_import_traceback(runner: CliRunner, tmp_path, monkeypatch) -> None:
+    _app_module(tmp_path, monkeypatch, "opsapp_debug", "x = 1\nraise RuntimeError('boom at import')\n")
+    args = ["--dsn", "host=/nonexistent", "--debug", "worker", "--app", "opsapp_debug:app"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    assert isinstance(result.exception.__cause__, RuntimeError)
+
+
+def test_an_app_module_that_does_not_exist_is_a_usage_error(runner: CliRunner, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, ["--dsn", "host=/nonexistent", "worker", "--app", "no_such_opsapp:app"])
+    assert result.exit_code == 2
+    assert "cannot import 'no_such_opsapp'" in result.stderr

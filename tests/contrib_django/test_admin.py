@@ -75,3 +75,41 @@ def test_staff_without_permission_cannot_act(django_db: str) -> None:
     assert client.get(CHANGELIST).status_code == 200
     client.post(CHANGELIST, {"action": "cancel_tasks", "_selected_action": [spawned.task_id], "index": "0"})
     assert get_app().client.get_task_result("default", spawned.task_id).state == "pending"
+
+
+def test_cancel_counts_only_the_tasks_it_changed(admin_client: Client) -> None:
+    client = get_app().client
+    done = process_note.spawn({"note_id": 1})
+    pending = process_note.spawn({"note_id": 2})
+    (run,) = client.claim_task("default", "w", qty=1)
+    assert run.task_id == done.task_id  # claimed in spawn order
+    client.complete_run("default", run.run_id, {"ok": True})
+
+    html = html_module.unescape(_action(admin_client, "cancel_tasks", done.task_id, pending.task_id))
+    assert "1 task(s) cancelled; 1 already finished (left as they were)." in html
+    assert client.get_task_result("default", done.task_id).state == "completed"
+    assert client.get_task_result("default", pending.task_id).state == "cancelled"
+
+    html = html_module.unescape(_action(admin_client, "cancel_tasks", done.task_id))
+    assert "task(s) cancelled" not in html and "1 already finished (left as they were)." in html
+
+
+def test_every_queue_is_listed_with_a_queue_filter(admin_client: Client) -> None:
+    client = get_app().client
+    mine = process_note.spawn({"note_id": 7})  # queue "default"
+    other = get_app().spawn_task("echo", {"hello": 1})  # queue "other"
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert mine.task_id in html and other.task_id in html
+    assert "?queue=other" in html and "?queue=default" in html  # the filter's choices
+
+    only_other = admin_client.get(CHANGELIST, {"queue": "other"}).content.decode()
+    assert other.task_id in only_other and mine.task_id not in only_other
+    detail = admin_client.get(f"{CHANGELIST}{other.task_id}/change/")
+    assert detail.status_code == 200 and "other" in detail.content.decode()
+
+    # actions reach each task in its own queue
+    html = html_module.unescape(_action(admin_client, "cancel_tasks", mine.task_id, other.task_id))
+    assert "2 task(s) cancelled." in html
+    assert client.get_task_result("other", other.task_id).state == "cancelled"
+    assert "2 task(s) retried." in _action(admin_client, "retry_tasks", mine.task_id, other.task_id)
+    assert client.get_task_result("other", other.task_id).state == "pending"

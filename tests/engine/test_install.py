@@ -250,7 +250,8 @@ def test_reinstall_upgrades_task_tables_of_older_versions(db):
     spawned = db.dicts("select * from teguh.spawn_task('old', 'x', '1')")[0]
     run = db.dicts("select * from teguh.claim_task('old', 'w', 60, 1)")[0]
     db.run("select teguh.cancel_task('old', %s)", spawned["task_id"])
-    # turn the queue back into what 0.1 made
+    # turn the queue back into what 0.1 made (which had no view teguh.tasks)
+    db.run("drop view teguh.tasks")
     db.run('drop index teguh."t_old_av", teguh."t_old_dl", teguh."t_old_cr"')
     db.run('alter table teguh."t_old" drop column cancelled_run_id')
     db.run('alter table teguh."t_old" reset (fillfactor)')
@@ -277,3 +278,21 @@ def test_reinstall_upgrades_task_tables_of_older_versions(db):
     assert "fillfactor=30" in options
     with sqlstate("AB001"):
         db.run("select teguh.complete_run('old', %s, null)", run["run_id"])
+
+
+def test_the_tasks_view_lists_every_queue(db):
+    assert db.all("select * from teguh.tasks") == []  # no queue yet: empty, with its columns
+    db.run("select teguh.create_queue('one')")
+    db.run("select teguh.create_queue('two')")
+    a = db.dicts("select * from teguh.spawn_task('one', 'a', '1')")[0]
+    b = db.dicts("select * from teguh.spawn_task('two', 'b', '2')")[0]
+    rows = db.all("select queue_name, task_id::text, task_name, state from teguh.tasks order by task_id")
+    assert rows == [("one", str(a["task_id"]), "a", "pending"), ("two", str(b["task_id"]), "b", "pending")]
+    db.run("select teguh.drop_queue('one')")
+    assert db.all("select queue_name from teguh.tasks") == [("two",)]
+    with db.conn.cursor() as cur:
+        cur.execute(SCHEMA_FILE.read_text())  # re-install keeps it
+    db.conn.commit()
+    assert db.all("select queue_name, task_name from teguh.tasks") == [("two", "b")]
+    db.run("select teguh.drop_queue('two')")
+    assert db.all("select * from teguh.tasks") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 from teguh_engine_helpers import BASE, Engine, ts
@@ -223,3 +224,57 @@ def test_notify_done_flag_is_stored(eng):
     b = eng.spawn("t")
     assert eng.task(a["task_id"])["notify_done"] is True
     assert eng.task(b["task_id"])["notify_done"] is False
+
+
+def claim_all(eng: Engine, batch: int = 7) -> list[dict]:
+    """Claims until the queue is empty, a few runs at a time."""
+    claimed: list[dict] = []
+    while rows := eng.claim(qty=batch):
+        claimed.extend(rows)
+    return claimed
+
+
+def test_a_batch_is_claimed_in_item_order_at_one_instant(eng):
+    # Every id shares BASE's millisecond: only the counter orders them.
+    rows = eng.spawn_many([{"task_name": "bulk", "params": {"i": i}} for i in range(200)])
+    claimed = claim_all(eng)
+    assert [r["task_id"] for r in claimed] == [r["task_id"] for r in rows]
+    assert [r["params"]["i"] for r in claimed] == list(range(200))
+
+
+def test_a_batch_is_claimed_in_item_order_on_the_real_clock(eng):
+    eng.sql.fake_now(None)
+    eng.spawn_many([{"task_name": "bulk", "params": {"i": i}} for i in range(200)])
+    assert [r["params"]["i"] for r in claim_all(eng)] == list(range(200))
+
+
+def test_racing_producers_are_each_claimed_in_spawn_order(eng, engine_factory):
+    # Four connections spawn at once, singly and in small batches. Within
+    # a millisecond their ids interleave; each producer's own tasks, and a
+    # batch's items, must still come back in the order they were spawned.
+    producers = [engine_factory(at=None) for _ in range(4)]
+    barrier = threading.Barrier(len(producers))
+
+    def produce(p: int, producer: Engine) -> None:
+        barrier.wait()
+        i = 0
+        for round_ in range(30):
+            if round_ % 3 == 0:
+                producer.spawn_many([{"task_name": "race", "params": {"p": p, "i": i + k}} for k in range(5)])
+                i += 5
+            else:
+                producer.spawn("race", {"p": p, "i": i})
+                i += 1
+
+    threads = [threading.Thread(target=produce, args=(p, e)) for p, e in enumerate(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    eng.sql.fake_now(None)
+    claimed = claim_all(eng)
+    assert len(claimed) == 4 * 70  # 10 batches of 5 and 20 singles each
+    for p in range(4):
+        mine = [r["params"]["i"] for r in claimed if r["params"]["p"] == p]
+        assert mine == list(range(70)), (p, mine)

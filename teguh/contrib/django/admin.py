@@ -1,10 +1,18 @@
-"""A read-only admin over the tasks of the configured queue, with retry and cancel actions."""
+"""A read-only admin over the tasks of every queue, with a queue filter and retry and cancel actions.
+
+It reads the engine's view `teguh.tasks` through Django's connection and
+changes nothing itself: the actions go through `teguh.Client`. An action on a
+task that cannot take it (a retry of a pending task, an unknown id) is
+reported as a warning, per task, and the others still run.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -13,6 +21,24 @@ from teguh.errors import TeguhError
 from . import conf
 from .models import Task
 
+FINISHED = ("completed", "failed", "cancelled")
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """Filter by queue; the choices are the queues that exist (`teguh.queues`), not a scan of the tasks."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        with connections[conf.database_alias()].cursor() as cur:
+            cur.execute("select queue_name from teguh.queues order by queue_name")
+            return [(name, name) for (name,) in cur.fetchall()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(queue_name=value) if value else queryset
+
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
@@ -20,6 +46,7 @@ class TaskAdmin(admin.ModelAdmin):
 
     list_display = (
         "task_id",
+        "queue_name",
         "task_name",
         "state",
         "attempts",
@@ -29,7 +56,7 @@ class TaskAdmin(admin.ModelAdmin):
         "finished_at",
         "failure",
     )
-    list_filter = ("state",)
+    list_filter = (QueueFilter, "state")
     search_fields = ("task_name", "idempotency_key")
     # a count(*) over a long history is slow; the pager does without it
     show_full_result_count = False
@@ -58,26 +85,53 @@ class TaskAdmin(admin.ModelAdmin):
         """Retry and cancel need the `teguh.change_task` permission."""
         return request.user.has_perm("teguh.change_task")
 
-    def _act(self, request: HttpRequest, queryset: QuerySet, verb: str, call: Any) -> None:
+    def _act(
+        self, request: HttpRequest, queryset: QuerySet, call: Callable[[Any, str, str], bool]
+    ) -> tuple[int, int]:
+        """Calls `call(client, queue, task_id)` per task: (how many changed, how many were left as they were).
+
+        Refusals (TeguhError) are reported as warnings and counted in neither.
+        """
         from ._app import get_app
 
         client = get_app().client
-        done, refused = 0, []
-        for task_id in queryset.values_list("task_id", flat=True):
+        changed, unchanged = 0, 0
+        for queue, task_id in queryset.values_list("queue_name", "task_id"):
             try:
-                call(client, conf.queue(), str(task_id))
-                done += 1
+                if call(client, queue, str(task_id)):
+                    changed += 1
+                else:
+                    unchanged += 1
             except TeguhError as exc:
-                refused.append(f"{task_id}: {exc}")
-        if done:
-            self.message_user(request, f"{done} task(s) {verb}.", messages.SUCCESS)
-        for line in refused:
-            self.message_user(request, line, messages.WARNING)
+                self.message_user(request, f"{task_id}: {exc}", messages.WARNING)
+        return changed, unchanged
 
     @admin.action(description="Retry selected failed or cancelled tasks", permissions=["act"])
     def retry_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._act(request, queryset, "retried", lambda c, q, t: c.retry_task(q, t))
+        def retry(client: Any, queue: str, task_id: str) -> bool:
+            client.retry_task(queue, task_id)  # refuses (raises) unless failed or cancelled
+            return True
+
+        done, _ = self._act(request, queryset, retry)
+        if done:
+            self.message_user(request, f"{done} task(s) retried.", messages.SUCCESS)
 
     @admin.action(description="Cancel selected unfinished tasks", permissions=["act"])
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._act(request, queryset, "cancelled", lambda c, q, t: c.cancel_task(q, t))
+        def cancel(client: Any, queue: str, task_id: str) -> bool:
+            # cancel_task leaves a finished task as it is and says nothing:
+            # compare the state before and after, in one transaction
+            with client.transaction() as conn:
+                before = client.get_task_result(queue, task_id, conn=conn).state
+                if before in FINISHED:
+                    return False
+                client.cancel_task(queue, task_id, conn=conn)
+                return client.get_task_result(queue, task_id, conn=conn).state == "cancelled"
+
+        cancelled, finished = self._act(request, queryset, cancel)
+        parts = [f"{cancelled} task(s) cancelled"] if cancelled else []
+        if finished:
+            parts.append(f"{finished} already finished (left as they were)")
+        if parts:
+            level = messages.SUCCESS if cancelled else messages.WARNING
+            self.message_user(request, "; ".join(parts) + ".", level)

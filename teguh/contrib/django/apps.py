@@ -1,4 +1,4 @@
-"""The Django app config: autodiscovery of `tasks.py` and schema upgrades on `migrate`."""
+"""The Django app config: autodiscovery of `tasks.py`, schema upgrades on `migrate`, system checks."""
 
 from __future__ import annotations
 
@@ -25,12 +25,15 @@ class TeguhConfig(AppConfig):
         processes (which spawn) and workers (which run) see the same
         registered tasks and their spawn defaults.
         """
+        from django.core import checks
         from django.utils.module_loading import autodiscover_modules
 
         from . import conf
         from ._app import get_app
+        from .checks import check_database
         from .schema import sync_after_migrate
 
+        checks.register(check_database, "teguh")  # reads settings only: runs on `check` too
         get_app()
         post_migrate.connect(sync_after_migrate, sender=self, dispatch_uid="teguh.sync_after_migrate")
         if conf.setting("AUTODISCOVER"):

@@ -4,7 +4,7 @@
 TEGUH = {
     "DSN": None,            # a libpq DSN; None: built from DATABASES[DATABASE]
     "DATABASE": "default",  # the Django database alias teguh lives in
-    "QUEUE": "default",     # the app's queue (and the one the admin shows)
+    "QUEUE": "default",     # the app's queue
     "QUEUES": [],           # more queues `migrate` creates
     "TRANSACTIONAL_SPAWN": True,  # spawn on Django's connection (inside atomic())
     "AUTODISCOVER": True,   # import every installed app's `tasks.py` at startup
@@ -81,7 +81,7 @@ def database_alias() -> str:
 
 
 def queue() -> str:
-    """The app's queue: where tasks without one go, and what the admin shows."""
+    """The app's queue: where tasks without one go."""
     try:
         return _validate.queue_name(setting("QUEUE"))
     except ValueError as exc:
@@ -141,8 +141,15 @@ def dsn() -> str:
     return setting("DSN") or dsn_from_database(database_alias())
 
 
+TASKS_VIEW = 'teguh"."tasks'
+"""The `db_table` of the admin's unmanaged `Task` model: the view of every queue's tasks."""
+
+
 def task_table() -> str:
-    """The `db_table` of the admin's unmanaged `Task` model: `teguh.t_<queue>`.
+    """The tasks table of the app's queue, `teguh.t_<queue>`, as a Django `db_table`.
+
+    The `db_table` of the `Task` model in migration 0001; since 0002 the model
+    reads `TASKS_VIEW`, every queue's tasks.
 
     The quotes make Django emit `"teguh"."t_<queue>"`, a schema-qualified name.
     """

@@ -1,4 +1,4 @@
-"""An unmanaged model over the tasks table of the configured queue (`teguh.t_<QUEUE>`), for the admin."""
+"""An unmanaged model over the view `teguh.tasks` (every queue's tasks), for the admin."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ STATES = [
 
 
 class Task(models.Model):
-    """A teguh task (read-only: the engine owns the table; change tasks through the client)."""
+    """A teguh task of any queue (read-only: the engine owns the tables; change tasks through the client)."""
 
     task_id = models.UUIDField(primary_key=True)
+    queue_name = models.TextField()
     task_name = models.TextField()
     params = models.JSONField()
     headers = models.JSONField(null=True)
@@ -44,9 +45,9 @@ class Task(models.Model):
 
     class Meta:
         managed = False
-        # computed from settings here and in migration 0001 alike, so changing
-        # TEGUH["QUEUE"] never produces a migration
-        db_table = conf.task_table()
+        # the engine's view over every queue's t_ table (see teguh.sql); the
+        # quotes make Django emit "teguh"."tasks", a schema-qualified name
+        db_table = conf.TASKS_VIEW
         # task ids are UUIDv7: newest first, served by the primary key index
         ordering = ["-task_id"]  # noqa: RUF012 (Django's Meta convention)
 

@@ -19,6 +19,9 @@ def sync_schema(connection: Any) -> None:
     Runs on `connection` (a Django connection, so inside the migration's
     transaction) when teguh lives in that database; with `TEGUH['DSN']` set it
     installs there instead, on teguh's own connection. Idempotent: keeps data.
+
+    Raises:
+        CommandError: teguh's database alias is not PostgreSQL (one line).
     """
     if not conf.shares_django_database():
         from ._app import get_app
@@ -30,6 +33,15 @@ def sync_schema(connection: Any) -> None:
         return
     if connection.alias != conf.database_alias():
         return
+    if connection.vendor != "postgresql":
+        # One line on `migrate` (manage.py prints a CommandError without a
+        # traceback), instead of SQLite's "no such function: pg_advisory_xact_lock".
+        from django.core.management.base import CommandError
+
+        from .checks import non_postgresql_message
+
+        engine = connection.settings_dict.get("ENGINE", "")
+        raise CommandError(f"{non_postgresql_message(connection.alias, engine)}: see `manage.py check`")
     with connection.cursor() as cur:
         # no parameters: the driver sends the file as it is (its % signs included)
         cur.execute(schema_sql())

@@ -1,4 +1,4 @@
-"""Settings of the test project; the database comes from DJTEST_DB_* (set by conftest.py)."""
+"""Settings of the test project; the database comes from DJTEST_DB_* or DJTEST_SQLITE."""
 
 import os
 
@@ -57,6 +57,15 @@ DATABASES = {
         "PORT": os.environ.get("DJTEST_DB_PORT", ""),
     }
 }
+
+# A SQLite alias, as `startproject` makes: tests point TEGUH["DATABASE"] at it
+# to see teguh refuse it. DJTEST_SQLITE (a file) makes it the default too.
+DATABASES["lite"] = {
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": os.environ.get("DJTEST_SQLITE", ":memory:"),
+}
+if os.environ.get("DJTEST_SQLITE"):
+    DATABASES["default"] = DATABASES["lite"]
 
 TEGUH = {
     "QUEUES": ["other"],
