@@ -18,6 +18,7 @@ from django.http import HttpRequest
 
 from teguh.errors import TeguhError
 
+from ... import _sql
 from . import conf
 from .models import Task
 
@@ -32,8 +33,8 @@ class QueueFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         with connections[conf.database_alias()].cursor() as cur:
-            cur.execute("select queue_name from teguh.queues order by queue_name")
-            return [(name, name) for (name,) in cur.fetchall()]
+            cur.execute(_sql.LIST_QUEUES)
+            return sorted((row[0], row[0]) for row in cur.fetchall())
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
