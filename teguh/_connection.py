@@ -12,16 +12,13 @@ import contextlib
 import importlib.resources
 import logging
 import os
-import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg2
-import tenacity
 
-from . import _dsn, _embedded, _json, _sql, _validate
+from . import _backoff, _dsn, _embedded, _json, _sql, _validate
 from ._pool import BlockingPool, ConnectFailed
 from ._sql import scalar
 from ._version import SCHEMA_MAJOR
@@ -51,6 +48,9 @@ RETRY_INITIAL_WAIT = 0.05
 """The first backoff between tries, in seconds; it doubles up to RETRY_MAX_WAIT."""
 
 RETRY_MAX_WAIT = 1.0
+
+RETRY_BACKOFF = _backoff.Backoff(RETRY_INITIAL_WAIT, RETRY_MAX_WAIT, jitter=RETRY_INITIAL_WAIT)
+"""0.05, 0.1, 0.2, 0.4, 0.8 s between the tries, each plus up to 0.05 s of jitter."""
 
 
 def schema_sql() -> str:
@@ -144,7 +144,7 @@ class ClientBase:
         Separate so the pool can go through PgBouncer in transaction pooling
         mode (where LISTEN cannot work) while LISTEN connects directly.
         """
-        return self._listen_dsn or os.environ.get("TEGUH_LISTEN_DSN") or self.dsn
+        return self._listen_dsn or os.environ.get(_dsn.LISTEN_DSN_ENV) or self.dsn
 
     def close(self) -> None:
         """Close the pool's connections; idempotent. Later calls raise `TeguhError`."""
@@ -230,31 +230,15 @@ class ClientBase:
 
         retryable = _retry_lost if retry else _retry_connect_only
         try:
-            try:
-                # The common case pays for no retry machinery (a spawn is a few
-                # hundred microseconds; building tenacity's loop was a tenth of it).
-                return attempt_once()
-            except Exception as exc:
-                if not retryable(exc):
-                    raise
-                logger.warning("%s: connection problem (%s); retrying (attempt 1)", what, exc)
-            time.sleep(RETRY_INITIAL_WAIT * (1 + random.random()))
-            retrying = tenacity.Retrying(
-                retry=tenacity.retry_if_exception(retryable),
-                stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS - 1),
-                wait=tenacity.wait_exponential(multiplier=RETRY_INITIAL_WAIT * 2, max=RETRY_MAX_WAIT)
-                + tenacity.wait_random(0, RETRY_INITIAL_WAIT),
-                before_sleep=lambda state: logger.warning(
-                    "%s: connection problem (%s); retrying (attempt %d)",
-                    what,
-                    state.outcome.exception() if state.outcome else "?",
-                    state.attempt_number + 1,
+            return _backoff.retry(
+                attempt_once,
+                backoff=RETRY_BACKOFF,
+                retry_if=retryable,
+                max_attempts=RETRY_ATTEMPTS,
+                on_retry=lambda exc, attempt, _delay: logger.warning(
+                    "%s: connection problem (%s); retrying (attempt %d)", what, exc, attempt
                 ),
-                reraise=True,
             )
-            for attempt in retrying:
-                with attempt:
-                    return attempt_once()
         except ConnectFailed as exc:
             raise ConnectionLost(
                 f"could not connect to PostgreSQL ({_dsn.describe(self.dsn)}): {error_message(exc.cause)}",
@@ -262,7 +246,6 @@ class ClientBase:
             ) from exc.cause
         except psycopg2.Error as exc:
             raise map_db_error(exc, **subject) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:

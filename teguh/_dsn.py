@@ -16,6 +16,9 @@ from .errors import InvalidArgument
 ENV_VARS = ("TEGUH_DSN", "DATABASE_URL")
 """Environment variables holding a DSN, in order of precedence."""
 
+LISTEN_DSN_ENV = "TEGUH_LISTEN_DSN"
+"""The environment variable naming a direct (non-pooled) DSN for LISTEN connections."""
+
 
 def configured_dsn(dsn: str | None = None) -> tuple[str | None, str]:
     """The DSN to use and where it came from; (None, "embedded") when nothing is configured."""

@@ -9,19 +9,23 @@ otherwise it runs on a pooled autocommit connection, so it commits on return.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from . import _json, _sql, _validate
+from ._backoff import Backoff
 from ._connection import ClientBase, schema_sql
-from ._listen import Listener
+from ._notify import DISCONNECTED, NOTIFIED, ListenWaiter
 from ._options import SPAWN_OPTIONS, spawn_options
 from ._sql import scalar
 from ._time import require_aware, to_seconds, to_whole_seconds
 from .errors import EventTimeout, InvalidArgument, TaskNotFound
 from .results import ClaimedRun, SpawnResult, TaskResult
+
+logger = logging.getLogger("teguh.client")
 
 __all__ = ["ClaimedRun", "Client", "SpawnResult", "TaskResult", "install", "schema_sql"]
 
@@ -738,7 +742,8 @@ class Client(ClientBase):
 
         Listens on `teguh_done` on a dedicated connection (instant for tasks spawned
         with `notify_done=True`) and polls with backoff from 50 ms to 1 s, so it
-        works for every task.
+        works for every task. A lost LISTEN connection is replaced (polling covers
+        the gap, and the task is looked up again as soon as it is back).
 
         Args:
             timeout: seconds (or timedelta) to wait at most; None waits forever.
@@ -751,8 +756,14 @@ class Client(ClientBase):
         task_id = _validate.task_uuid(task_id, "task_id")
         deadline = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
         wanted = f"{queue}:{task_id}"
-        interval = POLL_MIN_INTERVAL
-        with Listener(self.listen_dsn, [DONE_CHANNEL], **self._connect_kwargs) as listener:
+        # read at call time: tests change the module's intervals
+        polling = Backoff(POLL_MIN_INTERVAL, POLL_MAX_INTERVAL)
+        with ListenWaiter(
+            self.listen_dsn, [DONE_CHANNEL], log=logger, application_name=self.application_name
+        ) as listener:
+            # LISTEN before the first look, so a completion in between is not missed
+            listener.connect()
+            polls = 0
             while True:
                 result = self.get_task_result(queue, task_id)
                 if result.done:
@@ -760,11 +771,15 @@ class Client(ClientBase):
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     raise TimeoutError(f"task {task_id} in queue {queue!r} did not finish within {timeout} s")
-                next_poll = now + interval if deadline is None else min(now + interval, deadline)
-                interval = min(interval * 2, POLL_MAX_INTERVAL)
-                while True:  # wait for our notification or the next poll
-                    payloads = listener.wait(max(next_poll - time.monotonic(), 0))
-                    if payloads is None or not payloads or any(p.lower() == wanted for p in payloads):
+                polls += 1
+                next_poll = now + polling.delay(polls)
+                if deadline is not None:
+                    next_poll = min(next_poll, deadline)
+                while True:  # wait for our notification, a reconnect or the next poll
+                    why = listener.wait(max(next_poll - time.monotonic(), 0))
+                    if why == DISCONNECTED:
+                        continue  # the next wait reconnects, or waits out the poll interval
+                    if why != NOTIFIED or any(p.lower() == wanted for p in listener.payloads):
                         break
 
     def database_time(self, offset_seconds: float = 0.0) -> datetime:

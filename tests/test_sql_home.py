@@ -27,9 +27,6 @@ SCHEMA = PACKAGE / "schema" / "teguh.sql"
 NOT_YET_MIGRATED = [
     "teguh/worker.py",
     "teguh/worker/*",
-    "teguh/_listen*.py",
-    "teguh/listener.py",
-    "teguh/_notify.py",
 ]
 
 # A statement starts with one of these (case-insensitive, after whitespace).

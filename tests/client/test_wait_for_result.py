@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -12,7 +13,7 @@ import pytest
 import teguh
 import teguh.client
 
-from .conftest import Q
+from .conftest import Q, eventually
 
 
 class ObservedClient(teguh.Client):
@@ -91,3 +92,42 @@ def test_timeout_raises_timeout_error(client: teguh.Client, queue: str) -> None:
     assert not isinstance(info.value, teguh.TeguhError)
     with pytest.raises(TimeoutError):
         client.wait_for_result(queue, spawned.task_id, timeout=0)
+
+
+LISTEN_PID = (
+    "select pid from pg_stat_activity"
+    " where datname = current_database() and application_name = %s and query ilike 'listen %%'"
+)
+
+
+def test_survives_its_listen_backend_being_terminated(
+    observed: ObservedClient, db: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    # Polling so slow that only a notification on a new LISTEN connection ends the wait in time.
+    monkeypatch.setattr(teguh.client, "POLL_MIN_INTERVAL", 60.0)
+    monkeypatch.setattr(teguh.client, "POLL_MAX_INTERVAL", 60.0)
+    caplog.set_level(logging.WARNING, logger="teguh.client")
+    spawned = observed.spawn_task(Q, "t", notify_done=True)
+    future = start_waiting(observed, spawned.task_id, timeout=50)
+    old = eventually(lambda: db.value(LISTEN_PID, observed.application_name))
+    assert db.value("select pg_terminate_backend(%s)", old)
+    eventually(lambda: db.value(LISTEN_PID, observed.application_name) not in (None, old))
+    assert not future.done()
+    (run,) = observed.claim_task(Q, "w")
+    started = time.monotonic()
+    observed.complete_run(Q, run.run_id, {"answer": 42})
+    result = future.result(timeout=10)
+    assert time.monotonic() - started < 5, "woken by polling, not by the new LISTEN connection"
+    assert (result.state, result.result) == ("completed", {"answer": 42})
+    assert any("LISTEN connection on teguh_done lost" in r.getMessage() for r in caplog.records)
+
+
+def test_polls_while_listen_cannot_connect(observed: ObservedClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An unusable LISTEN DSN costs the notification, not the result.
+    monkeypatch.setattr(teguh.client, "POLL_MAX_INTERVAL", 0.1)
+    monkeypatch.setattr(observed, "_listen_dsn", "host=/nonexistent-teguh-socket-dir dbname=x")
+    spawned = observed.spawn_task(Q, "t", notify_done=True)
+    future = start_waiting(observed, spawned.task_id, timeout=30)
+    (run,) = observed.claim_task(Q, "w")
+    observed.complete_run(Q, run.run_id, 1)
+    assert future.result(timeout=10).result == 1
