@@ -11,7 +11,6 @@ from ._config import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT,
     MAX_HEARTBEAT_INTERVAL,
-    WorkerConfig,
     default_worker_id,
 )
 from ._execute import (
@@ -29,7 +28,6 @@ from ._worker import MIN_IDLE_WAIT, Worker
 __all__ = [
     "Worker",
     "WorkerApp",
-    "WorkerConfig",
     "default_worker_id",
     "EXIT_STUCK",
     "DEFAULT_CONCURRENCY",

@@ -129,7 +129,7 @@ class Worker:
         listen_dsn: str | None = None,
     ) -> None:
         self.app = app
-        self.config = WorkerConfig.from_options(
+        self._config = config = WorkerConfig.from_options(
             queue,
             concurrency=concurrency,
             claim_timeout=claim_timeout,
@@ -143,8 +143,7 @@ class Worker:
             install_signal_handlers=install_signal_handlers,
             listen_dsn=listen_dsn,
         )
-        """The validated options (read-only; the attributes below repeat them)."""
-        config = self.config
+        # the validated options, also as the plain attributes they always were
         self.queue = config.queue
         self.concurrency = config.concurrency
         self.claim_timeout = config.claim_timeout
