@@ -59,7 +59,7 @@ def test_killed_after_completion_commit_nothing_reruns(
     assert harness.value(chaos_dsn, "select count(*) from teguh.r_jobs") == 0, "no lease left to reclaim"
     # a rescuer past the would-be lease expiry finds nothing to do
     rescuer = in_process_worker(chaos_dsn, claim_timeout=2, poll_interval=1)
-    harness.wait_until(lambda: rescuer.worker._listener is not None, 10)
+    harness.wait_until(rescuer.worker.started.is_set, 10)
     harness.wait_until(
         lambda: harness.value(chaos_dsn, "select teguh.next_due('jobs') is null"), 10, what="nothing due"
     )

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _polling import eventually
+from _polling import eventually  # noqa: F401 (the worker tests import it from here)
 
 from teguh.app import App
 from teguh.worker import Worker
@@ -38,30 +37,6 @@ JOIN_TIMEOUT = 20.0
 """Seconds a stopping worker thread may take at teardown before it is forced."""
 
 
-class _IdleProbe:
-    """Wraps the listener's `wait()` to tell when the worker loop sits in it.
-
-    Pure observation: it calls the real `wait()` unchanged.
-    """
-
-    def __init__(self, listener: Any) -> None:
-        self._wait = listener.wait
-        self.waiting = threading.Event()
-        self.entered = 0
-        self.timeouts: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, timeout: float) -> str:
-        with self._lock:
-            self.entered += 1
-            self.timeouts.append(timeout)
-        self.waiting.set()
-        try:
-            return self._wait(timeout)
-        finally:
-            self.waiting.clear()
-
-
 class WorkerThread:
     """A `Worker` running in a daemon thread."""
 
@@ -69,7 +44,6 @@ class WorkerThread:
         self.worker = worker
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, name="test-worker", daemon=True)
-        self.probe: _IdleProbe | None = None
 
     def _main(self) -> None:
         try:
@@ -85,37 +59,15 @@ class WorkerThread:
                 raise AssertionError(f"worker died before starting: {self.error!r}") from self.error
             if time.monotonic() > deadline:
                 raise AssertionError(f"worker did not start within {timeout} s")
-        listener = self.worker._listener
-        assert listener is not None
-        self.probe = _IdleProbe(listener)
-        listener.wait = self.probe  # type: ignore[method-assign]
-        listener.wake()  # make the loop re-enter wait() through the probe
         return self
 
     def wait_idle(self, timeout: float = 10.0) -> None:
-        """Wait until the loop sits in its idle wait with no wake-up pending.
+        """Wait until the loop sits in its idle wait with nothing in flight (`Worker.idle`).
 
-        Idle means: no run in flight, inside `wait()`, the same call on two
-        polls in a row, and nothing left in the listener's wake-up pipe.
+        From then on only a notification, a due moment, the poll or `stop()`
+        ends that wait: no wake-up of the worker's own is pending.
         """
-        assert self.probe is not None
-        probe = self.probe
-        listener = self.worker._listener
-        seen = [-1]
-
-        def idle() -> bool:
-            with self.worker._lock:
-                busy = self.worker._active or self.worker._runs
-            if busy or not probe.waiting.is_set():
-                seen[0] = -1
-                return False
-            pending, _, _ = select.select([listener._rfd], [], [], 0)
-            current = probe.entered
-            stable = seen[0] == current and not pending
-            seen[0] = current
-            return stable and probe.waiting.is_set()
-
-        eventually(idle, timeout)
+        assert self.worker.idle.wait(timeout), f"the worker did not go idle within {timeout} s"
 
     def stop(self, timeout: float = JOIN_TIMEOUT, *, force: bool = False) -> bool:
         """Stop the worker and join its thread; returns whether it ended in time."""

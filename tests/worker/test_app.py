@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -92,6 +93,36 @@ def test_worker_defaults(dsn: str, caplog: pytest.LogCaptureFixture) -> None:
         app.worker(poll_interval=0)
 
 
+@pytest.mark.parametrize(
+    "option", [{"poll_interval": 0}, {"shutdown_timeout": -1}, {"heartbeat_interval": 0}], ids=str
+)
+def test_bad_worker_durations_raise_invalid_argument(dsn: str, option: dict[str, float]) -> None:
+    # InvalidArgument is a ValueError: callers catching ValueError still do
+    app = App(dsn, queue=Q)
+    with pytest.raises(teguh.InvalidArgument, match=next(iter(option))):
+        app.worker(**option)
+
+
+def test_worker_signature_is_what_django_filters_settings_through() -> None:
+    # contrib/django/_app.py keeps TEGUH["WORKER"] keys found in this signature
+    assert list(inspect.signature(teguh.Worker).parameters) == [
+        "app",
+        "queue",
+        "concurrency",
+        "claim_timeout",
+        "heartbeat_interval",
+        "poll_interval",
+        "batch_size",
+        "prefetch",
+        "worker_id",
+        "max_stuck_runs",
+        "shutdown_timeout",
+        "install_signal_handlers",
+        "client",
+        "listen_dsn",
+    ]
+
+
 def test_public_names_are_exported() -> None:
     # python-api.md: `teguh.App(...)`; style item 8: App, Worker and TaskContext in __all__.
     for name in ("App", "Worker", "TaskContext"):
@@ -103,6 +134,7 @@ def test_worker_uses_no_deprecated_tenacity_api(dsn: str) -> None:
     # With `filterwarnings = error` (pyproject), a DeprecationWarning raised in
     # Worker.run() kills the worker before it starts.
     from teguh.listener import QueueListener
+    from teguh.worker._execute import retrying
 
     app = App(dsn, queue=Q)
     worker = app.worker()
@@ -110,7 +142,7 @@ def test_worker_uses_no_deprecated_tenacity_api(dsn: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             QueueListener(dsn, "teguh_jobs").close()
-            assert worker._retrying(lambda: "ok") == "ok"
+            assert retrying(lambda: "ok") == "ok"
     finally:
         worker.client.close()
         app.client.close()

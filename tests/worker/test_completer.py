@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from teguh.worker._completer import Completer
+
 from .conftest import Q, eventually
 
 
@@ -39,17 +41,19 @@ def test_a_failing_completion_batch_does_not_stop_completions(
 
 
 @pytest.mark.timeout(60)
-def test_worker_stops_and_hands_back_if_its_completer_dies(app: Any, client: Any, start_worker: Any) -> None:
+def test_worker_stops_and_hands_back_if_its_completer_dies(
+    app: Any, client: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     @app.task("echo")
     def echo(params: Any) -> Any:
         return params
 
     handle = start_worker(claim_timeout=30)
 
-    def broken(batch: Any) -> None:
+    def broken(self: Completer, batch: Any) -> None:
         raise RuntimeError("simulated bug in the completer")
 
-    handle.worker._flush = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(Completer, "flush", broken)
     task = client.spawn_task(Q, "echo", 1).task_id
     # the worker stops by itself rather than heartbeat a lease it cannot complete
     handle.thread.join(20)

@@ -39,14 +39,41 @@ def test_idle_worker_starts_a_new_task_within_a_second(app: Any, client: Any, st
     for _ in range(3):
         ran.clear()
         handle.wait_idle()
-        assert handle.probe is not None and handle.probe.timeouts[-1] > 25, (
-            "nothing is due: only a notification can end this wait within a second"
-        )
+        assert client.next_due(Q) is None, "nothing is due: only a notification can end this wait"
         spawned_at = time.monotonic()
         task = client.spawn_task(Q, "ping", notify_done=True)
         assert ran.wait(5), "the spawn's notification did not wake the worker"
         assert started_at[-1] - spawned_at < 1.0
         assert client.wait_for_result(Q, task.task_id, timeout=5).result == "pong"
+
+
+@pytest.mark.timeout(30)
+def test_idle_is_set_only_while_nothing_is_in_flight(app: Any, client: Any, start_worker: Any) -> None:
+    release = threading.Event()
+    idle_while_running: list[bool] = []
+    workers: list[Any] = []
+
+    @app.task("hold")
+    def hold(params: Any) -> Any:
+        idle_while_running.append(workers[0].idle.is_set())
+        release.wait(10)
+        return "done"
+
+    handle: WorkerThread = start_worker(poll_interval=30)
+    workers.append(handle.worker)
+    handle.wait_idle()
+    task = client.spawn_task(Q, "hold", notify_done=True)
+    eventually(lambda: idle_while_running, timeout=5)
+    assert idle_while_running == [False]
+    assert not handle.worker.idle.is_set()
+    release.set()
+    assert client.wait_for_result(Q, task.task_id, timeout=5).state == "completed"
+    # idle again only once the completion is recorded: nothing is left in flight
+    handle.wait_idle()
+    assert handle.worker.processed == 1
+    handle.worker.stop()
+    handle.thread.join(5)
+    assert not handle.worker.idle.is_set(), "a stopped worker is not idle"
 
 
 @pytest.mark.timeout(30)

@@ -1,0 +1,245 @@
+"""Executing one claimed run: the handler call, then its completion queued or its failure recorded.
+
+A handler thread (a slot) takes buffered runs one after another. For each it
+builds the `TaskContext`, calls the handler through the app (with its
+`around_run` hooks) and then either hands the encoded result to the completer
+(which commits completions in batches) or records a failure at once, with the
+retry delay measured on the database's clock.
+
+How it fails: nothing a handler does may kill its thread. A control-flow
+signal (`Suspended`, `Cancelled`, `LeaseLost`) ends the run without an
+outcome; any other exception, an unstorable result or undecodable inputs fail
+the run. A failure that cannot be recorded (the database stays unreachable
+for `COMPLETION_RETRY_SECONDS`, the lease is gone) is logged: the lease then
+expires and the task runs again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import tenacity
+
+from .. import _faults, _json
+from ..context import TaskContext
+from ..errors import Cancelled, ConnectionLost, LeaseLost, Suspended, TeguhError, error_message
+from ._failures import MAX_FAILURE_MESSAGE_CHARS, clean_text, reason_of, safe_str
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ._completer import Completer
+    from ._inflight import InFlight, Run
+    from ._protocols import WorkerApp
+
+COMPLETION_RETRY_SECONDS = 60.0
+"""How long a completion or failure is retried while the database is unreachable."""
+
+UNKNOWN_TASK_RETRY_SECONDS = 60.0
+"""Delay before a task with no handler here is offered again (another deploy may know it)."""
+
+DEFAULT_BACKOFF_BASE = 1.0
+DEFAULT_BACKOFF_MAX = 300.0
+"""A task spawned without a retry strategy is retried after 1 s, 2 s, 4 s ... up to 5 min.
+
+Without it, a handler that always fails would be retried in a hot loop. An
+explicit `NoRetry()` strategy still retries at once.
+"""
+
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+"""Deadlock and serialization failure: the transaction was rolled back and may be repeated."""
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionLost):
+        return True
+    cause = exc.__cause__ if isinstance(exc, TeguhError) else exc
+    return getattr(cause, "pgcode", None) in TRANSIENT_SQLSTATES
+
+
+def retrying(call: Any) -> Any:
+    """Repeat `call` while the database is unreachable or reports a transient error.
+
+    Safe for completions and failures: if an earlier try did commit, the
+    repeat finds no lease and raises `LeaseLost`, which callers accept. A
+    deadlock or serialization failure rolled the try back, so it is repeated.
+    """
+    for attempt in tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_transient),
+        stop=tenacity.stop_after_delay(COMPLETION_RETRY_SECONDS),
+        wait=tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.2),
+        reraise=True,
+    ):
+        with attempt:
+            return call()
+    return None  # pragma: no cover
+
+
+class RunExecutor:
+    """Runs claimed runs in the worker's handler threads.
+
+    Args:
+        app: finds and calls the handlers.
+        client: the worker's client (the contexts' and the failures').
+        queue: the worker's queue.
+        claim_timeout: the lease length (the contexts report it).
+        inflight: where the runs come from and go back to.
+        completer: takes the results to commit.
+    """
+
+    def __init__(
+        self,
+        app: WorkerApp,
+        client: Client,
+        queue: str,
+        claim_timeout: int,
+        inflight: InFlight,
+        completer: Completer,
+    ) -> None:
+        self._app = app
+        self._client = client
+        self._queue = queue
+        self._claim_timeout = claim_timeout
+        self._inflight = inflight
+        self._completer = completer
+
+    def drain(self) -> None:
+        """A handler thread's work for one slot: run buffered runs until none is left."""
+        while (run := self._inflight.take()) is not None:
+            self.execute(run)
+
+    def execute(self, run: Run) -> None:
+        """Run one run to its end; it leaves `inflight` here unless its completion was queued."""
+        keep = False
+        try:
+            keep = self._handle(run)
+        except BaseException as exc:  # never let a run kill its thread silently
+            run.log.error("unexpected error while running the task: %s", type(exc).__name__, exc_info=True)
+            try:
+                self._fail(run, reason_of(exc))
+            except BaseException:
+                run.log.error("could not record the failure; the lease will expire and the task retry")
+        finally:
+            if not keep:
+                self._inflight.finish((run,))
+
+    def _handle(self, run: Run) -> bool:
+        """Run the handler; returns True when a completion was queued for the completer."""
+        row = run.row
+        undecodable = [
+            key
+            for key in ("params", "headers", "event_payload", "checkpoints")
+            if isinstance(row.get(key), _json.UndecodableJSON)
+        ]
+        if undecodable:
+            message = (
+                f"the task's {' and '.join(undecodable)} cannot be decoded: JSON nested deeper "
+                f"than Python can parse (the client refuses more than {_json.MAX_JSON_DEPTH} levels)"
+            )
+            run.log.error("%s", message)
+            self._fail(run, {"type": "UndecodableJSON", "message": message})
+            return False
+        handler = self._app.handler_for(row["task_name"])
+        if handler is None:
+            run.log.warning(
+                "no handler for task %r; retrying in %.0f s", row["task_name"], UNKNOWN_TASK_RETRY_SECONDS
+            )
+            self._fail(
+                run,
+                {
+                    "type": "UnknownTask",
+                    "message": f"no handler for task {row['task_name']!r} on queue {self._queue!r} "
+                    "(and no catch-all '*' handler)",
+                },
+                delay=UNKNOWN_TASK_RETRY_SECONDS,
+            )
+            return False
+        ctx = TaskContext(
+            self._client,
+            queue=self._queue,
+            task_id=row["task_id"],
+            run_id=row["run_id"],
+            attempt=row["attempt"],
+            task_name=row["task_name"],
+            params=row["params"],
+            headers=row["headers"],
+            wake_event=row["wake_event"],
+            event_payload=row["event_payload"],
+            checkpoints=row.get("checkpoints") or {},
+            claim_timeout=self._claim_timeout,
+            state=run.state,
+            log=run.log,
+        )
+        run.log.debug("running")
+        try:
+            result = self._app.run_handler(handler, row["params"], ctx)
+        except Suspended as sig:
+            run.log.info("suspended: %s", sig)
+            return False
+        except Cancelled:
+            run.log.info("cancelled")
+            return False
+        except LeaseLost:
+            run.log.warning("lost its lease; another run owns the task now")
+            return False
+        except BaseException as exc:
+            reason = reason_of(exc)
+            run.log.warning(
+                "failed: %s: %s",
+                reason["type"],
+                reason["message"][:1000],
+                exc_info=not isinstance(exc, ConnectionLost),
+            )
+            self._fail(run, reason)
+            return False
+        try:
+            text = _json.dumps(
+                result, f"result of task {row['task_name']!r}", max_bytes=self._client.max_payload_bytes
+            )
+        except Exception as exc:  # TypeError, InvalidArgument, PayloadTooLarge, anything a __repr__ raises
+            message = clean_text(
+                f"the task's result cannot be stored: {safe_str(exc)}", MAX_FAILURE_MESSAGE_CHARS
+            )
+            run.log.warning("returned a result that cannot be stored: %s", message[:1000])
+            self._fail(run, {"type": clean_text(type(exc).__name__, 200), "message": message})
+            return False
+        if _faults.ARMED is not None:
+            _faults.hit("before_complete")
+        run.state.completing = True
+        self._completer.submit(run, text)
+        return True
+
+    def _fail(self, run: Run, reason: dict[str, Any], *, delay: float | None = None) -> None:
+        if run.state.cancelled or run.state.lost:
+            return
+        if delay is None and not run.row.get("retry_strategy"):
+            delay = min(DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_BASE * 2 ** min(run.row["attempt"] - 1, 20))
+        final = run.row.get("max_attempts") is not None and run.row["attempt"] >= run.row["max_attempts"]
+        if final:
+            run.log.error(
+                "failed for good after %d attempt(s): %s", run.row["attempt"], reason.get("message")
+            )
+        try:
+            retrying(lambda: self._fail_now(run, reason, delay))
+        except Cancelled:
+            run.log.info("cancelled before its failure was recorded")
+        except LeaseLost:
+            run.log.warning("lost its lease before its failure was recorded")
+        except Exception as exc:
+            run.log.error(
+                "could not record the failure (%s); the lease will expire and the task retry",
+                error_message(exc),
+            )
+
+    def _fail_now(self, run: Run, reason: dict[str, Any], delay: float | None) -> None:
+        text = _json.dumps(reason, "failure reason", max_bytes=None)
+        # a delay is measured on the database's clock, like every time in teguh
+        self._client._run(
+            "fail_run",
+            lambda cur: cur.execute(
+                "select teguh.fail_run(%s, %s::uuid, %s::jsonb,"
+                " teguh.current_time() + make_interval(secs => %s::float8))",
+                (self._queue, run.run_id, text, delay),
+            ),
+            queue=self._queue,
+            run_id=run.run_id,
+        )

@@ -1,0 +1,31 @@
+"""What the worker needs from the app whose handlers it runs, declared without importing it.
+
+`teguh.App` builds workers (`App.worker()`), so the worker must not import
+`teguh.app` back: this protocol names the three members it uses instead.
+`teguh.App` and its framework subclasses satisfy it; so can a test double.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..context import TaskContext
+
+
+class WorkerApp(Protocol):
+    """The app side of a `Worker`: its client, and finding and calling handlers."""
+
+    @property
+    def client(self) -> Client:
+        """The app's client: the worker copies its DSN, payload limit and session hooks."""
+        ...
+
+    def handler_for(self, task_name: str) -> Any:
+        """The handler of `task_name` (a `teguh.app.Task`), or None when there is none."""
+        ...
+
+    def run_handler(self, task: Any, params: Any, ctx: TaskContext) -> Any:
+        """Call the handler `handler_for` returned, with its hooks; returns its result."""
+        ...

@@ -1,0 +1,463 @@
+"""`Worker`: claims runs of one queue and executes their handlers in threads.
+
+This module only coordinates. One main loop claims batches sized to the free
+slots and hands them to a `ThreadPoolExecutor`. When there is nothing to
+claim it waits on its LISTEN connection for the earliest of a notification,
+`poll_interval`, the queue's next due moment (read from the database, so
+sleeps, event timeouts and expired leases are picked up on time without a
+ticker) and the end of one of its own runs. The parts do the rest:
+
+* `_config`: the options and their validation;
+* `_inflight`: the claimed runs, the prefetch buffer, the slots, the one lock;
+* `_execute`: one run from handler call to completion or failure;
+* `_completer`: the thread committing completions in batches;
+* `_heartbeat`: the thread extending leases, and the stuck-handler policy.
+
+How it fails: a failed claim is retried with backoff, never fatal; a failed
+start (queue missing, no permission) raises from `run()`. Stopping hands back
+prefetched runs at once, waits up to `shutdown_timeout` for running handlers,
+then releases what is left so another worker can take it immediately.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import psycopg2
+
+from .. import _faults
+from .._listen_probe import open_listener
+from ..errors import Cancelled, LeaseLost, PermissionDenied, QueueNotFound, TeguhError, error_message
+from ..listener import TIMEOUT
+from ._completer import Completer
+from ._config import (
+    DEFAULT_CLAIM_TIMEOUT,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    WorkerConfig,
+)
+from ._execute import COMPLETION_RETRY_SECONDS, RunExecutor
+from ._heartbeat import EXIT_STUCK, Heartbeat, StuckPolicy
+from ._inflight import InFlight, Run
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..listener import QueueListener
+    from ._protocols import WorkerApp
+
+logger = logging.getLogger("teguh.worker")
+
+MIN_IDLE_WAIT = 0.005
+"""The shortest idle wait, so a due moment in the past cannot make the loop spin."""
+
+
+class Worker:
+    """Runs the handlers of an `App` for the tasks of one queue.
+
+    Args:
+        app: the app whose handlers run.
+        queue: the queue to work on (created if missing).
+        concurrency: handlers run at once (threads).
+        claim_timeout: lease length in seconds; 0 means leases never expire
+            (and no heartbeat runs).
+        heartbeat_interval: seconds between lease extensions; default and
+            maximum `min(10, claim_timeout / 3)`.
+        poll_interval: the longest idle wait, in seconds.
+        batch_size: the most runs claimed at once (default: `concurrency + prefetch`).
+        prefetch: runs claimed ahead of free slots, so the next batch is at hand
+            when handlers finish (default: `concurrency`). Prefetched runs hold
+            leases; a stopping worker hands them back at once. Use 0 for long
+            tasks on many workers, so no task waits behind a busy worker.
+        worker_id: names this worker on its leases (default `hostname:pid`).
+        max_stuck_runs: how many handlers may keep running after their run was
+            lost or cancelled (for longer than `claim_timeout`) before the
+            worker stops with `exit_code` 3 so its supervisor restarts it;
+            default half the slots, rounded up; 0 never stops.
+        shutdown_timeout: seconds a stop waits for running handlers.
+        install_signal_handlers: let `run()` handle SIGTERM/SIGINT when it runs
+            in the main thread.
+        client: the `Client` to use (default: one sized for `concurrency`,
+            on the app's database).
+        listen_dsn: where the LISTEN connection goes (default: the client's
+            `listen_dsn`, i.e. `TEGUH_LISTEN_DSN`, else its DSN). Point it at
+            PostgreSQL directly when the pool goes through PgBouncer in
+            transaction mode; at start the worker checks that a notification
+            arrives and otherwise polls every `poll_interval`, with a warning.
+
+    Raises:
+        InvalidArgument: an option out of range (also a `ValueError`).
+        InvalidQueueName: a bad queue name.
+        TypeError: an int option given another type.
+
+    Signals to wait on (`threading.Event`): `started`, set once the worker
+    listens and claims; `idle`, set while the claim loop sits in its idle wait
+    with no run in flight, none buffered and no wake-up of its own pending (so
+    only a notification, a due moment, `poll_interval` or `stop()` can end
+    that wait), and cleared as soon as the wait ends. Tests wait on `idle`
+    before spawning to prove that a notification woke the worker.
+
+    Caveats: Python cannot stop a thread. The heartbeat keeps the leases of
+    every running handler, hung or not; a run is lost only when the process
+    stops heartbeating (paused, partitioned, GIL held) or the task is
+    cancelled (by hand or by its `max_duration`). A handler that keeps running
+    after that keeps its thread and slot: its writes are refused (`LeaseLost`,
+    `Cancelled`) and it is counted as stuck; past `max_stuck_runs` the worker
+    stops (see docs/reliability.md).
+    """
+
+    def __init__(
+        self,
+        app: WorkerApp,
+        queue: str,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        claim_timeout: int = DEFAULT_CLAIM_TIMEOUT,
+        heartbeat_interval: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        batch_size: int | None = None,
+        prefetch: int | None = None,
+        worker_id: str | None = None,
+        max_stuck_runs: int | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        install_signal_handlers: bool = True,
+        client: Client | None = None,
+        listen_dsn: str | None = None,
+    ) -> None:
+        self.app = app
+        self._config = config = WorkerConfig.from_options(
+            queue,
+            concurrency=concurrency,
+            claim_timeout=claim_timeout,
+            heartbeat_interval=heartbeat_interval,
+            poll_interval=poll_interval,
+            batch_size=batch_size,
+            prefetch=prefetch,
+            worker_id=worker_id,
+            max_stuck_runs=max_stuck_runs,
+            shutdown_timeout=shutdown_timeout,
+            install_signal_handlers=install_signal_handlers,
+            listen_dsn=listen_dsn,
+        )
+        # the validated options, also as the plain attributes they always were
+        self.queue = config.queue
+        self.concurrency = config.concurrency
+        self.claim_timeout = config.claim_timeout
+        self.heartbeat_interval = config.heartbeat_interval
+        self.poll_interval = config.poll_interval
+        self.batch_size = config.batch_size
+        self.prefetch = config.prefetch
+        self.worker_id = config.worker_id
+        self.max_stuck_runs = config.max_stuck_runs
+        self.shutdown_timeout = config.shutdown_timeout
+        self.install_signal_handlers = config.install_signal_handlers
+        self.listen_dsn = config.listen_dsn
+        self._client = client
+        self._owns_client = client is None
+
+        self._inflight = InFlight(config.queue, config.concurrency, config.prefetch, self._wake)
+        self._stuck = StuckPolicy(
+            self._inflight, config.queue, config.concurrency, config.claim_timeout, config.max_stuck_runs
+        )
+        self._stopping = False
+        self._force = False
+        self._ran = False
+        self._listener: QueueListener | None = None
+        self.started = threading.Event()
+        """Set once the worker listens and claims (tests and embedders wait on it)."""
+        self.idle = self._inflight.idle
+        """Set while the claim loop sits in its idle wait with nothing in flight (see the class docs)."""
+        self.stuck_handlers = 0
+        """Handlers still running when `run()` returned (their tasks were released)."""
+        self.exit_code = 0
+        """0 after a requested stop; `EXIT_STUCK` (3) when too many handlers were stuck."""
+
+    # -- public -------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        """The client the worker talks through."""
+        if self._client is None:
+            from ..client import Client
+
+            self._client = Client(
+                self.app.client.dsn,
+                max_connections=self.concurrency + 4,
+                application_name=f"teguh-worker:{self.queue}",
+            )
+            self._client.max_payload_bytes = self.app.client.max_payload_bytes
+            # a call blocked longer than a lease is pointless: the lease is gone
+            self._client.call_timeout = min(max(10.0, float(self.claim_timeout)), 60.0)
+            self._client.session_hooks = self.app.client.session_hooks  # shared: a fake clock reaches both
+        return self._client
+
+    @property
+    def processed(self) -> int:
+        """Runs that ended in this worker (completed, failed, suspended or cancelled)."""
+        return self._inflight.processed
+
+    @property
+    def stuck_runs(self) -> int:
+        """Handlers still running well after their run was lost or cancelled (each holds a slot)."""
+        return self._stuck.count()
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server pid of the LISTEN connection, when connected."""
+        return self._listener.backend_pid if self._listener is not None else None
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop claiming and return from `run()` once running handlers finish.
+
+        Handlers get `shutdown_timeout` seconds; what is still running after
+        that (at once with `force`) is released so another worker can take it
+        immediately. Safe to call from any thread or a signal handler.
+        """
+        self._stopping = True
+        self._inflight.close()
+        if force:
+            self._force = True
+        self._wake()
+
+    def run(self) -> None:
+        """Claim and run tasks until `stop()` (or SIGTERM/SIGINT in the main thread)."""
+        if self._ran:
+            raise RuntimeError("a Worker runs once; create a new one")
+        self._ran = True
+        restore = self._install_signals()
+        client = self.client
+        executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"teguh-{self.queue}")
+        heartbeat = None
+        completer = Completer(client, self.queue, self._inflight, on_death=self.stop)
+        runner = RunExecutor(self.app, client, self.queue, self.claim_timeout, self._inflight, completer)
+        try:
+            self._ensure_queue(client)
+            # LISTEN may need a direct connection when the pool goes through PgBouncer
+            listen_dsn = self.listen_dsn or (self.app.client if self._owns_client else client).listen_dsn
+            self._listener = open_listener(client, self.queue, listen_dsn, self.poll_interval)
+            if self._stopping:
+                self._listener.wake()
+            if self.claim_timeout > 0:
+                heartbeat = Heartbeat(
+                    client,
+                    self.queue,
+                    self.claim_timeout,
+                    self.heartbeat_interval,
+                    self._inflight.lease_states,
+                    on_tick=self._check_stuck,
+                )
+                heartbeat.start()
+            completer.start()
+            logger.info(
+                "worker %s started on queue %s (concurrency %d)",
+                self.worker_id,
+                self.queue,
+                self.concurrency,
+                extra={"queue": self.queue},
+            )
+            self.started.set()
+            self._loop(executor, runner)
+        finally:
+            self._shutdown(executor, heartbeat, completer)
+            restore()
+
+    def _ensure_queue(self, client: Client) -> None:
+        """Create the queue, or, for a role not allowed to (a `grant_worker` role), check it exists."""
+        try:
+            client.create_queue(self.queue)
+        except PermissionDenied:
+            if self.queue not in client.list_queues():
+                raise QueueNotFound(
+                    f"queue {self.queue!r} does not exist, and this role may not create it: "
+                    "create it with a role that may (`teguh queue create`)",
+                    queue=self.queue,
+                ) from None
+            logger.debug("this role may not create queues; queue %s exists", self.queue)
+
+    def _wake(self) -> None:
+        """End the claim loop's current or next wait (any thread)."""
+        if self._listener is not None:
+            self._listener.wake()
+
+    def _check_stuck(self) -> None:
+        """After each heartbeat: stop (exit code 3) once `max_stuck_runs` slots are held by stuck handlers."""
+        if self._stuck.over_limit(self._stopping):
+            self.exit_code = EXIT_STUCK
+            self.stop()
+
+    # -- main loop ----------------------------------------------------------
+
+    def _loop(self, executor: ThreadPoolExecutor, runner: RunExecutor) -> None:
+        assert self._listener is not None
+        inflight = self._inflight
+        failures = 0
+        while not self._stopping:
+            free = self._start_buffered(executor, runner)
+            want = free + self.prefetch - inflight.buffered
+            got_all = False
+            if want > 0:
+                qty = min(want, self.batch_size)
+                try:
+                    rows = self._claim(qty)
+                except Exception as exc:  # a bad row (say, undecodable JSON) must not end the worker
+                    failures += 1
+                    delay = min(5.0, 0.1 * 2 ** min(failures, 6))
+                    logger.warning("claim failed (%s); retrying in %.1f s", error_message(exc), delay)
+                    self._listener.wait(delay)
+                    continue
+                failures = 0
+                if rows and _faults.ARMED is not None:
+                    _faults.hit("after_claim")
+                inflight.hold(rows)
+                got_all = len(rows) == qty
+                free = self._start_buffered(executor, runner)
+                if got_all and (free > 0 or inflight.buffered < self.prefetch):
+                    continue  # the queue had more and there is room: claim again now
+            timeout = self.poll_interval
+            if not got_all and free > 0:
+                due = self._seconds_until_due()
+                if due is not None:
+                    timeout = min(timeout, max(due, MIN_IDLE_WAIT))
+            self._idle_wait(timeout)
+
+    def _idle_wait(self, timeout: float) -> None:
+        """Wait on the listener up to `timeout` seconds, with `idle` set when nothing is in flight."""
+        listener = self._listener
+        assert listener is not None
+        if not self._inflight.quiet():
+            listener.wait(timeout)
+            return
+        # A wake-up already pending (a slot freed since the claim) ends the
+        # wait at once: take it now, so `idle` is never set for a wait that ends
+        # by itself. Every wake-up of this worker is written before the slot it
+        # announces is freed, so none can arrive after this check.
+        if listener.wait(0) != TIMEOUT:
+            return
+        self._inflight.enter_wait()
+        try:
+            listener.wait(timeout)
+        finally:
+            self._inflight.leave_wait()
+
+    def _start_buffered(self, executor: ThreadPoolExecutor, runner: RunExecutor) -> int:
+        """Put idle threads to work on buffered runs; returns the threads still idle."""
+        started, free = self._inflight.reserve_slots()
+        for _ in range(started):
+            executor.submit(runner.drain)
+        return free
+
+    def _claim(self, qty: int) -> list[dict[str, Any]]:
+        def claim(cur: Any) -> list[dict[str, Any]]:
+            cur.execute(
+                "select * from teguh.claim_runs(%s, %s, %s, %s)",
+                (self.queue, self.worker_id, self.claim_timeout, qty),
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        rows = self.client._run("claim_runs", claim, retry=True, queue=self.queue)
+        for row in rows:
+            row["run_id"] = str(row["run_id"])
+            row["task_id"] = str(row["task_id"])
+        return rows
+
+    def _seconds_until_due(self) -> float | None:
+        def due(cur: Any) -> float | None:
+            cur.execute(
+                "select extract(epoch from teguh.next_due(%s) - teguh.current_time())::float8", (self.queue,)
+            )
+            return cur.fetchone()[0]
+
+        try:
+            return self.client._run("next_due", due, retry=True, queue=self.queue)
+        except (TeguhError, psycopg2.Error) as exc:
+            logger.warning("next_due failed (%s)", error_message(exc))
+            return None
+
+    # -- shutdown -----------------------------------------------------------
+
+    def _install_signals(self) -> Any:
+        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def handle(signum: int, frame: Any) -> None:
+            # State first, logging after: a second signal can run this handler
+            # again in the middle of the first one's logging call.
+            if self._stopping:
+                self.stop(force=True)
+                logger.warning("second %s: stopping now", signal.Signals(signum).name)
+            else:
+                self.stop()
+                logger.info(
+                    "%s: finishing running tasks (up to %.0f s); send it again to stop now",
+                    signal.Signals(signum).name,
+                    self.shutdown_timeout,
+                )
+
+        for sig in previous:
+            signal.signal(sig, handle)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _shutdown(
+        self, executor: ThreadPoolExecutor, heartbeat: Heartbeat | None, completer: Completer
+    ) -> None:
+        """Stop the parts in order: no new starts, hand back, wait, complete, release, close."""
+        self._stopping = True
+        self._inflight.close()
+        # prefetched runs never started: hand them back before waiting for the rest
+        unstarted = self._inflight.take_unstarted()
+        for run in unstarted:
+            self._release(run, started=False)
+        # stuck handlers will not finish: wait only for the others
+        self._inflight.wait_for_handlers(
+            0 if self._force else self.shutdown_timeout, self._stuck.grace, lambda: self._force
+        )
+        completer.close(timeout=COMPLETION_RETRY_SECONDS + 5)
+        leftover = self._inflight.runs()
+        for run in leftover:
+            self._release(run)
+        if heartbeat is not None:
+            heartbeat.stop()
+        if self._listener is not None:
+            self._listener.close()
+        self.stuck_handlers = self._inflight.active
+        # idle pool threads exit at once; busy ones cannot be stopped (see the class docs)
+        executor.shutdown(wait=not self.stuck_handlers, cancel_futures=True)
+        if self._owns_client and self._client is not None:
+            self._client.close()
+        logger.info(
+            "worker %s stopped (%d running and %d prefetched runs released)",
+            self.worker_id,
+            len(leftover),
+            len(unstarted),
+            extra={"queue": self.queue},
+        )
+
+    def _release(self, run: Run, *, started: bool = True) -> None:
+        """Hand a task back so another worker can start it at once."""
+        run.state.lost = True
+        try:
+            self.client._run(
+                "release",
+                lambda cur: cur.execute(
+                    "select teguh.schedule_run(%s, %s::uuid, teguh.current_time())", (self.queue, run.run_id)
+                ),
+                queue=self.queue,
+                run_id=run.run_id,
+            )
+            if started:
+                run.log.warning("released: still running at shutdown; another worker will take it")
+        except (Cancelled, LeaseLost):
+            pass
+        except TeguhError as exc:
+            run.log.warning("could not release (%s); its lease will expire", exc)
