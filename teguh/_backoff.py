@@ -10,9 +10,10 @@ Retry loops come in three shapes, and each has one tool here:
 - "call this until it works": `retry()`, which sleeps between tries and
   re-raises the last error when it gives up.
 
-Jitter is added on top of the capped delay (as tenacity's
-`wait_exponential(...) + wait_random(0, jitter)` did), so that many clients
-failing together do not retry in lockstep.
+Jitter is added on top of the capped delay (like tenacity's
+`wait_exponential(...) + wait_random(0, jitter)`), so that many clients
+failing together do not retry in lockstep. `retry()` drives tenacity (the
+project's retry library) with these delays, once a first call has failed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+import tenacity
 
 T = TypeVar("T")
 
@@ -119,20 +122,38 @@ def retry(
     Raises:
         Exception: the last error, when it is not retryable or the limits are reached.
     """
-    started = clock() if max_seconds is not None else 0.0
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return call()
-        except Exception as exc:
-            if not retry_if(exc):
-                raise
-            if max_attempts is not None and attempt >= max_attempts:
-                raise
-            if max_seconds is not None and clock() - started >= max_seconds:
-                raise
-            delay = backoff.delay(attempt)
-            if on_retry is not None:
-                on_retry(exc, attempt, delay)
-        sleep(delay)
+    started = clock()
+    # The first call runs outside tenacity: most calls succeed, and building a
+    # retry loop for each of them would cost more than the call's own Python.
+    try:
+        return call()
+    except Exception as exc:
+        if not retry_if(exc) or (max_attempts is not None and max_attempts <= 1):
+            raise
+        first: list[BaseException] = [exc]
+
+    def again() -> T:
+        if first:
+            raise first.pop()  # attempt 1 is the call above, already failed
+        return call()
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if max_attempts is not None and state.attempt_number >= max_attempts:
+            return True
+        return max_seconds is not None and clock() - started >= max_seconds
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None and state.next_action is not None:
+            on_retry(state.outcome.exception(), state.attempt_number, state.next_action.sleep)
+
+    for attempt in tenacity.Retrying(
+        retry=tenacity.retry_if_exception(retry_if),
+        stop=stop,
+        wait=lambda state: backoff.delay(state.attempt_number),
+        before_sleep=before_sleep,
+        sleep=sleep,
+        reraise=True,
+    ):
+        with attempt:
+            return again()
+    raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover

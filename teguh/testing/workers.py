@@ -30,9 +30,6 @@ WORKER_STOP_TIMEOUT = 20.0
 IDLE_TIMEOUT = 10.0
 """Seconds `WorkerThread.wait_idle` waits by default."""
 
-IDLE_QUIET = 0.2
-"""Without `Worker.idle`: seconds `worker.processed` must stay unchanged to count as idle."""
-
 
 class WorkerThread:
     """A `Worker` running in a daemon thread: start, wait until idle, stop.
@@ -93,36 +90,19 @@ class WorkerThread:
                 raise TeguhError(f"the worker did not start within {timeout} s")
         return self
 
-    def wait_idle(self, timeout: float = IDLE_TIMEOUT, *, quiet: float = IDLE_QUIET) -> None:
+    def wait_idle(self, timeout: float = IDLE_TIMEOUT) -> None:
         """Wait until the worker has nothing to do: no run in flight or buffered, in its idle wait.
 
-        Uses the worker's `idle` event when it has one. Otherwise it falls back
-        to waiting until `worker.processed` stays unchanged for `quiet` seconds,
-        which cannot see a run that is still executing: prefer waiting for the
-        outcome you expect where possible.
+        Waits on `Worker.idle`. From then on only a notification, a due moment,
+        the poll or `stop()` ends the worker's wait, so a test can spawn and know
+        the worker was not already awake.
 
         Raises:
             TeguhError: not idle within `timeout` seconds, or the worker thread ended.
         """
-        idle = getattr(self.worker, "idle", None)
-        if isinstance(idle, threading.Event):
-            if not idle.wait(timeout):
-                self._raise_if_dead()
-                raise TeguhError(f"the worker did not go idle within {timeout} s")
-            return
-        deadline = time.monotonic() + timeout
-        seen, since = self.worker.processed, time.monotonic()
-        while True:
+        if not self.worker.idle.wait(timeout):
             self._raise_if_dead()
-            now = time.monotonic()
-            current = self.worker.processed
-            if current != seen:
-                seen, since = current, now
-            elif now - since >= quiet:
-                return
-            if now > deadline:
-                raise TeguhError(f"the worker did not go idle within {timeout} s")
-            time.sleep(0.02)  # a polling interval, not synchronisation
+            raise TeguhError(f"the worker did not go idle within {timeout} s")
 
     def _raise_if_dead(self) -> None:
         if not self.thread.is_alive():

@@ -19,7 +19,7 @@ import logging
 import queue as queue_module
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import _faults
 from ..errors import error_message
@@ -100,15 +100,8 @@ class Completer(threading.Thread):
         run_ids = [run.run_id for run, _ in batch]
         results = [text for _, text in batch]
 
-        def complete(cur: Any) -> dict[str, str]:
-            cur.execute(
-                "select run_id::text, outcome from teguh.complete_runs(%s, %s::uuid[], %s::jsonb[])",
-                (self._queue, run_ids, results),
-            )
-            return dict(cur.fetchall())
-
         try:
-            outcomes = retrying(lambda: self._client._run("complete_runs", complete, queue=self._queue))
+            outcomes = retrying(lambda: self._client._complete_runs(self._queue, run_ids, results))
         except Exception as exc:  # the completer must outlive any error
             logger.error(
                 "could not record %d completions (%s); their leases will expire and the tasks run again",

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import tenacity
-
-from .. import _faults, _json
+from .. import _backoff, _faults, _json
 from ..context import TaskContext
 from ..errors import Cancelled, ConnectionLost, LeaseLost, Suspended, TeguhError, error_message
 from ._failures import MAX_FAILURE_MESSAGE_CHARS, clean_text, reason_of, safe_str
@@ -33,6 +31,9 @@ if TYPE_CHECKING:
 
 COMPLETION_RETRY_SECONDS = 60.0
 """How long a completion or failure is retried while the database is unreachable."""
+
+COMPLETION_BACKOFF = _backoff.Backoff(0.1, 5.0, jitter=0.2)
+"""Waits between those retries: 0.2 s doubling up to 5 s, plus up to 0.2 s of jitter."""
 
 UNKNOWN_TASK_RETRY_SECONDS = 60.0
 """Delay before a task with no handler here is offered again (another deploy may know it)."""
@@ -63,15 +64,9 @@ def retrying(call: Any) -> Any:
     repeat finds no lease and raises `LeaseLost`, which callers accept. A
     deadlock or serialization failure rolled the try back, so it is repeated.
     """
-    for attempt in tenacity.Retrying(
-        retry=tenacity.retry_if_exception(_transient),
-        stop=tenacity.stop_after_delay(COMPLETION_RETRY_SECONDS),
-        wait=tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.2),
-        reraise=True,
-    ):
-        with attempt:
-            return call()
-    return None  # pragma: no cover
+    return _backoff.retry(
+        call, backoff=COMPLETION_BACKOFF, retry_if=_transient, max_seconds=COMPLETION_RETRY_SECONDS
+    )
 
 
 class RunExecutor:
@@ -233,13 +228,4 @@ class RunExecutor:
     def _fail_now(self, run: Run, reason: dict[str, Any], delay: float | None) -> None:
         text = _json.dumps(reason, "failure reason", max_bytes=None)
         # a delay is measured on the database's clock, like every time in teguh
-        self._client._run(
-            "fail_run",
-            lambda cur: cur.execute(
-                "select teguh.fail_run(%s, %s::uuid, %s::jsonb,"
-                " teguh.current_time() + make_interval(secs => %s::float8))",
-                (self._queue, run.run_id, text, delay),
-            ),
-            queue=self._queue,
-            run_id=run.run_id,
-        )
+        self._client._fail_run_after(self._queue, run.run_id, text, delay)

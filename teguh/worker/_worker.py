@@ -29,10 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg2
 
-from .. import _faults
-from .._listen_probe import open_listener
+from .. import _backoff, _faults
+from .._notify import TIMEOUT, Waiter, open_queue_waiter
 from ..errors import Cancelled, LeaseLost, PermissionDenied, QueueNotFound, TeguhError, error_message
-from ..listener import TIMEOUT
 from ._completer import Completer
 from ._config import (
     DEFAULT_CLAIM_TIMEOUT,
@@ -47,10 +46,12 @@ from ._inflight import InFlight, Run
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..listener import QueueListener
     from ._protocols import WorkerApp
 
 logger = logging.getLogger("teguh.worker")
+
+CLAIM_BACKOFF = _backoff.Backoff(0.2, 5.0)
+"""Waits after failed claims: 0.2 s doubling up to 5 s (a bad row or a lost database)."""
 
 MIN_IDLE_WAIT = 0.005
 """The shortest idle wait, so a due moment in the past cannot make the loop spin."""
@@ -166,7 +167,7 @@ class Worker:
         self._stopping = False
         self._force = False
         self._ran = False
-        self._listener: QueueListener | None = None
+        self._listener: Waiter | None = None
         self.started = threading.Event()
         """Set once the worker listens and claims (tests and embedders wait on it)."""
         self.idle = self._inflight.idle
@@ -238,7 +239,7 @@ class Worker:
             self._ensure_queue(client)
             # LISTEN may need a direct connection when the pool goes through PgBouncer
             listen_dsn = self.listen_dsn or (self.app.client if self._owns_client else client).listen_dsn
-            self._listener = open_listener(client, self.queue, listen_dsn, self.poll_interval)
+            self._listener = open_queue_waiter(client, self.queue, listen_dsn, self.poll_interval)
             if self._stopping:
                 self._listener.wake()
             if self.claim_timeout > 0:
@@ -305,7 +306,7 @@ class Worker:
                     rows = self._claim(qty)
                 except Exception as exc:  # a bad row (say, undecodable JSON) must not end the worker
                     failures += 1
-                    delay = min(5.0, 0.1 * 2 ** min(failures, 6))
+                    delay = CLAIM_BACKOFF.delay(failures)
                     logger.warning("claim failed (%s); retrying in %.1f s", error_message(exc), delay)
                     self._listener.wait(delay)
                     continue
@@ -351,29 +352,11 @@ class Worker:
         return free
 
     def _claim(self, qty: int) -> list[dict[str, Any]]:
-        def claim(cur: Any) -> list[dict[str, Any]]:
-            cur.execute(
-                "select * from teguh.claim_runs(%s, %s, %s, %s)",
-                (self.queue, self.worker_id, self.claim_timeout, qty),
-            )
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-        rows = self.client._run("claim_runs", claim, retry=True, queue=self.queue)
-        for row in rows:
-            row["run_id"] = str(row["run_id"])
-            row["task_id"] = str(row["task_id"])
-        return rows
+        return self.client._claim_runs(self.queue, self.worker_id, self.claim_timeout, qty)
 
     def _seconds_until_due(self) -> float | None:
-        def due(cur: Any) -> float | None:
-            cur.execute(
-                "select extract(epoch from teguh.next_due(%s) - teguh.current_time())::float8", (self.queue,)
-            )
-            return cur.fetchone()[0]
-
         try:
-            return self.client._run("next_due", due, retry=True, queue=self.queue)
+            return self.client._seconds_until_due(self.queue)
         except (TeguhError, psycopg2.Error) as exc:
             logger.warning("next_due failed (%s)", error_message(exc))
             return None
@@ -447,14 +430,7 @@ class Worker:
         """Hand a task back so another worker can start it at once."""
         run.state.lost = True
         try:
-            self.client._run(
-                "release",
-                lambda cur: cur.execute(
-                    "select teguh.schedule_run(%s, %s::uuid, teguh.current_time())", (self.queue, run.run_id)
-                ),
-                queue=self.queue,
-                run_id=run.run_id,
-            )
+            self.client._release_run(self.queue, run.run_id)
             if started:
                 run.log.warning("released: still running at shutdown; another worker will take it")
         except (Cancelled, LeaseLost):

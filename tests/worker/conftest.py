@@ -3,7 +3,7 @@
 * `eventually(check, timeout)` polls a condition with a deadline.
 * `start_worker(**options)` runs a `Worker` of the test's `app` in a thread,
   waits until it listens, and stops and joins it at teardown.
-* `WorkerThread.wait_idle()` waits until the worker sits in its idle wait, so a
+* `WorkerThread` (`teguh.testing`'s) `.wait_idle()` waits on `Worker.idle`, so a
   test can prove that only a notification (not a claim already under way) wakes it.
 * `spawn_process(...)` starts `proc_app.py` in a subprocess and kills it (by
   pid) at teardown if it is still alive.
@@ -15,17 +15,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _polling import eventually  # noqa: F401 (the worker tests import it from here)
+from _support.polling import eventually  # noqa: F401 (the worker tests import it from here)
 
 from teguh.app import App
-from teguh.worker import Worker
+from teguh.testing import WorkerThread
 
 from . import proc_app
 
@@ -35,45 +33,6 @@ REPO = HERE.parent.parent
 
 JOIN_TIMEOUT = 20.0
 """Seconds a stopping worker thread may take at teardown before it is forced."""
-
-
-class WorkerThread:
-    """A `Worker` running in a daemon thread."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="test-worker", daemon=True)
-
-    def _main(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:  # reported by start()/stop()
-            self.error = exc
-
-    def start(self, timeout: float = 15.0) -> WorkerThread:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.worker.started.wait(0.05):
-            if not self.thread.is_alive():
-                raise AssertionError(f"worker died before starting: {self.error!r}") from self.error
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker did not start within {timeout} s")
-        return self
-
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Wait until the loop sits in its idle wait with nothing in flight (`Worker.idle`).
-
-        From then on only a notification, a due moment, the poll or `stop()`
-        ends that wait: no wake-up of the worker's own is pending.
-        """
-        assert self.worker.idle.wait(timeout), f"the worker did not go idle within {timeout} s"
-
-    def stop(self, timeout: float = JOIN_TIMEOUT, *, force: bool = False) -> bool:
-        """Stop the worker and join its thread; returns whether it ended in time."""
-        self.worker.stop(force=force)
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ def test_public_names_are_exported() -> None:
 def test_worker_uses_no_deprecated_tenacity_api(dsn: str) -> None:
     # With `filterwarnings = error` (pyproject), a DeprecationWarning raised in
     # Worker.run() kills the worker before it starts.
-    from teguh.listener import QueueListener
+    from teguh._notify import ListenWaiter
     from teguh.worker._execute import retrying
 
     app = App(dsn, queue=Q)
@@ -141,7 +141,7 @@ def test_worker_uses_no_deprecated_tenacity_api(dsn: str) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            QueueListener(dsn, "teguh_jobs").close()
+            ListenWaiter(dsn, "teguh_jobs").close()
             assert retrying(lambda: "ok") == "ok"
     finally:
         worker.client.close()

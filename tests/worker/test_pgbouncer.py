@@ -31,7 +31,7 @@ import psycopg2
 import pytest
 
 import teguh
-from teguh import _listen_probe
+from teguh import _notify
 from teguh.app import App
 
 from .conftest import Q, WorkerThread, eventually
@@ -176,10 +176,10 @@ def _record_app(app: App) -> tuple[list[str], threading.Event]:
 def test_probe_tells_direct_from_transaction_pooled(pgbouncer: Bouncer, dsn: str, dbname: str) -> None:
     with teguh.Client(pgbouncer.dsn(dbname)) as bounced, teguh.Client(dsn) as direct:
         # the pool side may go either way; what matters is where LISTEN connects
-        assert _listen_probe.probe_notify(bounced, dsn) == _listen_probe.OK
-        assert _listen_probe.probe_notify(direct, dsn) == _listen_probe.OK
-        assert _listen_probe.probe_notify(direct, pgbouncer.dsn(dbname), timeout=1.0) == _listen_probe.BROKEN
-        assert _listen_probe.probe_notify(bounced, pgbouncer.dsn(dbname), timeout=1.0) == _listen_probe.BROKEN
+        assert _notify.probe_notify(bounced, dsn) == _notify.OK
+        assert _notify.probe_notify(direct, dsn) == _notify.OK
+        assert _notify.probe_notify(direct, pgbouncer.dsn(dbname), timeout=1.0) == _notify.BROKEN
+        assert _notify.probe_notify(bounced, pgbouncer.dsn(dbname), timeout=1.0) == _notify.BROKEN
 
 
 @pytest.mark.timeout(60)
