@@ -19,6 +19,7 @@ from .errors import (
     InvalidArgument,
     InvalidQueueName,
     LeaseLost,
+    NoDatabaseConfigured,
     PayloadTooLarge,
     PermissionDenied,
     QueueNotFound,
@@ -59,6 +60,7 @@ __all__ = [
     "EventTimeout",
     "SchemaNotInstalled",
     "ConnectionLost",
+    "NoDatabaseConfigured",
     # Control-flow signals (BaseException, not errors)
     "Suspended",
     "Cancelled",

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -174,13 +175,29 @@ def install_cmd(ctx: click.Context) -> None:
 
 
 @main.command("dev")
-def dev_cmd() -> None:
+@click.option("--stop", is_flag=True, help="Stop the embedded PostgreSQL instead (its data is kept).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The server's data directory [default: this project's, see docs/configuration.md].",
+)
+def dev_cmd(stop: bool, data_dir: Path | None) -> None:
     """Start the embedded PostgreSQL (if needed) and print its DSN.
 
-    The server keeps running after this command exits and is reused by later
-    commands and clients that find no DSN configured.
+    Each project (the nearest directory up holding pyproject.toml, setup.cfg,
+    setup.py, manage.py or .git, else the current one) has its own server. It
+    keeps running after this command exits and is reused by later commands and
+    clients of the project that find no DSN configured; `--stop` stops it.
     """
-    server = _embedded.ensure_server()
+    datadir = data_dir or _embedded.default_datadir()
+    if stop:
+        if _embedded.stop_server(datadir):
+            click.echo(f"embedded PostgreSQL in {datadir} stopped")
+        else:
+            click.echo(f"no embedded PostgreSQL running in {datadir}")
+        return
+    server = _embedded.ensure_server(datadir)
     click.echo(server.dsn)
 
 

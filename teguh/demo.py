@@ -2,13 +2,22 @@
 
 The tasks show what teguh adds to a plain job queue: a step that is not
 repeated when its task is retried, a durable sleep that holds no worker, an
-event that wakes a waiting task, and retries with backoff. Read this file as
-an example app: `teguh worker --app teguh.demo:app --queue demo` runs the same
-handlers.
+event that wakes a waiting task, and retries with backoff. Then the headline
+promise: a worker process is killed (SIGKILL) in the middle of a task, and
+another worker process finishes the task without re-running the steps the
+first one committed. Read this file as an example app: `teguh worker --app
+teguh.demo:app --queue demo` runs the same handlers.
+
+The demo fails (returns False) when a task does not complete in time; a worker
+process it started is killed on the way out whatever happens.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +25,9 @@ from typing import Any
 
 import click
 
+from . import _dsn, _embedded
 from .app import App
+from .client import Client
 from .context import TaskContext
 from .retry import Fixed
 
@@ -68,11 +79,124 @@ def flaky_api(params: dict[str, Any], ctx: TaskContext) -> str:
     return "ok"
 
 
+IMPORT_BATCHES = 3
+CRASH_CLAIM_TIMEOUT = 2
+"""Lease seconds of the demo's worker processes: how long a killed worker's task waits to be reclaimed."""
+
+
+@app.task("import-rows", retry_strategy=Fixed(0), max_attempts=3)
+def import_rows(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Import rows in batches, one step each: a crash loses at most the batch in progress."""
+    imported = 0
+    for batch in range(1, IMPORT_BATCHES + 1):
+        ran = []
+
+        def work(batch: int = batch, ran: list[bool] = ran) -> int:
+            ran.append(True)
+            if batch == IMPORT_BATCHES and ctx.attempt == 1:
+                _say(ctx, f"importing batch {batch} (slow)...")
+                time.sleep(params.get("stall_seconds", 0))  # the demo kills this worker meanwhile
+            return params["rows_per_batch"]
+
+        imported += ctx.step(f"batch-{batch}", work)
+        if ran:
+            _say(ctx, f"batch {batch}: imported {params['rows_per_batch']} rows (pid {os.getpid()})")
+        else:
+            _say(ctx, f"batch {batch}: already committed, not run again (pid {os.getpid()})")
+    return {"rows": imported}
+
+
+class _WorkerProcess:
+    """A `teguh worker` process of this app whose output is relayed through `echo`."""
+
+    def __init__(self, label: str, dsn: str, echo: Callable[[str], None], marker: str = "") -> None:
+        self.label = label
+        self.marker_seen = threading.Event()
+        env = dict(os.environ, TEGUH_DSN=dsn)  # in the environment: a password stays out of `ps`
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "teguh", "worker", "--app", "teguh.demo:app", "--queue", "demo"),
+                *("--concurrency", "1", "--claim-timeout", str(CRASH_CLAIM_TIMEOUT)),
+                *("--poll-interval", "1", "--log-level", "ERROR"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._relay = threading.Thread(
+            target=self._read, args=(echo, marker), name=f"teguh-demo-relay-{label}", daemon=True
+        )
+        self._relay.start()
+
+    def _read(self, echo: Callable[[str], None], marker: str) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            echo(line.rstrip("\n"))
+            if marker and marker in line:
+                self.marker_seen.set()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no hand-back; the lease must expire."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful stop), then SIGKILL if it lingers; idempotent."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._relay.join(5)
+        if self.proc.stdout is not None and not self._relay.is_alive():
+            self.proc.stdout.close()
+
+
+def _crash_part(client: Client, dsn: str, echo: Callable[[str], None]) -> bool:
+    """Kill a worker process mid-task; another finishes the task from its checkpoints."""
+    echo("")
+    echo("now a crash: worker process A runs import-rows and is killed (SIGKILL) in its last batch")
+    spawn = client.spawn_task(
+        "demo", "import-rows", {"rows_per_batch": 100, "stall_seconds": 60}, notify_done=True
+    )
+    first = _WorkerProcess("A", dsn, echo, marker=f"importing batch {IMPORT_BATCHES}")
+    second = None
+    try:
+        if not first.marker_seen.wait(30):
+            echo("worker A did not reach the last batch")
+            return False
+        first.kill()
+        echo(
+            f"killed worker A (pid {first.proc.pid}) with SIGKILL; starting worker B, which reclaims "
+            f"the task when A's {CRASH_CLAIM_TIMEOUT} s lease expires"
+        )
+        second = _WorkerProcess("B", dsn, echo)
+        result = client.wait_for_result("demo", spawn.task_id, timeout=30)
+        echo(
+            f"import-rows: {result.state} after {result.attempts} attempt(s), result {result.result!r}; "
+            f"the committed batches ran once"
+        )
+        return result.state == "completed"
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
 def run_demo(dsn: str | None = None, echo: Callable[[str], None] = click.echo) -> bool:
     """Run the demo against `dsn` (default: the configured or embedded database).
 
     Returns whether every demo task completed.
+
+    Raises:
+        NoDatabaseConfigured: no DSN is configured and the `embedded` extra is missing.
     """
+    dsn, _ = _dsn.configured_dsn(dsn)
+    server = None
+    if dsn is None:
+        server = _embedded.ensure_server()  # here, so a missing extra is reported as it is
+        dsn = server.dsn
     demo = App(dsn, queue="demo")
     for task in app.tasks.values():
         demo.task(task.name, **task.defaults)(task.fn)
@@ -104,9 +228,17 @@ def run_demo(dsn: str | None = None, echo: Callable[[str], None] = click.echo) -
             result = client.wait_for_result("demo", spawn.task_id, timeout=60)
             echo(f"{name}: {result.state} after {result.attempts} attempt(s), result {result.result!r}")
             ok = ok and result.state == "completed"
-        echo("all demo tasks completed" if ok else "some demo tasks did not complete")
-        return ok
     finally:
         worker.stop()
         thread.join(30)
+    try:
+        ok = _crash_part(client, dsn, echo) and ok
+    finally:
         client.close()
+    echo("all demo tasks completed" if ok else "some demo tasks did not complete")
+    if server is not None:
+        echo(
+            f"the embedded PostgreSQL is still running (data in {server.datadir}); "
+            "stop it with: teguh dev --stop"
+        )
+    return ok

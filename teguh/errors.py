@@ -28,6 +28,7 @@ __all__ = [
     "SchemaNotInstalled",
     "ConnectionLost",
     "PermissionDenied",
+    "NoDatabaseConfigured",
     "Suspended",
     "Cancelled",
     "LeaseLost",
@@ -124,6 +125,10 @@ class ConnectionLost(TeguhError):
 
 class PermissionDenied(TeguhError):
     """The database role may not do this (SQLSTATE 42501); see docs/roles.md for the grants."""
+
+
+class NoDatabaseConfigured(TeguhError):
+    """No database is configured and the embedded PostgreSQL (`teguh[embedded]`) is not installed."""
 
 
 class _Signal(BaseException, _Details):

