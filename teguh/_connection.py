@@ -26,6 +26,7 @@ from ._watchdog import WATCHDOG
 from .errors import (
     ConnectionLost,
     InvalidArgument,
+    NoDatabaseConfigured,
     PermissionDenied,
     SchemaNotInstalled,
     TeguhError,
@@ -129,6 +130,8 @@ class ClientBase:
                 )
                 try:
                     self._dsn = _embedded.embedded_dsn()
+                except NoDatabaseConfigured:
+                    raise  # its own line already says what to do
                 except Exception as exc:  # pgserver raises assorted errors (subprocess, OS, runtime)
                     raise TeguhError(
                         f"no database configured and the embedded PostgreSQL failed to start: {exc}; "
