@@ -50,7 +50,7 @@ from ._watchdog import WATCHDOG
 from .errors import error_message
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ._connection import ClientBase as Client
 
 logger = logging.getLogger("teguh.listener")
 

@@ -7,7 +7,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _validate
 from ._options import SPAWN_OPTIONS
@@ -17,13 +17,23 @@ if TYPE_CHECKING:
     from .client import Client
     from .context import TaskContext
     from .results import SpawnResult
-    from .testing import EagerRunner
     from .worker import Worker
 
 CATCH_ALL = "*"
 """The task name of a handler that takes every task without a handler of its own."""
 
 DEFAULT_QUEUE = "default"
+
+
+class EagerSpawner(Protocol):
+    """What an app in eager mode routes its spawns to (`teguh.testing.EagerRunner`).
+
+    Declared here so that `teguh.app` does not import `teguh.testing`, which imports it.
+    """
+
+    def spawn_task(self, task_name: str, params: Any = None, **options: Any) -> SpawnResult:
+        """Run the task now, in this thread, and return what a spawn returns."""
+        ...
 
 
 def _wants_context(fn: Callable[..., Any]) -> bool:
@@ -93,7 +103,7 @@ class App:
         self._client_lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._around_run: list[Callable[[TaskContext], contextlib.AbstractContextManager[Any]]] = []
-        self._eager_runner: EagerRunner | None = None
+        self._eager_runner: EagerSpawner | None = None
 
     @property
     def client(self) -> Client:
@@ -162,7 +172,7 @@ class App:
     # -- eager mode (teguh.testing) -------------------------------------------
 
     @property
-    def eager_runner(self) -> EagerRunner | None:
+    def eager_runner(self) -> EagerSpawner | None:
         """The active `teguh.testing.EagerRunner` of this app, if a test put it in eager mode.
 
         Integrations route their other calls (events, results) to it, and skip
@@ -170,7 +180,7 @@ class App:
         """
         return self._eager_runner
 
-    def set_eager_runner(self, runner: EagerRunner | None) -> None:
+    def set_eager_runner(self, runner: EagerSpawner | None) -> None:
         """Route this app's spawns to `runner` (`teguh.testing.eager` calls it); None routes them back.
 
         Raises:

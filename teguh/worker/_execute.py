@@ -25,9 +25,8 @@ from ._failures import MAX_FAILURE_MESSAGE_CHARS, clean_text, reason_of, safe_st
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ._completer import Completer
     from ._inflight import InFlight, Run
-    from ._protocols import WorkerApp
+    from ._protocols import CompletionSink, WorkerApp
 
 COMPLETION_RETRY_SECONDS = 60.0
 """How long a completion or failure is retried while the database is unreachable."""
@@ -88,7 +87,7 @@ class RunExecutor:
         queue: str,
         claim_timeout: int,
         inflight: InFlight,
-        completer: Completer,
+        completer: CompletionSink,
     ) -> None:
         self._app = app
         self._client = client

@@ -1,8 +1,10 @@
 """What the worker needs from the app whose handlers it runs, declared without importing it.
 
 `teguh.App` builds workers (`App.worker()`), so the worker must not import
-`teguh.app` back: this protocol names the three members it uses instead.
+`teguh.app` back: `WorkerApp` names the three members it uses instead.
 `teguh.App` and its framework subclasses satisfy it; so can a test double.
+`CompletionSink` lets the executor hand results to the completer without the
+two modules importing each other.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..client import Client
     from ..context import TaskContext
+    from ._inflight import Run
 
 
 class WorkerApp(Protocol):
@@ -28,4 +31,12 @@ class WorkerApp(Protocol):
 
     def run_handler(self, task: Any, params: Any, ctx: TaskContext) -> Any:
         """Call the handler `handler_for` returned, with its hooks; returns its result."""
+        ...
+
+
+class CompletionSink(Protocol):
+    """Where an executed run's result goes to be committed (the `Completer` thread)."""
+
+    def submit(self, run: Run, text: str) -> None:
+        """Queue `run`'s result, `text` being its JSON, for the next batched completion."""
         ...
