@@ -10,7 +10,7 @@ proves little. This script measures both revisions in alternation (base, head,
 then head, base, ...), each run on a fresh PostgreSQL started by
 `bench/compare.py --peers teguh --runs 1`, and reports medians and their ratio.
 The base is `teguh/` exported from git at `--base`; the head is the working
-tree, copied when its first run starts.
+tree, copied when each of its runs starts, or `--head REV` exported from git.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ METRICS = (
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="git revision to compare against (e.g. a commit or main~3)")
+    p.add_argument("--head", help="git revision to measure as the head (default: the working tree)")
     p.add_argument("--runs", type=int, default=3, help="pairs of runs; medians are reported (default 3)")
     p.add_argument("-n", "--jobs", type=int, default=10000, help="jobs per scenario (default 10000)")
     p.add_argument("--concurrency", type=int, default=16)
@@ -145,20 +146,25 @@ def main(argv: list[str]) -> int:
     base: dict[str, list] = {}
     head: dict[str, list] = {}
     head_rev = "?"
+    head_ref = None
+    if args.head:
+        head_ref = subprocess.run(
+            ["git", "rev-parse", "--short", args.head], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="teguh-ab-") as tmp:
         for run in range(args.runs):
-            order = [(base_rev, base), (None, head)]
+            order = [(base_rev, base), (head_ref, head)]
             if run % 2:
                 order.reverse()
             for ref, into in order:
-                data = one_run(args, ref, Path(tmp) / f"{run}-{ref or 'head'}.json")
-                if ref is None:
+                data = one_run(args, ref, Path(tmp) / f"{run}-{'base' if into is base else 'head'}.json")
+                if into is head:
                     head_rev = data["revision"]
                 for key, values in data["results"].get("teguh", {}).items():
                     if isinstance(values, list):
                         into.setdefault(key, []).extend(values)
                 for error in data["errors"]:
-                    print(f"run {run} {ref or 'head'}: {error}", file=sys.stderr)
+                    print(f"run {run} {'base' if into is base else 'head'}: {error}", file=sys.stderr)
     minutes = (datetime.datetime.now() - started).total_seconds() / 60
     text = render(args, command, base_rev, head_rev, base, head, started, minutes)
     print(text)
