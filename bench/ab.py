@@ -59,7 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def one_run(args: argparse.Namespace, ref: str | None, out: Path) -> dict:
+def one_run(args: argparse.Namespace, ref: str | None, out: Path, label: str) -> dict:
     cmd = [
         sys.executable,
         str(REPO / "bench" / "compare.py"),
@@ -83,8 +83,8 @@ def one_run(args: argparse.Namespace, ref: str | None, out: Path) -> dict:
     ]
     if ref:
         cmd += ["--teguh-ref", ref]
-    which = f"base {ref}" if ref else "head"
-    print(f"[{datetime.datetime.now():%H:%M:%S}] {which}", file=sys.stderr, flush=True)
+    now = f"{datetime.datetime.now():%H:%M:%S}"
+    print(f"[{now}] {label} {ref or 'working tree'}", file=sys.stderr, flush=True)
     subprocess.run(cmd, cwd=REPO, check=False, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
 
@@ -157,14 +157,15 @@ def main(argv: list[str]) -> int:
             if run % 2:
                 order.reverse()
             for ref, into in order:
-                data = one_run(args, ref, Path(tmp) / f"{run}-{'base' if into is base else 'head'}.json")
+                label = "base" if into is base else "head"
+                data = one_run(args, ref, Path(tmp) / f"{run}-{label}.json", label)
                 if into is head:
                     head_rev = data["revision"]
                 for key, values in data["results"].get("teguh", {}).items():
                     if isinstance(values, list):
                         into.setdefault(key, []).extend(values)
                 for error in data["errors"]:
-                    print(f"run {run} {'base' if into is base else 'head'}: {error}", file=sys.stderr)
+                    print(f"run {run} {label}: {error}", file=sys.stderr)
     minutes = (datetime.datetime.now() - started).total_seconds() / 60
     text = render(args, command, base_rev, head_rev, base, head, started, minutes)
     print(text)
