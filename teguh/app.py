@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _validate
+from . import _coroutines, _validate
 from ._options import SPAWN_OPTIONS
 from .errors import TeguhError
 
@@ -244,14 +244,26 @@ class App:
         return hook
 
     def run_handler(self, task: Task, params: Any, ctx: TaskContext) -> Any:
-        """Call `task`'s handler with `params` (and `ctx`) inside the `around_run` hooks."""
+        """Call `task`'s handler with `params` (and `ctx`) inside the `around_run` hooks.
+
+        An `async def` handler (any handler whose call returns a coroutine) is
+        run to completion here, on an event loop of its own (see
+        docs/handlers.md, "Async handlers"); the hooks wrap the whole run.
+        """
         args = (params, ctx) if task.takes_context else (params,)
         if not self._around_run:
-            return task.fn(*args)
+            return self._finish(task.fn(*args))
         with contextlib.ExitStack() as stack:
             for hook in self._around_run:
                 stack.enter_context(hook(ctx))
-            return task.fn(*args)
+            return self._finish(task.fn(*args))
+
+    @staticmethod
+    def _finish(result: Any) -> Any:
+        """A sync handler's result as it is; an async handler's coroutine run to its result."""
+        if inspect.iscoroutine(result):
+            return _coroutines.run(result)
+        return result
 
     def handler_for(self, task_name: str) -> Task | None:
         """The handler of `task_name`, else the catch-all, else None."""
