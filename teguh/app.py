@@ -6,7 +6,7 @@ import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _coroutines, _validate
@@ -258,12 +258,22 @@ class App:
                 stack.enter_context(hook(ctx))
             return self._finish(task.fn(*args))
 
-    @staticmethod
-    def _finish(result: Any) -> Any:
+    def _finish(self, result: Any) -> Any:
         """A sync handler's result as it is; an async handler's coroutine run to its result."""
         if inspect.iscoroutine(result):
-            return _coroutines.run(result)
+            return self.run_coroutine(result)
         return result
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run an async handler's coroutine to completion in this thread; returns its result.
+
+        The default runs it on a new event loop closed when it ends.
+        Integrations override it to give async code their framework's model
+        (`DjangoApp` runs it through asgiref's `async_to_sync`, so the ORM's
+        async calls come back to the handler thread). Whatever the coroutine
+        raises, control-flow signals included, is raised unchanged.
+        """
+        return _coroutines.run(coro)
 
     def handler_for(self, task_name: str) -> Task | None:
         """The handler of `task_name`, else the catch-all, else None."""
