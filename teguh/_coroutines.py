@@ -15,17 +15,22 @@ the run as before.
 How it fails: whatever the coroutine raises is raised here unchanged,
 including the control-flow signals (`Suspended`, `Cancelled`, `LeaseLost`,
 which derive from `BaseException`), so callers handle an async handler's
-outcome exactly as a sync one's.
+outcome exactly as a sync one's. `control_signal` finds a signal that an
+`asyncio.TaskGroup` wrapped in an exception group, so `App.run_handler` can
+raise it as itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextvars
 import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any
+
+from .errors import Cancelled, LeaseLost, Suspended
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -42,6 +47,34 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     except RuntimeError:
         return _run_here(coro)
     return _run_in_thread(coro)
+
+
+def control_signal(exc: BaseException) -> BaseException | None:
+    """The control-flow signal `exc` is or holds (in an exception group, as `asyncio.TaskGroup` raises).
+
+    Within a group, `Cancelled` and `LeaseLost` win over `Suspended`: any of
+    them ends the run without an outcome, the first two for good.
+    """
+    if isinstance(exc, (Cancelled, LeaseLost, Suspended)):
+        return exc
+    found: list[BaseException] = []
+    pending = list(getattr(exc, "exceptions", ()) if _is_group(exc) else ())
+    while pending:
+        inner = pending.pop(0)
+        if _is_group(inner):
+            pending.extend(inner.exceptions)  # type: ignore[attr-defined]
+        elif isinstance(inner, (Cancelled, LeaseLost, Suspended)):
+            found.append(inner)
+    for kind in (Cancelled, LeaseLost, Suspended):
+        for inner in found:
+            if isinstance(inner, kind):
+                return inner
+    return None
+
+
+def _is_group(exc: BaseException) -> bool:
+    group = getattr(builtins, "BaseExceptionGroup", None)  # Python 3.11+
+    return group is not None and isinstance(exc, group)
 
 
 def _run_here(coro: Coroutine[Any, Any, Any]) -> Any:

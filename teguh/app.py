@@ -260,9 +260,17 @@ class App:
 
     def _finish(self, result: Any) -> Any:
         """A sync handler's result as it is; an async handler's coroutine run to its result."""
-        if inspect.iscoroutine(result):
+        if not inspect.iscoroutine(result):
+            return result
+        try:
             return self.run_coroutine(result)
-        return result
+        except BaseException as exc:
+            # an `asyncio.TaskGroup` wraps a child's signal in a BaseExceptionGroup:
+            # the run must still end as the signal says, not fail
+            signal = _coroutines.control_signal(exc)
+            if signal is None or signal is exc:
+                raise
+            raise signal from exc
 
     def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run an async handler's coroutine to completion in this thread; returns its result.

@@ -106,6 +106,24 @@ def test_eager_runs_async_handlers_with_steps_sleeps_and_events(app: teguh.App) 
     assert calls == ["load"]
 
 
+def test_eager_suspends_an_async_handler_whose_task_group_child_sleeps(app: teguh.App) -> None:
+    @app.task("grouped")
+    async def grouped(params: Any, ctx: teguh.TaskContext) -> Any:
+        async def napper() -> None:
+            await asyncio.sleep(0)
+            ctx.sleep_for("nap", timedelta(minutes=1))
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(napper())
+        return "woke"
+
+    with eager(app) as runner:
+        task_id = grouped.spawn().task_id
+        assert runner.result(task_id).state == "sleeping"
+        runner.advance(minutes=1)
+    assert runner.result(task_id).result == "woke"
+
+
 def test_eager_runs_async_handlers_from_inside_a_running_event_loop(app: teguh.App) -> None:
     """An async test (a loop already runs in its thread) may still spawn eagerly."""
 

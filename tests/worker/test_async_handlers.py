@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import threading
 from collections import Counter
 from typing import Any
@@ -217,3 +218,83 @@ def test_signature_detection_works_for_async_handlers() -> None:
 
     coro = raw(5)  # Task.__call__ is the plain function: a coroutine for async ones
     assert asyncio.run(coro) == 5
+
+
+@pytest.mark.timeout(60)
+def test_a_signal_inside_a_task_group_suspends_the_task_instead_of_failing_it(
+    app: teguh.App, client: Any, start_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="teguh")
+    runs: list[int] = []
+
+    @app.task("async-group")
+    async def grouped(params: Any, ctx: teguh.TaskContext) -> Any:
+        runs.append(ctx.attempt)
+
+        async def fetch(n: int) -> int:
+            await asyncio.sleep(0)
+            return n
+
+        async def napper() -> None:
+            await asyncio.sleep(0)
+            ctx.sleep_for("nap", 0.2)  # raises Suspended in a child task: TaskGroup wraps it
+
+        async with asyncio.TaskGroup() as group:
+            first = group.create_task(ctx.astep("one", fetch, 1))
+            group.create_task(napper())
+        return first.result()
+
+    start_worker()
+    task = client.spawn_task(Q, "async-group", None, max_attempts=1, notify_done=True)
+    result = _result(client, task.task_id)
+    assert (result.state, result.result, result.attempts) == ("completed", 1, 1), result.failure
+    assert runs == [1, 1], "suspended once, then woke and completed"
+    # the engine would refuse a failure after the sleep anyway: the run must not even try one
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("teguh")]
+    assert any(m.startswith("suspended: sleeping until") for m in messages), messages
+    assert not [m for m in messages if "fail" in m], messages
+
+
+@pytest.mark.timeout(60)
+def test_async_handler_heartbeats_spawns_and_sees_its_cancellation(
+    app: teguh.App, client: Any, start_worker: Any
+) -> None:
+    entered = threading.Event()
+    saw_cancel = threading.Event()
+
+    @app.task("async-child")
+    async def child(params: Any) -> Any:
+        return params * 2
+
+    @app.task("async-parent")
+    async def parent(params: Any, ctx: teguh.TaskContext) -> Any:
+        spawned = ctx.spawn_task("async-child", 21)
+        ctx.heartbeat(30)
+        return {"child": spawned.task_id}
+
+    @app.task("async-looper")
+    async def looper(params: Any, ctx: teguh.TaskContext) -> Any:
+        entered.set()
+        try:
+            while True:
+                ctx.heartbeat()
+                await asyncio.sleep(0.02)
+        except Exception:  # must not catch Cancelled
+            return "swallowed"
+        except teguh.Cancelled:
+            saw_cancel.set()
+            raise
+
+    start_worker(concurrency=2)
+    parent_task = client.spawn_task(Q, "async-parent", None, notify_done=True)
+    parent_result = _result(client, parent_task.task_id)
+    assert parent_result.state == "completed", parent_result.failure
+    child_result = _result(client, parent_result.result["child"])
+    assert (child_result.state, child_result.result) == ("completed", 42)
+
+    looping = client.spawn_task(Q, "async-looper", None, notify_done=True)
+    assert entered.wait(10)
+    client.cancel_task(Q, looping.task_id)
+    assert saw_cancel.wait(10), "the handler never saw Cancelled"
+    cancelled = _result(client, looping.task_id)
+    assert (cancelled.state, cancelled.result, cancelled.failure) == ("cancelled", None, None)
