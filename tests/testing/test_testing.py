@@ -7,6 +7,7 @@ fixture below.
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -106,6 +107,7 @@ def test_eager_runs_async_handlers_with_steps_sleeps_and_events(app: teguh.App) 
     assert calls == ["load"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is Python 3.11+")
 def test_eager_suspends_an_async_handler_whose_task_group_child_sleeps(app: teguh.App) -> None:
     @app.task("grouped")
     async def grouped(params: Any, ctx: teguh.TaskContext) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import sys
 import threading
 from collections import Counter
 from typing import Any
@@ -221,6 +222,7 @@ def test_signature_detection_works_for_async_handlers() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is Python 3.11+")
 def test_a_signal_inside_a_task_group_suspends_the_task_instead_of_failing_it(
     app: teguh.App, client: Any, start_worker: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
