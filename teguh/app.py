@@ -6,10 +6,10 @@ import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _validate
+from . import _coroutines, _validate
 from ._options import SPAWN_OPTIONS
 from .errors import TeguhError
 
@@ -254,14 +254,44 @@ class App:
         return hook
 
     def run_handler(self, task: Task, params: Any, ctx: TaskContext) -> Any:
-        """Call `task`'s handler with `params` (and `ctx`) inside the `around_run` hooks."""
+        """Call `task`'s handler with `params` (and `ctx`) inside the `around_run` hooks.
+
+        An `async def` handler (any handler whose call returns a coroutine) is
+        run to completion here, on an event loop of its own (see
+        docs/handlers.md, "Async handlers"); the hooks wrap the whole run.
+        """
         args = (params, ctx) if task.takes_context else (params,)
         if not self._around_run:
-            return task.fn(*args)
+            return self._finish(task.fn(*args))
         with contextlib.ExitStack() as stack:
             for hook in self._around_run:
                 stack.enter_context(hook(ctx))
-            return task.fn(*args)
+            return self._finish(task.fn(*args))
+
+    def _finish(self, result: Any) -> Any:
+        """A sync handler's result as it is; an async handler's coroutine run to its result."""
+        if not inspect.iscoroutine(result):
+            return result
+        try:
+            return self.run_coroutine(result)
+        except BaseException as exc:
+            # an `asyncio.TaskGroup` wraps a child's signal in a BaseExceptionGroup:
+            # the run must still end as the signal says, not fail
+            signal = _coroutines.control_signal(exc)
+            if signal is None or signal is exc:
+                raise
+            raise signal from exc
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run an async handler's coroutine to completion in this thread; returns its result.
+
+        The default runs it on a new event loop closed when it ends.
+        Integrations override it to give async code their framework's model
+        (`DjangoApp` runs it through asgiref's `async_to_sync`, so the ORM's
+        async calls come back to the handler thread). Whatever the coroutine
+        raises, control-flow signals included, is raised unchanged.
+        """
+        return _coroutines.run(coro)
 
     def handler_for(self, task_name: str) -> Task | None:
         """The handler of `task_name`, else the catch-all, else None."""

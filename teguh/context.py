@@ -14,9 +14,10 @@ that all three agree).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -219,14 +220,46 @@ class TaskContext:
 
         Raises:
             ValueError: `name` was already used in this run.
-            TypeError: the result is not JSON serialisable (nothing is stored).
+            TypeError: the result is not JSON serialisable (nothing is stored),
+                or `fn` returned an awaitable (use `await ctx.astep(...)`).
             Cancelled, LeaseLost: the task was cancelled or this run lost it.
         """
-        self._check()
-        name = self._claim_step(name)
+        name = self._start_step(name)
         if name in self._checkpoints:
             return self._checkpoints[name]
         result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited, on purpose: no warning about it
+            raise TypeError(
+                f"step {name!r}: {fn!r} returned an awaitable, which a step cannot store; "
+                "in an async handler use `await ctx.astep(...)`"
+            )
+        return self._checkpoint(name, result)
+
+    async def astep(self, name: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwargs: Any) -> T:
+        """`step` for async handlers: awaits what `fn(*args, **kwargs)` returns if it is awaitable.
+
+        `fn` may be a coroutine function or a plain one (`asyncio.to_thread`
+        runs blocking work off the event loop: `await ctx.astep("x",
+        asyncio.to_thread, work, arg)`). The checkpoint itself is written
+        synchronously, like every context call (see docs/handlers.md, "Async
+        handlers"). Same semantics and errors as `step`.
+        """
+        name = self._start_step(name)
+        if name in self._checkpoints:
+            return self._checkpoints[name]
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return self._checkpoint(name, result)
+
+    def _start_step(self, name: str) -> str:
+        self._check()
+        return self._claim_step(name)
+
+    def _checkpoint(self, name: str, result: Any) -> Any:
+        """Store a step's result; returns its JSON round trip."""
         if _faults.ARMED is not None:
             _faults.hit("after_step_fn")
         text = _json.dumps(result, f"result of step {name!r}", max_bytes=self._client.max_payload_bytes)

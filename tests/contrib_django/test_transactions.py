@@ -11,7 +11,7 @@ from teguh.contrib.django import get_app, spawn_task
 
 from .helpers import eventually, query
 from .testapp.models import Note
-from .testapp.tasks import process_note
+from .testapp.tasks import process_note, process_note_async
 
 
 def test_view_that_raises_leaves_neither_row_nor_task(django_db: str) -> None:
@@ -166,3 +166,40 @@ def test_eager_mode_runs_the_task_inline_inside_the_view_transaction(django_db: 
     assert (done.state, done.result) == ("completed", {"upper": "INLINE"})
     assert Note.objects.get(pk=body["note_id"]).processed_by_task == body["task_id"]
     assert query(django_db, "select count(*) from teguh.t_default") == [(0,)]  # nothing written
+
+
+def test_async_handler_uses_the_handler_threads_connection_which_is_closed_after(
+    django_db: str, django_worker
+) -> None:
+    """An async handler's ORM calls come back to the handler thread, where close_old_connections() runs."""
+    note = Note.objects.create(text="async")
+    spawned = process_note_async.spawn({"note_id": note.pk})
+    connections.close_all()
+    django_worker()
+    done = get_app().client.wait_for_result("default", spawned.task_id, timeout=15)
+    assert (done.state, done.result) == ("completed", {"upper": "ASYNC"}), done.failure
+    assert Note.objects.get(pk=note.pk).processed_by_task == spawned.task_id
+    connections.close_all()
+    dbname = connections["default"].settings_dict["NAME"]
+    eventually(
+        lambda: (
+            query(
+                django_db,
+                "select count(*) from pg_stat_activity where datname = %s and application_name = ''"
+                " and pid <> pg_backend_pid()",
+                dbname,
+            )
+            == [(0,)]
+        )
+    )
+
+
+def test_eager_async_handler_sees_the_callers_transaction(django_db: str) -> None:
+    from teguh.testing import eager
+
+    with transaction.atomic(), eager(get_app()) as runner:
+        note = Note.objects.create(text="uncommitted")
+        spawned = process_note_async.spawn({"note_id": note.pk})
+        done = runner.result(spawned.task_id)
+        assert (done.state, done.result) == ("completed", {"upper": "UNCOMMITTED"}), done.failure
+        assert Note.objects.get(pk=note.pk).processed_by_task == spawned.task_id

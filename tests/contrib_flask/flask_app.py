@@ -6,6 +6,7 @@ module level, and `create_app(dsn)` builds a Flask app per test.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -30,6 +31,14 @@ class Boom(Exception):
 def record(params: Any, ctx: Any) -> dict[str, Any]:
     # current_app and db.session only work inside an app context: the
     # extension's around_run hook gives the handler one.
+    notes = db.session.execute(text("select count(*) from note")).scalar_one()
+    return {"marker": current_app.config["MARKER"], "notes": notes, "params": params}
+
+
+@ext.task("record-async")
+async def record_async(params: Any, ctx: Any) -> dict[str, Any]:
+    # an async handler runs in the same app context (its event loop sees the hook's context)
+    await asyncio.sleep(0)
     notes = db.session.execute(text("select count(*) from note")).scalar_one()
     return {"marker": current_app.config["MARKER"], "notes": notes, "params": params}
 

@@ -117,6 +117,20 @@ def test_a_committed_view_leaves_both_and_a_worker_runs_the_task_in_app_context(
     assert done.result == {"marker": "flask-test", "notes": 1, "params": {"body": "hello"}}
 
 
+def test_an_async_handler_runs_in_app_context_on_a_worker_and_eagerly(flask_app: Flask, db: Any) -> None:
+    with flask_app.app_context():
+        spawned = fa.ext.spawn_task("record-async", {"n": 1})
+    with worker_thread(fa.ext.teguh_app, poll_interval=5, shutdown_timeout=5):
+        done = fa.ext.client.wait_for_result(fa.Q, spawned.task_id, timeout=20)
+    assert done.state == "completed", done.failure
+    assert done.result == {"marker": "flask-test", "notes": 0, "params": {"n": 1}}
+    from teguh.testing import eager
+
+    with eager(fa.ext.teguh_app) as runner:
+        inline = runner.result(fa.ext.spawn_task("record-async", {"n": 2}).task_id)
+    assert inline.result == {"marker": "flask-test", "notes": 0, "params": {"n": 2}}
+
+
 def test_dbapi_connection_is_the_sessions_own(flask_app: Flask) -> None:
     with flask_app.app_context():
         raw = dbapi_connection(fa.db.session)

@@ -13,6 +13,7 @@ does not retry; a failure is final there.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Iterator
@@ -154,6 +155,23 @@ def _register(app: teguh.App, d: _Driver) -> None:
         d.note("run child")
         return params["x"] * 2
 
+    @app.task("async-flow")
+    async def async_flow(params: Any, ctx: teguh.TaskContext) -> Any:
+        d.note(f"run async-flow wake_event={ctx.wake_event}")
+
+        async def fetch() -> int:
+            d.note("fn fetch")
+            await asyncio.sleep(0)
+            return params["n"] * 10
+
+        a = await ctx.astep("fetch", fetch)
+        b = ctx.step("sync", lambda: d.note("fn sync") or a + 1)
+        ctx.sleep_for("nap", NAP)
+        payload = ctx.await_event(params["event"])
+        ctx.emit_event(f"{params['event']}-seen", {"a": a})
+        d.note(f"async-flow got {payload!r}")
+        return {"a": a, "b": b, "payload": payload, "attempt": ctx.attempt}
+
     @app.task("flaky")
     def flaky(params: Any, ctx: teguh.TaskContext) -> Any:
         d.note(f"run flaky attempt={ctx.attempt}")
@@ -221,7 +239,21 @@ def scenario_idempotent_spawn(d: _Driver) -> dict[str, Any]:
     return {"same": first == second, "outcome": _summary(d.outcome(first)), "log": d.log}
 
 
+def scenario_async_handler(d: _Driver) -> dict[str, Any]:
+    task_id = d.spawn("async-flow", {"n": 4, "event": "async-go"})
+    d.sleeping(task_id)
+    d.pass_time(NAP + 1)
+    # the run after the nap must be waiting for the event before it is emitted
+    eventually(lambda: sum(entry.startswith("run async-flow") for entry in d.log) == 2, 15)
+    d.sleeping(task_id)
+    d.emit("async-go", [1, 2])
+    outcome = _summary(d.outcome(task_id))
+    late = d.spawn("waiter", {"event": "async-go-seen"})  # the handler's own emit was kept
+    return {"outcome": outcome, "late": _summary(d.outcome(late)), "log": d.log}
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "async_handler": scenario_async_handler,
     "steps": scenario_steps,
     "sleep": scenario_sleep,
     "event_from_a_handler": scenario_event_from_a_handler,
@@ -291,6 +323,11 @@ def test_the_scenarios_show_what_they_claim() -> None:
     child = _run_eagerly(scenario_child_spawn)
     assert child["child"]["result"] == 42
     assert child["parent"]["result"] == {"created": True, "again": True}
+    flow = _run_eagerly(scenario_async_handler)
+    assert flow["outcome"]["result"] == {"a": 40, "b": 41, "payload": [1, 2], "attempt": 1}
+    assert flow["late"]["result"] == {"payload": {"a": 40}}
+    assert flow["log"][:3] == ["run async-flow wake_event=None", "fn fetch", "fn sync"]
+    assert [entry for entry in flow["log"] if entry.startswith("fn ")] == ["fn fetch", "fn sync"]
 
 
 def test_retries_are_a_known_difference(on_worker: Callable[[Scenario], dict[str, Any]]) -> None:

@@ -6,6 +6,8 @@ fixture below.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -75,6 +77,75 @@ def test_eager_durable_sleep_waits_for_advance_and_does_not_repeat_steps(app: te
         assert runner.advance(hours=1) == 1
     assert runner.result(task_id).result == "reminded"
     assert calls == [1, 2]
+
+
+def test_eager_runs_async_handlers_with_steps_sleeps_and_events(app: teguh.App) -> None:
+    calls: list[str] = []
+
+    async def load(name: str) -> str:
+        await asyncio.sleep(0)
+        calls.append("load")
+        return name.upper()
+
+    @app.task("greet-async")
+    async def greet(params: Any, ctx: teguh.TaskContext) -> Any:
+        name = await ctx.astep("load", load, params["name"])
+        ctx.sleep_for("nap", timedelta(hours=1))
+        try:
+            approval = ctx.await_event(f"approved-{ctx.task_id}")
+        except Exception:  # must not catch the suspension
+            return "swallowed"
+        return {"hello": name, "approval": approval}
+
+    with eager(app) as runner:
+        task_id = greet.spawn({"name": "ann"}).task_id
+        assert runner.result(task_id).state == "sleeping"
+        runner.advance(hours=1)
+        assert runner.result(task_id).state == "sleeping"
+        runner.emit_event(f"approved-{task_id}", True)
+    assert runner.result(task_id).result == {"hello": "ANN", "approval": True}
+    assert calls == ["load"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is Python 3.11+")
+def test_eager_suspends_an_async_handler_whose_task_group_child_sleeps(app: teguh.App) -> None:
+    @app.task("grouped")
+    async def grouped(params: Any, ctx: teguh.TaskContext) -> Any:
+        async def napper() -> None:
+            await asyncio.sleep(0)
+            ctx.sleep_for("nap", timedelta(minutes=1))
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(napper())
+        return "woke"
+
+    with eager(app) as runner:
+        task_id = grouped.spawn().task_id
+        assert runner.result(task_id).state == "sleeping"
+        runner.advance(minutes=1)
+    assert runner.result(task_id).result == "woke"
+
+
+def test_eager_runs_async_handlers_from_inside_a_running_event_loop(app: teguh.App) -> None:
+    """An async test (a loop already runs in its thread) may still spawn eagerly."""
+
+    @app.task("in-loop")
+    async def in_loop(params: Any, ctx: teguh.TaskContext) -> Any:
+        await asyncio.sleep(0)
+        return await ctx.astep("double", lambda: params * 2)
+
+    @app.task("in-loop-fails")
+    async def fails(params: Any) -> Any:
+        raise LookupError("from the inner loop")
+
+    async def test_body() -> Any:
+        with eager(app) as runner:
+            done = runner.result(in_loop.spawn(21).task_id)
+            with pytest.raises(LookupError, match="inner loop"):
+                fails.spawn()
+        return done
+
+    assert asyncio.run(test_body()).result == 42
 
 
 def test_eager_skip_sleeps_returns_at_once(app: teguh.App) -> None:

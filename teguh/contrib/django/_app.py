@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import async_to_sync
 from django.db import close_old_connections, connections, transaction
 
 from teguh.app import App
@@ -54,6 +56,11 @@ def django_connections(ctx: TaskContext) -> Iterator[None]:
                     _kept.setdefault(ctx.queue, set()).update(kept)
 
 
+async def _awaited(coro: Coroutine[Any, Any, Any]) -> Any:
+    """`async_to_sync` takes an async function: this one awaits an existing coroutine."""
+    return await coro
+
+
 _kept: dict[str, set[Any]] = {}
 _kept_lock = threading.Lock()
 
@@ -94,7 +101,8 @@ class DjangoApp(App):
     Differences from `App`: the DSN comes from `TEGUH`/`DATABASES` when the
     client is first used; `spawn_task` (and so every task's `.spawn()`) runs on
     Django's connection, inside the current `transaction.atomic()` block when
-    there is one; each run is wrapped in `close_old_connections()`; and task
+    there is one; each run is wrapped in `close_old_connections()`; async
+    handlers run through asgiref (see `run_coroutine`); and task
     names spawned by the `django.tasks` backend are resolved by importing the
     task function.
     """
@@ -103,6 +111,23 @@ class DjangoApp(App):
         super().__init__(queue=queue or conf.queue())
         self._resolve_lock = threading.Lock()
         self.around_run(django_connections)
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run an async handler through asgiref's `async_to_sync`, as Django runs async code from sync code.
+
+        Its loop then runs in a helper thread while this handler thread serves
+        the `sync_to_async` calls the ORM's async API makes (thread-sensitive
+        ones), so those use this thread's connections: the ones the
+        `close_old_connections()` hook manages, and, in eager mode, the
+        caller's transaction. Without it they would run in asgiref's one
+        process-wide thread, shared by every handler thread and never cleaned.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return async_to_sync(_awaited)(coro)
+        # an async caller (eager mode in an async test): async_to_sync refuses its thread
+        return super().run_coroutine(coro)
 
     @property
     def client(self) -> Client:

@@ -19,6 +19,15 @@ def process_note(params: Any, ctx: Any) -> Any:
     return {"upper": text.upper()}
 
 
+@app.task("process-note-async")
+async def process_note_async(params: Any, ctx: Any) -> Any:
+    # the async ORM: DjangoApp runs the handler so these calls use the handler thread's connection
+    note = await Note.objects.aget(pk=params["note_id"])
+    text = ctx.step("read", lambda: note.text)
+    await Note.objects.filter(pk=params["note_id"]).aupdate(processed_by_task=ctx.task_id)
+    return {"upper": text.upper()}
+
+
 @app.task("echo", queue="other")
 def echo(params: Any) -> Any:
     return params
