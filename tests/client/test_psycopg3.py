@@ -58,6 +58,28 @@ def test_emit_event_commits_and_rolls_back_with_the_callers_transaction(
     assert db.all(f"select event_name, payload from teguh.e_{queue}") == [("kept", {"x": [1, "two", None]})]
 
 
+def test_app_and_task_spawns_take_a_psycopg3_connection(
+    client: teguh.Client, queue: str, pg3: psycopg.Connection, db: Any
+) -> None:
+    app = teguh.App(client=client, queue=queue)
+
+    @app.task("greet", max_attempts=2)
+    def greet(params: Any) -> None:
+        pass
+
+    by_task = greet.spawn({"n": 1}, conn=pg3)
+    by_app = app.spawn_task("greet", {"n": 2}, conn=pg3)
+    pg3.rollback()
+    assert db.all(f"select count(*) from teguh.t_{queue}") == [(0,)]
+    by_task = greet.spawn({"n": 1}, conn=pg3)
+    by_app = app.spawn_task("greet", {"n": 2}, conn=pg3)
+    pg3.commit()
+    assert db.all(f"select task_id::text, max_attempts from teguh.t_{queue} order by task_id") == [
+        (by_task.task_id, 2),
+        (by_app.task_id, 2),
+    ]
+
+
 def test_get_task_result_matches_the_psycopg2_answer(
     client: teguh.Client, queue: str, pg3: psycopg.Connection
 ) -> None:
