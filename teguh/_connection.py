@@ -1,9 +1,10 @@
 """Connection plumbing shared by every client call: DSN, pool, retries, errors, schema.
 
 `ClientBase` owns the pool and runs each call either on the caller's connection
-(`conn=`: inside the caller's transaction, never committed here) or on a pooled
-autocommit connection. It maps database errors to teguh exceptions and retries
-calls that are safe to repeat when the connection fails.
+(`conn=`: inside the caller's transaction, never committed here; psycopg2, or
+psycopg 3 through `_drivers`) or on a pooled autocommit connection. It maps
+database errors to teguh exceptions and retries calls that are safe to repeat
+when the connection fails.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg2
+import psycopg2.extensions
 
-from . import _backoff, _dsn, _embedded, _json, _sql, _validate
+from . import _backoff, _drivers, _dsn, _embedded, _json, _sql, _validate
 from ._pool import BlockingPool, ConnectFailed
 from ._sql import scalar
 from ._version import SCHEMA_MAJOR
@@ -33,6 +35,7 @@ from .errors import (
     error_message,
     is_connection_lost,
     map_db_error,
+    sqlstate,
 )
 
 logger = logging.getLogger("teguh.client")
@@ -52,6 +55,10 @@ RETRY_MAX_WAIT = 1.0
 
 RETRY_BACKOFF = _backoff.Backoff(RETRY_INITIAL_WAIT, RETRY_MAX_WAIT, jitter=RETRY_INITIAL_WAIT)
 """0.05, 0.1, 0.2, 0.4, 0.8 s between the tries, each plus up to 0.05 s of jitter."""
+
+
+_PSYCOPG2_CONNECTION = psycopg2.extensions.connection
+"""What `conn=` usually is; any other connection (psycopg 3) goes through `_drivers`."""
 
 
 def schema_sql() -> str:
@@ -166,17 +173,18 @@ class ClientBase:
         try:
             cur.execute(_sql.VERSION)
             row = cur.fetchone()
-        except psycopg2.Error as exc:
-            if getattr(exc, "pgcode", None) == "42501":
+        except Exception as exc:  # psycopg2's errors, or psycopg 3's on a caller's connection
+            code = sqlstate(exc) if _drivers.is_driver_error(exc) else None
+            if code == "42501":
                 raise PermissionDenied(
                     f"this database role may not use the teguh schema ({error_message(exc)}): "
                     "the schema's owner grants access with teguh.grant_producer/grant_worker/grant_admin",
-                    pgcode=exc.pgcode,
+                    pgcode=code,
                 ) from exc
-            if getattr(exc, "pgcode", None) in ("3F000", "42883", "42P01"):
+            if code in ("3F000", "42883", "42P01"):
                 raise SchemaNotInstalled(
                     "the teguh schema is not installed in this database: run `teguh install`",
-                    pgcode=exc.pgcode,
+                    pgcode=code,
                 ) from exc
             raise
         version = str(row[0]) if row else ""
@@ -211,6 +219,10 @@ class ClientBase:
             raise TeguhError("the client is closed")
         subject = {"queue": queue, "task_id": task_id, "run_id": run_id}
         if conn is not None:
+            if not isinstance(conn, _PSYCOPG2_CONNECTION):
+                # psycopg 3 (or another DB-API driver): kept off the psycopg2 path,
+                # whose only added cost is the type check above
+                return self._run_on_foreign(conn, fn, check_schema, subject)
             try:
                 with conn.cursor() as cur:
                     self._run_session_hooks(cur)
@@ -248,6 +260,19 @@ class ClientBase:
                 **subject,
             ) from exc.cause
         except psycopg2.Error as exc:
+            raise map_db_error(exc, **subject) from exc
+
+    def _run_on_foreign(self, conn: Any, fn: Callable[[Any], T], check_schema: bool, subject: Any) -> T:
+        """`_run` on a caller's connection that is not psycopg2's (see `_drivers`)."""
+        try:
+            with _drivers.cursor(conn) as cur:
+                self._run_session_hooks(cur)
+                if check_schema:
+                    self._check_schema(cur)
+                return fn(cur)
+        except Exception as exc:
+            if not _drivers.is_driver_error(exc):
+                raise
             raise map_db_error(exc, **subject) from exc
 
     @contextlib.contextmanager

@@ -144,6 +144,33 @@ class App:
             self._dsn = dsn
             return True
 
+    def set_dsn(self, dsn: str | None) -> bool:
+        """Point the app at exactly `dsn` from now on; returns whether anything changed.
+
+        Unlike `configure`, None is a choice here: the app's next client resolves
+        the database as `Client()` does (`TEGUH_DSN`, `DATABASE_URL`, libpq's
+        `PG*` variables, then the embedded PostgreSQL). A change closes the
+        current client, if any, so its pool stops serving the previous database.
+        """
+        with self._client_lock:
+            dsn = dsn or None
+            if dsn == self._dsn:
+                return False
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            self._dsn = dsn
+            return True
+
+    @property
+    def dsn(self) -> str | None:
+        """The DSN given to the app (constructor, `configure`, `set_dsn`, `use_client`).
+
+        None when the client resolves the database itself; not the resolved DSN
+        (that is `client.dsn`).
+        """
+        return self._dsn
+
     @contextlib.contextmanager
     def use_client(self, client: Client, *, dsn: str | None = None, close: bool = False) -> Iterator[Client]:
         """Make `client` the app's client for the block; restore the previous client and DSN after.

@@ -15,6 +15,7 @@ only in its message. A class's docstring first line is its default message.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "LeaseLost",
     "is_connection_lost",
     "map_db_error",
+    "sqlstate",
 ]
 
 
@@ -183,8 +185,20 @@ _BY_PGCODE: dict[str, type[BaseException]] = {
 }
 
 
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error from either driver, else None.
+
+    psycopg2 calls it `pgcode`, psycopg 3 `sqlstate` (a caller's psycopg 3
+    connection given as `conn=` raises the latter).
+    """
+    code = getattr(exc, "pgcode", None)
+    if code is None:
+        code = getattr(exc, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
 def is_connection_lost(exc: BaseException) -> bool:
-    """Tell whether a psycopg2 error means the connection itself failed.
+    """Tell whether a psycopg2 (or psycopg 3) error means the connection itself failed.
 
     Only `InterfaceError`, and `OperationalError` without a SQLSTATE or with a
     class 08 (connection exception) or 57P (operator intervention) code count:
@@ -193,10 +207,17 @@ def is_connection_lost(exc: BaseException) -> bool:
     """
     import psycopg2
 
-    if isinstance(exc, psycopg2.InterfaceError):
+    interface: tuple[type[BaseException], ...] = (psycopg2.InterfaceError,)
+    operational: tuple[type[BaseException], ...] = (psycopg2.OperationalError,)
+    # psycopg 3 is never imported here: an error of it means it is loaded already
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        interface += (psycopg.InterfaceError,)
+        operational += (psycopg.OperationalError,)
+    if isinstance(exc, interface):
         return True
-    if isinstance(exc, psycopg2.OperationalError):
-        code = getattr(exc, "pgcode", None)
+    if isinstance(exc, operational):
+        code = sqlstate(exc)
         return code is None or code.startswith(("08", "57P"))
     return False
 
@@ -225,13 +246,13 @@ def map_db_error(
     task_id: Any = None,
     run_id: Any = None,
 ) -> BaseException:
-    """Translate a psycopg2 error into the teguh exception for its SQLSTATE.
+    """Translate a psycopg2 or psycopg 3 error into the teguh exception for its SQLSTATE.
 
     Returns the new exception (the caller raises it `from exc`, so `__cause__` keeps
     the original), or `exc` itself when no mapping applies. Lost connections
     become `ConnectionLost`.
     """
-    code = getattr(exc, "pgcode", None)
+    code = sqlstate(exc)
     message = error_message(exc)
     cls = _BY_PGCODE.get(code or "")
     if cls is SchemaNotInstalled:

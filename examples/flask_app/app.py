@@ -65,8 +65,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     if "TEGUH_DSN" in os.environ:
         # One database for the app and for teguh: TEGUH_DSN (`teguh dev` prints one).
-        # Spawning in the session's transaction needs SQLAlchemy's psycopg2 driver,
-        # and SQLAlchemy 2.1 defaults postgresql:// to psycopg 3: name it.
+        # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3, which this example
+        # does not install: name psycopg2, which teguh does (session= spawns
+        # work on either driver).
         app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["TEGUH_DSN"].replace(
             "postgresql://", "postgresql+psycopg2://", 1
         )

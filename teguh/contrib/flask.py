@@ -38,6 +38,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from .. import _drivers
 from ..app import DEFAULT_QUEUE, App, Task
 from ..errors import InvalidArgument, TeguhError
 
@@ -86,14 +87,16 @@ def _sqlalchemy_dsn(uri: Any) -> str | None:
 
 
 def dbapi_connection(session: Any) -> Any:
-    """The psycopg2 connection under a SQLAlchemy `Session` (or `Connection`), in its transaction.
+    """The driver connection under a SQLAlchemy `Session` (or `Connection`), in its transaction.
 
     Calls `session.connection()`, which begins the session's transaction if
     needed, so whatever runs on the returned connection commits or rolls back
-    with the session. Works with Flask-SQLAlchemy's `db.session`.
+    with the session. Works with Flask-SQLAlchemy's `db.session`, on the
+    psycopg2 driver (`postgresql+psycopg2://`) and on psycopg 3
+    (`postgresql+psycopg://`, which SQLAlchemy 2.1 makes plain `postgresql://` mean).
 
     Raises:
-        InvalidArgument: the session's engine does not use the psycopg2 driver.
+        InvalidArgument: the session's engine uses neither driver.
     """
     # A Session (or scoped_session) has connection(); a Connection is used as is.
     connection = session.connection() if callable(getattr(session, "connection", None)) else session
@@ -103,10 +106,10 @@ def dbapi_connection(session: Any) -> Any:
         raw = getattr(fairy, "connection", None)  # SQLAlchemy < 2.0
     import psycopg2.extensions
 
-    if not isinstance(raw, psycopg2.extensions.connection):
+    if not isinstance(raw, psycopg2.extensions.connection) and not _drivers.is_psycopg3_connection(raw):
         raise InvalidArgument(
-            "spawning in a SQLAlchemy session's transaction needs the psycopg2 driver "
-            "(a postgresql+psycopg2:// URL; SQLAlchemy 2.1 makes postgresql:// mean psycopg 3); "
+            "spawning in a SQLAlchemy session's transaction needs the psycopg2 or psycopg 3 driver "
+            "(a postgresql+psycopg2:// or postgresql+psycopg:// URL); "
             f"this session's connection is a {type(raw).__module__}.{type(raw).__name__}"
         )
     return raw
@@ -158,8 +161,9 @@ class Teguh:
     `init_app` (the one `flask teguh worker` runs for, when started that way).
 
     Caveats: the database is read from the config at `init_app`. Calling
-    `init_app` again with another `TEGUH_DSN` (a new app per test, say) closes
-    the previous client; workers already running keep their own connections.
+    `init_app` again for an app with another database (a new app per test,
+    say), or with none in its config (then it is resolved as for `teguh.App()`),
+    closes the previous client; workers already running keep their own connections.
     """
 
     def __init__(
@@ -167,6 +171,10 @@ class Teguh:
     ) -> None:
         self._default_queue = queue
         self.teguh_app: App = teguh_app if teguh_app is not None else App(queue=queue or DEFAULT_QUEUE)
+        # The app's own DSN, and the one the last init_app gave it from a Flask
+        # config: a later app without one goes back to the former.
+        self._own_dsn = self.teguh_app.dsn
+        self._config_dsn: str | None = None
         self._flask_app: Flask | None = None
         self._lock = threading.Lock()
         self.teguh_app.around_run(self._app_context)
@@ -207,8 +215,17 @@ class Teguh:
                 app.queue = queue
             # A new app (usually a new test) pointing elsewhere closes the old
             # client: its pool must not keep serving spawns on the previous database.
-            if app.configure(dsn):
-                logger.debug("teguh: DSN set at init_app (a previous client, if any, was closed)")
+            if dsn:
+                if app.configure(dsn):
+                    logger.debug("teguh: DSN set at init_app (a previous client, if any, was closed)")
+                self._config_dsn = dsn
+            elif self._config_dsn is not None:
+                # A config without a database must not inherit the previous app's:
+                # back to the app's own DSN, or teguh's resolution (environment,
+                # then the embedded server). A DSN set since by someone else stays.
+                if app.dsn == self._config_dsn and app.set_dsn(self._own_dsn):
+                    logger.debug("teguh: init_app without a DSN; the previous app's client was closed")
+                self._config_dsn = None
 
     @contextlib.contextmanager
     def _app_context(self, ctx: TaskContext) -> Iterator[None]:
@@ -248,8 +265,8 @@ class Teguh:
         Args:
             session: a SQLAlchemy session (`db.session`): the spawn joins its
                 transaction and commits or rolls back with it.
-            conn: a psycopg2 connection: the spawn joins its open transaction
-                (you commit it). Give `session` or `conn`, not both.
+            conn: a psycopg2 or psycopg 3 connection: the spawn joins its open
+                transaction (you commit it). Give `session` or `conn`, not both.
             queue: default: the handler's queue, else `TEGUH_QUEUE`.
             options: any option of `Client.spawn_task` (`idempotency_key`,
                 `max_attempts`, `available_at`, ...).
@@ -259,7 +276,7 @@ class Teguh:
 
         Raises:
             InvalidArgument: both `session` and `conn` are given, or the session
-                does not use psycopg2.
+                uses neither psycopg2 nor psycopg 3.
         """
         runner = self._eager()
         if runner is not None:

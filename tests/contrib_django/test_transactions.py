@@ -51,6 +51,35 @@ def test_spawn_rolled_back_with_set_rollback(django_db: str) -> None:
     assert Note.objects.count() == 0
 
 
+def test_psycopg3_backend_spawns_emits_and_reads_in_the_transaction(django_db: str) -> None:
+    """Django picks psycopg 3 when it is installed (as here): spawns, emits and reads join atomic()."""
+    import psycopg
+
+    client = get_app().client
+    with transaction.atomic():
+        Note.objects.create(text="gone")
+        raw = connections["default"].connection
+        assert isinstance(raw, psycopg.Connection)
+        lost = spawn_task("process-note", {"note_id": 1})
+        client.emit_event("default", "note-1-seen", {"gone": True}, conn=raw)
+        transaction.set_rollback(True)
+    assert query(django_db, "select count(*) from teguh.e_default") == [(0,)]
+    with transaction.atomic():
+        Note.objects.create(text="kept")
+        spawned = spawn_task("process-note", {"note_id": 2})
+        raw = connections["default"].connection
+        client.emit_event("default", "note-2-seen", {"kept": True}, conn=raw)
+        result = client.get_task_result("default", spawned.task_id, conn=raw)
+        assert (result.task_id, result.state) == (spawned.task_id, "pending")
+        assert query(django_db, "select count(*) from teguh.t_default") == [(0,)]  # not committed yet
+    assert query(django_db, "select task_id::text from teguh.t_default") == [(spawned.task_id,)]
+    assert query(django_db, "select event_name, payload from teguh.e_default") == [
+        ("note-2-seen", {"kept": True})
+    ]
+    assert list(Note.objects.values_list("text", flat=True)) == ["kept"]
+    assert lost.task_id != spawned.task_id
+
+
 def test_failed_spawn_caught_inside_atomic_keeps_the_transaction_usable(django_db: str) -> None:
     with transaction.atomic():
         Note.objects.create(text="first")

@@ -17,12 +17,18 @@ def teguh_dsn(dsn: str) -> str:
 
 
 @pytest.fixture
-def flask_app(dsn: str) -> Iterator[Any]:
-    """The test Flask app, its tables and teguh queue created."""
+def flask_app(request: pytest.FixtureRequest, dsn: str) -> Iterator[Any]:
+    """The test Flask app, its tables and teguh queue created.
+
+    On psycopg2 unless a test parametrizes it (indirectly) with a driver of `fa.DRIVERS`.
+    """
     fa.create_tables(dsn)
-    app = fa.create_app(dsn)
+    app = fa.create_app(dsn, driver=getattr(request, "param", "psycopg2"))
     fa.ext.client.create_queue(fa.Q)
     try:
         yield app
     finally:
         fa.ext.client.close()
+        with app.app_context():
+            for engine in fa.db.engines.values():
+                engine.dispose()  # psycopg 3 warns about connections left to the garbage collector

@@ -43,18 +43,25 @@ async def record_async(params: Any, ctx: Any) -> dict[str, Any]:
     return {"marker": current_app.config["MARKER"], "notes": notes, "params": params}
 
 
-def sqlalchemy_uri(dsn: str) -> str:
+DRIVERS = ("psycopg2", "psycopg")
+"""The drivers the views run on: SQLAlchemy's `+driver` and the plain connection's module."""
+
+
+def sqlalchemy_uri(dsn: str, driver: str = "psycopg2") -> str:
     """The SQLAlchemy URL of a libpq key=value DSN (host and port as query parameters)."""
     info = psycopg2.extensions.parse_dsn(dsn)
-    return f"postgresql+psycopg2://{info['user']}@/{info['dbname']}?host={info['host']}&port={info['port']}"
+    return f"postgresql+{driver}://{info['user']}@/{info['dbname']}?host={info['host']}&port={info['port']}"
 
 
-def create_app(dsn: str | None = None, *, marker: str = "flask-test", teguh_dsn: bool = True) -> Flask:
+def create_app(
+    dsn: str | None = None, *, marker: str = "flask-test", teguh_dsn: bool = True, driver: str = "psycopg2"
+) -> Flask:
+    """The test app; `driver` is that of its SQLAlchemy engine and its plain connections."""
     dsn = dsn or os.environ["FLASK_TEST_DSN"]
     app = Flask("teguh_flask_test")
     app.config["TESTING"] = True
     app.config["MARKER"] = marker
-    app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_uri(dsn)
+    app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_uri(dsn, driver)
     if teguh_dsn:
         app.config["TEGUH_DSN"] = dsn
     app.config["PLAIN_DSN"] = dsn
@@ -63,7 +70,12 @@ def create_app(dsn: str | None = None, *, marker: str = "flask-test", teguh_dsn:
 
     def plain_conn() -> Any:
         if "pg" not in g:
-            g.pg = psycopg2.connect(app.config["PLAIN_DSN"])
+            if driver == "psycopg":
+                import psycopg
+
+                g.pg = psycopg.connect(app.config["PLAIN_DSN"])
+            else:
+                g.pg = psycopg2.connect(app.config["PLAIN_DSN"])
         return g.pg
 
     @app.teardown_appcontext

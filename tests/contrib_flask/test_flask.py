@@ -88,6 +88,7 @@ def test_session_and_conn_together_are_refused(flask_app: Flask) -> None:
 # -- spawning in the view's transaction --------------------------------------------
 
 
+@pytest.mark.parametrize("flask_app", fa.DRIVERS, indirect=True)
 @pytest.mark.parametrize("kind", ["sa", "plain"])
 def test_a_view_that_raises_leaves_neither_row_nor_task(flask_app: Flask, db: Any, kind: str) -> None:
     client = flask_app.test_client()
@@ -102,6 +103,7 @@ def test_a_view_that_raises_leaves_neither_row_nor_task(flask_app: Flask, db: An
     assert tasks(db) == [("record", {"body": "kept"})]
 
 
+@pytest.mark.parametrize("flask_app", fa.DRIVERS, indirect=True)
 @pytest.mark.parametrize("kind", ["sa", "plain"])
 def test_a_committed_view_leaves_both_and_a_worker_runs_the_task_in_app_context(
     flask_app: Flask, db: Any, kind: str
@@ -131,6 +133,7 @@ def test_an_async_handler_runs_in_app_context_on_a_worker_and_eagerly(flask_app:
     assert inline.result == {"marker": "flask-test", "notes": 0, "params": {"n": 2}}
 
 
+@pytest.mark.parametrize("flask_app", fa.DRIVERS, indirect=True)
 def test_dbapi_connection_is_the_sessions_own(flask_app: Flask) -> None:
     with flask_app.app_context():
         raw = dbapi_connection(fa.db.session)
@@ -142,6 +145,7 @@ def test_dbapi_connection_is_the_sessions_own(flask_app: Flask) -> None:
         fa.db.session.rollback()
 
 
+@pytest.mark.parametrize("flask_app", fa.DRIVERS, indirect=True)
 def test_an_event_emitted_from_a_view_in_its_transaction(flask_app: Flask, db: Any) -> None:
     response = flask_app.test_client().post("/approve/order-7", json={"by": "ann"})
     assert response.status_code == 200
@@ -248,13 +252,108 @@ def test_eager_mode_runs_the_views_task_inline_in_app_context(flask_app: Flask, 
     assert notes(db) == ["inline"]
 
 
-def test_a_session_on_another_driver_is_refused_with_a_clear_message(dsn: str) -> None:
+def test_a_session_on_another_driver_is_refused_with_a_clear_message() -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    engine = create_engine(fa.sqlalchemy_uri(dsn).replace("+psycopg2", "+psycopg"))
+    engine = create_engine("sqlite://")
     try:
-        with Session(engine) as session, pytest.raises(teguh.InvalidArgument, match="psycopg2"):
+        with Session(engine) as session, pytest.raises(teguh.InvalidArgument, match="psycopg 3 driver"):
             dbapi_connection(session)
     finally:
         engine.dispose()
+
+
+def test_a_plain_postgresql_url_spawns_in_the_session_on_sqlalchemy_2_1(dsn: str, db: Any) -> None:
+    """SQLAlchemy 2.1 maps `postgresql://` to psycopg 3: a session spawn works on it as documented."""
+    import psycopg
+    import sqlalchemy
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    if tuple(int(p) for p in sqlalchemy.__version__.split(".")[:2]) < (2, 1):
+        pytest.skip("SQLAlchemy before 2.1 maps postgresql:// to psycopg2")
+    fa.create_tables(dsn)
+    ext = Teguh(teguh_app=teguh.App(dsn, queue=fa.Q))
+    engine = create_engine(fa.sqlalchemy_uri(dsn).replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        ext.client.create_queue(fa.Q)
+        with Session(engine) as session:
+            assert isinstance(dbapi_connection(session), psycopg.Connection)
+            session.execute(text("insert into note (body) values ('gone')"))
+            ext.spawn_task("record", {"n": 1}, session=session)
+            session.rollback()
+            session.execute(text("insert into note (body) values ('kept')"))
+            spawned = ext.spawn_task("record", {"n": 2}, session=session)
+            ext.emit_event("order-1", {"ok": True}, session=session)
+            session.commit()
+        assert notes(db) == ["kept"]
+        assert tasks(db) == [("record", {"n": 2})]
+        assert ext.get_task_result(spawned.task_id).state == "pending"
+        with Session(engine) as session, pytest.raises(teguh.QueueNotFound):
+            ext.spawn_task("record", session=session, queue="no_such_queue")
+    finally:
+        engine.dispose()
+        ext.client.close()
+
+
+# -- init_app for one app after another ----------------------------------------------
+
+
+def test_init_app_without_a_dsn_drops_the_previous_apps_database(
+    dsn: str, empty_dsn: str, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second app with no TEGUH_DSN (SQLite for SQLAlchemy) resolves its own: here the environment's."""
+    teguh.install(empty_dsn)
+    monkeypatch.setenv("TEGUH_DSN", empty_dsn)
+    ext = Teguh(queue="twoapps")
+    try:
+        first = Flask("first")
+        first.config["TEGUH_DSN"] = dsn
+        ext.init_app(first)
+        ext.client.create_queue("twoapps")
+        assert ext.client.dsn == dsn
+
+        second = Flask("second")
+        second.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+        ext.init_app(second)
+        assert ext.client.dsn == empty_dsn  # the environment's, not the first app's
+        ext.client.create_queue("twoapps")
+        spawned = ext.spawn_task("anything", {"from": "second"})
+        assert db.all("select count(*) from teguh.t_twoapps") == [(0,)]  # nothing reached the first's
+        with teguh.Client(empty_dsn) as other:
+            assert other.get_task_result("twoapps", spawned.task_id).state == "pending"
+
+        ext.init_app(first)  # and back again
+        assert ext.client.dsn == dsn
+    finally:
+        ext.client.close()
+
+
+def test_init_app_without_a_dsn_goes_back_to_the_wrapped_apps_own(dsn: str, empty_dsn: str) -> None:
+    ext = Teguh(teguh_app=teguh.App(dsn, queue="own"))
+    try:
+        elsewhere = Flask("elsewhere")
+        elsewhere.config["TEGUH_DSN"] = empty_dsn
+        ext.init_app(elsewhere)
+        assert ext.client.dsn == empty_dsn
+        ext.init_app(Flask("bare"))
+        assert ext.teguh_app.dsn == dsn and ext.client.dsn == dsn
+    finally:
+        ext.client.close()
+
+
+def test_init_app_without_a_dsn_keeps_a_database_bound_since(dsn: str, empty_dsn: str) -> None:
+    """What a test bound with `teguh.testing.use_database` after the first app stays bound."""
+    from teguh.testing import use_database
+
+    ext = Teguh(queue="bound")
+    first = Flask("first")
+    first.config["TEGUH_DSN"] = dsn
+    ext.init_app(first)
+    try:
+        with use_database(ext.teguh_app, empty_dsn):
+            ext.init_app(Flask("bare"))
+            assert ext.client.dsn == empty_dsn
+    finally:
+        ext.client.close()

@@ -1,4 +1,4 @@
-"""The public ways to rebind an app (configure, use_client, eager mode) and WorkerThread.
+"""The public ways to rebind an app (configure, set_dsn, use_client, eager mode) and WorkerThread.
 
 Integrations (the CLI, Flask, teguh.testing) used to write `App`'s private
 fields; these tests pin the methods that replaced those writes.
@@ -40,6 +40,19 @@ def test_configure_without_replace_is_only_a_default(dsn: str) -> None:
     assert bare.configure(dsn, replace=False) is True
     assert bare.client.dsn == dsn
     bare.client.close()
+
+
+def test_set_dsn_takes_none_as_the_default_resolution(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEGUH_DSN", dsn)
+    app = teguh.App(NOWHERE)
+    first = app.client
+    assert app.set_dsn(NOWHERE) is False and app.client is first  # the same DSN: nothing changes
+    assert app.set_dsn(None) is True and app.dsn is None
+    with pytest.raises(teguh.TeguhError):
+        first.list_queues()  # closed: its pool must not keep serving the old database
+    assert app.client.dsn == dsn  # resolved from the environment
+    assert app.set_dsn("") is False  # "" is None here too
+    assert app.set_dsn(NOWHERE) is True and app.dsn == NOWHERE
 
 
 def test_use_client_restores_the_previous_client_and_dsn(dsn: str) -> None:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import async_to_sync
 from django.db import close_old_connections, connections, transaction
 
+from teguh._drivers import is_driver_error
 from teguh.app import App
-from teguh.errors import map_db_error
+from teguh.errors import TeguhError, map_db_error
 from teguh.worker import Worker
 
 from . import conf
@@ -154,7 +155,7 @@ class DjangoApp(App):
         Inside `transaction.atomic()` the task commits or rolls back with the
         block; outside one (Django's autocommit) it commits at once. `using`
         picks the Django database alias (default `TEGUH['DATABASE']`); `conn=`
-        (a psycopg2 connection) bypasses Django. With `TEGUH['DSN']` set or
+        (a psycopg2 or psycopg 3 connection) bypasses Django. With `TEGUH['DSN']` set or
         `TRANSACTIONAL_SPAWN` off, the spawn runs on teguh's own pool and
         commits at once.
         """
@@ -191,7 +192,7 @@ def on_django_connection(call: Callable[[Any], Any], *, using: str | None = None
     caller's `atomic()` it is a savepoint (so a failed call can be caught
     without poisoning the outer transaction), and outside one it is a
     transaction of its own that commits on return. Both psycopg2 and psycopg 3
-    backends work: teguh only needs a DB-API connection.
+    backends work: the client runs its calls on either (see `teguh._drivers`).
     """
     alias = using or conf.database_alias()
     connection = connections[alias]
@@ -208,20 +209,15 @@ def on_django_connection(call: Callable[[Any], Any], *, using: str | None = None
 
 
 def _map_driver_error(exc: Exception) -> BaseException:
-    """Map a psycopg 3 error (which teguh's psycopg2 client does not catch) to teguh's exceptions."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate is None or getattr(exc, "pgcode", None) is not None:
-        return exc  # psycopg2 errors were mapped by the client already
+    """Map a database error that escaped the client's own mapping to teguh's exceptions.
 
-    class _Coded:  # map_db_error reads `pgcode` and the message only
-        pgcode = sqlstate
-        diag = getattr(exc, "diag", None)
-
-        def __str__(self) -> str:
-            return str(exc)
-
-    mapped = map_db_error(_Coded())  # type: ignore[arg-type]
-    return exc if isinstance(mapped, _Coded) else mapped
+    The client maps the errors of its calls on either driver; this catches a
+    raw psycopg2 or psycopg 3 error raised around them. Django's own wrapped
+    errors (`django.db.utils`) and teguh's are returned as they are.
+    """
+    if isinstance(exc, TeguhError) or not is_driver_error(exc):
+        return exc
+    return map_db_error(exc)
 
 
 _app: DjangoApp | None = None
