@@ -14,6 +14,7 @@ from .client import ClaimedRun, Client, SpawnResult, TaskResult, install, schema
 from .context import TaskContext
 from .errors import (
     Cancelled,
+    CannotConnect,
     ConnectionLost,
     EventTimeout,
     InvalidArgument,
@@ -60,6 +61,7 @@ __all__ = [
     "EventTimeout",
     "SchemaNotInstalled",
     "ConnectionLost",
+    "CannotConnect",
     "NoDatabaseConfigured",
     # Control-flow signals (BaseException, not errors)
     "Suspended",

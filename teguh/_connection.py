@@ -5,6 +5,13 @@
 psycopg 3 through `_drivers`) or on a pooled autocommit connection. It maps
 database errors to teguh exceptions and retries calls that are safe to repeat
 when the connection fails.
+
+How connection failures read: a permanent one (unknown database, role or
+host, a wrong or missing password; see `_connect_errors`) raises
+`CannotConnect` at once, in one line naming host, port and database. A
+transient one is retried quietly (DEBUG per try); a call that then succeeds
+logs one WARNING saying how many tries failed, and a call that gives up raises
+`ConnectionLost`, whose one line is the summary (tries, seconds, reason).
 """
 
 from __future__ import annotations
@@ -14,18 +21,20 @@ import importlib.resources
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
 
-from . import _backoff, _drivers, _dsn, _embedded, _json, _sql, _validate
+from . import _backoff, _connect_errors, _drivers, _dsn, _embedded, _json, _sql, _validate
 from ._pool import BlockingPool, ConnectFailed
 from ._sql import scalar
 from ._version import SCHEMA_MAJOR
 from ._watchdog import WATCHDOG
 from .errors import (
+    CannotConnect,
     ConnectionLost,
     InvalidArgument,
     NoDatabaseConfigured,
@@ -67,11 +76,19 @@ def schema_sql() -> str:
 
 
 def _retry_connect_only(exc: BaseException) -> bool:
-    return isinstance(exc, ConnectFailed)
+    return isinstance(exc, ConnectFailed) and not exc.permanent
 
 
 def _retry_lost(exc: BaseException) -> bool:
-    return isinstance(exc, ConnectFailed) or is_connection_lost(exc)
+    if isinstance(exc, ConnectFailed):
+        return not exc.permanent
+    return is_connection_lost(exc)
+
+
+def _retry_reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectFailed):
+        return f"cannot connect: {_connect_errors.reason(exc.cause)}"
+    return f"connection lost: {error_message(exc)}"
 
 
 class ClientBase:
@@ -244,23 +261,48 @@ class ClientBase:
                 return fn(cur)
 
         retryable = _retry_lost if retry else _retry_connect_only
+        failures: list[BaseException] = []
+
+        def on_retry(exc: BaseException, attempt: int, delay: float) -> None:
+            # one line per call, not per try: DEBUG here, the summary below or in the error
+            failures.append(exc)
+            logger.debug("%s: %s; retrying in %.2f s (attempt %d)", what, _retry_reason(exc), delay, attempt)
+
+        started = time.monotonic()
         try:
-            return _backoff.retry(
+            result = _backoff.retry(
                 attempt_once,
                 backoff=RETRY_BACKOFF,
                 retry_if=retryable,
                 max_attempts=RETRY_ATTEMPTS,
-                on_retry=lambda exc, attempt, _delay: logger.warning(
-                    "%s: connection problem (%s); retrying (attempt %d)", what, exc, attempt
-                ),
+                on_retry=on_retry,
             )
         except ConnectFailed as exc:
-            raise ConnectionLost(
-                f"could not connect to PostgreSQL ({_dsn.describe(self.dsn)}): {error_message(exc.cause)}",
-                **subject,
-            ) from exc.cause
+            raise self._connect_error(exc, len(failures) + 1, time.monotonic() - started, subject) from (
+                exc.cause
+            )
         except psycopg2.Error as exc:
             raise map_db_error(exc, **subject) from exc
+        if failures:
+            logger.warning(
+                "%s: succeeded after %d failed attempt(s) over %.1f s (%s)",
+                what,
+                len(failures),
+                time.monotonic() - started,
+                _retry_reason(failures[-1]),
+            )
+        return result
+
+    def _connect_error(
+        self, exc: ConnectFailed, attempts: int, seconds: float, subject: dict[str, Any]
+    ) -> ConnectionLost:
+        """The one-line error for a connection that could not be opened (no password in it)."""
+        where = _dsn.describe(self.dsn)
+        reason = _connect_errors.reason(exc.cause)
+        if exc.permanent:
+            return CannotConnect(f"cannot connect to PostgreSQL ({where}): {reason}", **subject)
+        tries = f" after {attempts} attempts over {seconds:.1f} s" if attempts > 1 else ""
+        return ConnectionLost(f"could not connect to PostgreSQL ({where}){tries}: {reason}", **subject)
 
     def _run_on_foreign(self, conn: Any, fn: Callable[[Any], T], check_schema: bool, subject: Any) -> T:
         """`_run` on a caller's connection that is not psycopg2's (see `_drivers`)."""
@@ -291,9 +333,7 @@ class ClientBase:
             try:
                 conn = stack.enter_context(self._pool.connection())
             except ConnectFailed as exc:
-                raise ConnectionLost(f"could not connect to PostgreSQL: {error_message(exc.cause)}") from (
-                    exc.cause
-                )
+                raise self._connect_error(exc, 1, 0.0, {}) from exc.cause
             conn.autocommit = False
             try:
                 if self.session_hooks:

@@ -81,13 +81,35 @@ def parse(dsn: str) -> dict[str, str]:
         raise InvalidArgument(f"invalid DSN: {str(exc).strip()}") from None
 
 
-def describe(dsn: str) -> str:
-    """A short, password-free description of where a DSN points, for messages."""
+def location(dsn: str) -> tuple[str, str, str] | None:
+    """`(host, port, dbname)` a DSN points at, libpq's `PG*` variables filling gaps; None if unparsable.
+
+    Never the user or password. An unset host reads "local socket" (libpq's
+    default socket directory), an unset database "(default database)".
+    """
     try:
         info = parse(dsn)
     except InvalidArgument:
-        return "an unparsable DSN"
+        return None
     host = info.get("host") or os.environ.get("PGHOST") or "local socket"
     port = info.get("port") or os.environ.get("PGPORT") or "5432"
     dbname = info.get("dbname") or os.environ.get("PGDATABASE") or "(default database)"
+    return host, port, dbname
+
+
+def describe(dsn: str) -> str:
+    """A short, password-free description of where a DSN points, for messages."""
+    where = location(dsn)
+    if where is None:
+        return "an unparsable DSN"
+    host, port, dbname = where
     return f"host={host} port={port} dbname={dbname}"
+
+
+def short(dsn: str) -> str:
+    """Where a DSN points, as `db NAME at HOST:PORT` (no user, no password), for log lines."""
+    where = location(dsn)
+    if where is None:
+        return "an unparsable DSN"
+    host, port, dbname = where
+    return f"db {dbname} at {host}:{port}"

@@ -18,18 +18,23 @@ import psycopg2
 import psycopg2.extras
 import psycopg2.pool
 
-from . import _json
+from . import _connect_errors, _json
 from .errors import TeguhError, is_connection_lost
 
 logger = logging.getLogger("teguh.client")
 
 
 class ConnectFailed(Exception):
-    """Internal: opening a connection failed, so nothing was sent and a retry is safe."""
+    """Internal: opening a connection failed, so nothing was sent and a retry is safe.
+
+    `permanent` tells whether a retry could help at all (a wrong database,
+    role, password or host: see `_connect_errors`).
+    """
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.permanent = _connect_errors.is_permanent(cause)
 
 
 class BlockingPool:

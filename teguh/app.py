@@ -329,6 +329,14 @@ class App:
         task = self._tasks.get(task_name)
         return (task.queue if task is not None else None) or self.queue
 
+    def declared_queues(self) -> list[str]:
+        """The queues this app names: its own and every registered task's, sorted.
+
+        A worker creates its queue when it is one of these; any other queue
+        must already exist (a typo must not start an empty queue).
+        """
+        return sorted({self.queue, *(task.queue for task in self._tasks.values() if task.queue)})
+
     def spawn_task(
         self, task_name: str, params: Any = None, *, queue: str | None = None, **options: Any
     ) -> SpawnResult:

@@ -316,6 +316,14 @@ def queue_list(ctx: click.Context) -> None:
     "in transaction mode [default: the DSN].",
 )
 @click.option(
+    "--create-queue",
+    envvar="TEGUH_CREATE_QUEUE",
+    is_flag=True,
+    default=False,
+    help="Create the queue if it is missing even when the app does not declare it "
+    "[default: only the app's own queue and its tasks' queues are created; any other must exist].",
+)
+@click.option(
     "--log-level",
     envvar="TEGUH_LOG_LEVEL",
     default="INFO",

@@ -28,6 +28,7 @@ __all__ = [
     "EventTimeout",
     "SchemaNotInstalled",
     "ConnectionLost",
+    "CannotConnect",
     "PermissionDenied",
     "NoDatabaseConfigured",
     "Suspended",
@@ -122,6 +123,16 @@ class ConnectionLost(TeguhError):
     When it is raised by a call that changes state, the call may or may not have
     taken effect: check before repeating it (an idempotency key makes spawns safe
     to repeat).
+    """
+
+
+class CannotConnect(ConnectionLost):
+    """PostgreSQL refused the connection for a reason no retry can fix.
+
+    The database, role or host does not exist, the password is wrong or
+    missing, pg_hba.conf or the TLS settings reject the connection. Raised at
+    once, without retries; nothing was sent, so the call had no effect. A
+    `ConnectionLost`, so code catching that catches this too.
     """
 
 

@@ -60,6 +60,7 @@ class WorkerConfig:
     shutdown_timeout: float
     install_signal_handlers: bool
     listen_dsn: str | None
+    create_queue: bool = False
 
     @classmethod
     def from_options(
@@ -77,6 +78,7 @@ class WorkerConfig:
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         install_signal_handlers: bool = True,
         listen_dsn: str | None = None,
+        create_queue: bool = False,
     ) -> WorkerConfig:
         """Check every option (in the order of `Worker`'s signature) and fill in the defaults.
 
@@ -113,6 +115,7 @@ class WorkerConfig:
             shutdown_timeout=float(shutdown_timeout),
             install_signal_handlers=install_signal_handlers,
             listen_dsn=listen_dsn,
+            create_queue=bool(create_queue),
         )
 
 

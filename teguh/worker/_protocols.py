@@ -1,7 +1,7 @@
 """What the worker needs from the app whose handlers it runs, declared without importing it.
 
 `teguh.App` builds workers (`App.worker()`), so the worker must not import
-`teguh.app` back: `WorkerApp` names the three members it uses instead.
+`teguh.app` back: `WorkerApp` names the members it uses instead.
 `teguh.App` and its framework subclasses satisfy it; so can a test double.
 `CompletionSink` lets the executor hand results to the completer without the
 two modules importing each other.
@@ -31,6 +31,14 @@ class WorkerApp(Protocol):
 
     def run_handler(self, task: Any, params: Any, ctx: TaskContext) -> Any:
         """Call the handler `handler_for` returned, with its hooks; returns its result."""
+        ...
+
+    def declared_queues(self) -> list[str]:
+        """The queues the app names (its own, its tasks'): a worker creates only these unasked.
+
+        Optional: a worker of an app without it creates no queue unless told to
+        (`create_queue=True`).
+        """
         ...
 
 

@@ -14,7 +14,8 @@ ticker) and the end of one of its own runs. The parts do the rest:
 * `_heartbeat`: the thread extending leases, and the stuck-handler policy.
 
 How it fails: a failed claim is retried with backoff, never fatal; a failed
-start (queue missing, no permission) raises from `run()`. Stopping hands back
+start (wrong connection settings, a queue that is missing and not the app's,
+no permission) raises from `run()`, in one line, and logs nothing else. Stopping hands back
 prefetched runs at once, waits up to `shutdown_timeout` for running handlers,
 then releases what is left so another worker can take it immediately.
 """
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg2
 
-from .. import _backoff, _faults
+from .. import _backoff, _dsn, _faults
 from .._notify import TIMEOUT, Waiter, open_queue_waiter
 from ..errors import Cancelled, LeaseLost, PermissionDenied, QueueNotFound, TeguhError, error_message
 from ._completer import Completer
@@ -57,12 +58,33 @@ MIN_IDLE_WAIT = 0.005
 """The shortest idle wait, so a due moment in the past cannot make the loop spin."""
 
 
+def start_line(worker_id: str, queue: str, dsn: str, concurrency: int) -> str:
+    """The worker's INFO line at start: who serves which queue of which database (never a password).
+
+    `worker host:42 serving queue 'jobs' on db shop at /tmp:5432 (concurrency 10)`:
+    enough to tell, from the log alone, a worker serving the wrong queue or database.
+    """
+    return f"worker {worker_id} serving queue {queue!r} on {_dsn.short(dsn)} (concurrency {concurrency})"
+
+
+def missing_queue_message(queue: str, existing: list[str]) -> str:
+    """The one line for a worker asked to serve a queue that neither exists nor is the app's."""
+    known = ", ".join(existing) if existing else "none"
+    return (
+        f"queue {queue!r} does not exist (queues: {known}); "
+        f"create it with 'teguh queue create {queue}' or pass --create-queue"
+    )
+
+
 class Worker:
     """Runs the handlers of an `App` for the tasks of one queue.
 
     Args:
         app: the app whose handlers run.
-        queue: the queue to work on (created if missing).
+        queue: the queue to work on. It is created if missing when the app
+            declares it (`App.declared_queues()`: the app's queue and its
+            tasks' queues) or `create_queue` is set; any other queue must
+            exist, else `run()` raises `QueueNotFound` listing the queues that do.
         concurrency: handlers run at once (threads).
         claim_timeout: lease length in seconds; 0 means leases never expire
             (and no heartbeat runs).
@@ -89,6 +111,8 @@ class Worker:
             PostgreSQL directly when the pool goes through PgBouncer in
             transaction mode; at start the worker checks that a notification
             arrives and otherwise polls every `poll_interval`, with a warning.
+        create_queue: create `queue` if missing even when the app does not
+            declare it (`teguh worker --create-queue`).
 
     Raises:
         InvalidArgument: an option out of range (also a `ValueError`).
@@ -128,6 +152,7 @@ class Worker:
         install_signal_handlers: bool = True,
         client: Client | None = None,
         listen_dsn: str | None = None,
+        create_queue: bool = False,
     ) -> None:
         self.app = app
         self._config = config = WorkerConfig.from_options(
@@ -143,6 +168,7 @@ class Worker:
             shutdown_timeout=shutdown_timeout,
             install_signal_handlers=install_signal_handlers,
             listen_dsn=listen_dsn,
+            create_queue=create_queue,
         )
         # the validated options, also as the plain attributes they always were
         self.queue = config.queue
@@ -157,6 +183,7 @@ class Worker:
         self.shutdown_timeout = config.shutdown_timeout
         self.install_signal_handlers = config.install_signal_handlers
         self.listen_dsn = config.listen_dsn
+        self.create_queue = config.create_queue
         self._client = client
         self._owns_client = client is None
 
@@ -254,10 +281,7 @@ class Worker:
                 heartbeat.start()
             completer.start()
             logger.info(
-                "worker %s started on queue %s (concurrency %d)",
-                self.worker_id,
-                self.queue,
-                self.concurrency,
+                start_line(self.worker_id, self.queue, client.dsn, self.concurrency),
                 extra={"queue": self.queue},
             )
             self.started.set()
@@ -267,17 +291,28 @@ class Worker:
             restore()
 
     def _ensure_queue(self, client: Client) -> None:
-        """Create the queue, or, for a role not allowed to (a `grant_worker` role), check it exists."""
-        try:
-            client.create_queue(self.queue)
-        except PermissionDenied:
-            if self.queue not in client.list_queues():
-                raise QueueNotFound(
-                    f"queue {self.queue!r} does not exist, and this role may not create it: "
-                    "create it with a role that may (`teguh queue create`)",
-                    queue=self.queue,
-                ) from None
-            logger.debug("this role may not create queues; queue %s exists", self.queue)
+        """Create the queue if the app declares it (or `create_queue`); else check that it exists.
+
+        A role not allowed to create queues (a `grant_worker` role) only checks.
+        """
+        declared = getattr(self.app, "declared_queues", None)
+        if self.create_queue or (declared is not None and self.queue in declared()):
+            try:
+                client.create_queue(self.queue)
+                return
+            except PermissionDenied:
+                if self.queue not in client.list_queues():
+                    raise QueueNotFound(
+                        f"queue {self.queue!r} does not exist, and this role may not create it: "
+                        f"create it with a role that may (`teguh queue create {self.queue}`)",
+                        queue=self.queue,
+                    ) from None
+                logger.debug("this role may not create queues; queue %s exists", self.queue)
+                return
+        queues = client.list_queues()
+        if self.queue not in queues:
+            # a typo in --queue must not start serving an empty queue
+            raise QueueNotFound(missing_queue_message(self.queue, queues), queue=self.queue)
 
     def _wake(self) -> None:
         """End the claim loop's current or next wait (any thread)."""
@@ -418,6 +453,10 @@ class Worker:
         executor.shutdown(wait=not self.stuck_handlers, cancel_futures=True)
         if self._owns_client and self._client is not None:
             self._client.close()
+        if not self.started.is_set():
+            # run() is raising the reason it never started: that is the one line to show
+            logger.debug("worker %s did not start", self.worker_id, extra={"queue": self.queue})
+            return
         logger.info(
             "worker %s stopped (%d running and %d prefetched runs released)",
             self.worker_id,

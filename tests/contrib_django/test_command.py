@@ -77,4 +77,6 @@ def test_manage_py_teguh_worker_processes_a_task_and_stops_on_sigterm(django_db:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-    assert "started on queue other (concurrency 2)" in log.read_text()  # TEGUH["WORKER"] applied
+    # TEGUH["WORKER"] applied
+    started = next(line for line in log.read_text().splitlines() if "serving queue" in line)
+    assert "serving queue 'other' on db " in started and "(concurrency 2)" in started

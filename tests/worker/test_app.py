@@ -120,6 +120,7 @@ def test_worker_signature_is_what_django_filters_settings_through() -> None:
         "install_signal_handlers",
         "client",
         "listen_dsn",
+        "create_queue",  # issue 11: new options go at the end
     ]
 
 

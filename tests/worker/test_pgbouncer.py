@@ -306,7 +306,7 @@ def test_cli_worker_listen_dsn_option(pgbouncer: Bouncer, dsn: str, dbname: str,
             env=env,
         )
     try:
-        eventually(lambda: "started on queue jobs" in log_path.read_text() or proc.poll() is not None, 20)
+        eventually(lambda: "serving queue 'jobs'" in log_path.read_text() or proc.poll() is not None, 20)
         assert proc.poll() is None, log_path.read_text()
         with teguh.Client(dsn) as client:
             # a 60 s poll: only a notification through the direct LISTEN connection is this fast
