@@ -97,8 +97,11 @@ def test_eager_events_wake_waiting_tasks_and_early_events_are_kept(app: teguh.Ap
         assert runner.result(waiting).state == "sleeping"
         runner.emit_event("approved-1", {"by": "bob"})
         assert runner.result(waiting).result == {"by": "bob"}
-        runner.emit_event("approved-2", "early")
-        runner.emit_event("approved-2", "ignored: the first emit wins")
+        emitted_at = runner.now
+        assert runner.emit_event("approved-2", "early") == teguh.EmitResult(True, emitted_at, True)
+        runner.advance(60)
+        again = runner.emit_event("approved-2", "ignored: the first emit wins")
+        assert again == teguh.EmitResult(first=False, emitted_at=emitted_at, payload_unchanged=False)
         assert runner.result(approve.spawn({"id": 2}).task_id).result == "early"
 
 
