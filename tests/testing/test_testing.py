@@ -323,7 +323,7 @@ def test_the_docs_trial_reminder_example(app: teguh.App) -> None:
         ctx.step("welcome", send_mail, params["email"], "welcome")
         ctx.sleep_for("trial", timedelta(days=14))
         try:
-            ctx.await_event(f"paid-{params['user']}", timeout=timedelta(days=3))
+            ctx.await_event(f"paid:{ctx.task_id}", timeout=timedelta(days=3))
             return "paid"
         except teguh.EventTimeout:
             ctx.step("nudge", send_mail, params["email"], "your trial ended")
@@ -341,7 +341,7 @@ def test_the_docs_trial_reminder_example(app: teguh.App) -> None:
     with eager(app) as runner:
         spawned = trial_reminder.spawn({"user": 8, "email": "b@c.d"})
         runner.advance(days=14)
-        runner.emit_event("paid-8")
+        runner.emit_event(f"paid:{spawned.task_id}")
         assert runner.result(spawned.task_id).result == "paid"
 
 
