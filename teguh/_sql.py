@@ -44,7 +44,9 @@ LIST_QUEUES = "select * from teguh.list_queues()"
 
 SPAWN_TASK = "select * from teguh.spawn_task(%s, %s, %s::jsonb, %s::jsonb)"
 SPAWN_TASKS = "select * from teguh.spawn_tasks(%s, %s::jsonb)"
-EMIT_EVENT = "select teguh.emit_event(%s, %s, %s::jsonb)"
+EMIT_EVENT = "select * from teguh.emit_event_first(%s, %s, %s::jsonb)"
+"""Emit an event; one row (first, emitted_at, payload_unchanged) saying what this emit did."""
+
 CANCEL_TASK = "select teguh.cancel_task(%s, %s::uuid)"
 RETRY_TASK = "select * from teguh.retry_task(%s, %s::uuid, %s::jsonb)"
 
@@ -81,7 +83,8 @@ EXTEND_CLAIMS = "select * from teguh.extend_claims(%s, %s::uuid[], %s)"
 
 GET_TASK_RESULT = "select * from teguh.get_task_result(%s, %s::uuid)"
 GET_TASK_INFO = "select * from teguh.get_task_info(%s, %s::uuid)"
-"""A task's row with its lease holder, or no row (unknown queue or task); Django's results."""
+"""A task's row with its lease holder and what it waits for (wake_at, awaited_event), or no row
+(unknown queue or task); Django's results and `teguh task show`."""
 
 NEXT_DUE = "select teguh.next_due(%s)"
 SECONDS_UNTIL_DUE = "select extract(epoch from teguh.next_due(%s) - teguh.current_time())::float8"

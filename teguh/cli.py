@@ -23,7 +23,7 @@ import click
 
 from . import _embedded, _import_error, _logging, _malloc, _sql, _validate
 from .client import Client, install
-from .errors import Cancelled, LeaseLost, Suspended
+from .errors import Cancelled, LeaseLost, Suspended, TaskNotFound
 
 
 class _Group(click.Group):
@@ -451,10 +451,17 @@ def spawn_cmd(
 def emit_cmd(ctx: click.Context, queue: str, event_name: str, payload: str | None) -> None:
     """Emit EVENT_NAME on QUEUE with PAYLOAD (JSON); the first emit of a name wins.
 
-    PAYLOAD is JSON inline, `@FILE` to read a file, or `-` to read standard input.
+    Events are kept per queue until cleanup: a name emitted before is not
+    emitted again, and the command says when it was and whether its payload
+    was the same (exit status 0 either way). PAYLOAD is JSON inline, `@FILE`
+    to read a file, or `-` to read standard input.
     """
-    _client(ctx).emit_event(queue, event_name, _json_arg(payload, "PAYLOAD"))
-    click.echo(f"event {event_name} emitted")
+    emitted = _client(ctx).emit_event(queue, event_name, _json_arg(payload, "PAYLOAD"))
+    if emitted.first:
+        click.echo(f"event {event_name} emitted")
+        return
+    kept = "payload unchanged" if emitted.payload_unchanged else "payload differs, kept the first"
+    click.echo(f"event {event_name} already emitted at {emitted.emitted_at}; {kept}")
 
 
 def _task_dict(result: Any) -> dict[str, Any]:
@@ -469,6 +476,38 @@ def _task_dict(result: Any) -> dict[str, Any]:
     }
 
 
+def _waiting_for(info: dict[str, Any]) -> str | None:
+    """What a pending or sleeping task waits for, in words; None when it waits for nothing."""
+    state, wake_at, event, step = info["state"], info["wake_at"], info["awaited_event"], info["wait_step"]
+    if state == "sleeping" and event is not None:
+        timeout = "no timeout" if wake_at is None else f"times out at {wake_at}"
+        return f"event {event!r} in step {step!r} ({timeout})"
+    if state == "sleeping" and step is not None:
+        return f"sleep {step!r} until {wake_at}"
+    if state == "sleeping":
+        return f"retry (attempt {info['attempts']}) at {wake_at}"
+    if state == "pending" and wake_at is not None:
+        return f"start at {wake_at}"
+    return None
+
+
+def _task_info_dict(info: dict[str, Any]) -> dict[str, Any]:
+    """`teguh task show`'s JSON: `_task_dict`'s keys, then what the task waits for."""
+    return {
+        "task_id": str(info["task_id"]),
+        "state": info["state"],
+        "attempts": info["attempts"],
+        "result": info["result"],
+        "failure": info["failure_reason"],
+        "cancelled_at": info["cancelled_at"],
+        "finished_at": info["finished_at"],
+        "waiting_for": _waiting_for(info),
+        "wake_at": info["wake_at"],
+        "awaited_event": info["awaited_event"],
+        "wait_step": info["wait_step"],
+    }
+
+
 @main.group("task")
 def task_group() -> None:
     """Inspect, cancel and retry tasks."""
@@ -479,8 +518,15 @@ def task_group() -> None:
 @click.argument("task_id")
 @click.pass_context
 def task_show(ctx: click.Context, queue: str, task_id: str) -> None:
-    """Print the state, attempts, result and last failure of a task, as JSON."""
-    _echo_json(_task_dict(_client(ctx).get_task_result(queue, task_id)))
+    """Print the state, attempts, result and last failure of a task, and what it waits for, as JSON."""
+    client = _client(ctx)
+    queue = _validate.queue_name(queue)
+    task_id = _validate.task_uuid(task_id, "task_id")
+    info = client._get_task_info(queue, task_id)
+    if info is None:
+        client.get_task_result(queue, task_id)  # raises QueueNotFound or TaskNotFound
+        raise TaskNotFound(f"task {task_id} not found in queue {queue!r}", queue=queue, task_id=task_id)
+    _echo_json(_task_info_dict(info))
 
 
 @task_group.command("cancel")

@@ -23,11 +23,11 @@ from ._options import SPAWN_OPTIONS, spawn_options
 from ._sql import scalar
 from ._time import require_aware, to_seconds, to_whole_seconds
 from .errors import EventTimeout, InvalidArgument, TaskNotFound
-from .results import ClaimedRun, SpawnResult, TaskResult
+from .results import ClaimedRun, EmitResult, SpawnResult, TaskResult
 
 logger = logging.getLogger("teguh.client")
 
-__all__ = ["ClaimedRun", "Client", "SpawnResult", "TaskResult", "install", "schema_sql"]
+__all__ = ["ClaimedRun", "Client", "EmitResult", "SpawnResult", "TaskResult", "install", "schema_sql"]
 
 DEFAULT_CLAIM_TIMEOUT = 30
 """Seconds a claimed run's lease lasts unless extended (0: it never expires)."""
@@ -542,22 +542,38 @@ class Client(ClientBase):
             raise err
         return bool(should_suspend), payload
 
-    def emit_event(self, queue: str, event_name: str, payload: Any = None, *, conn: Any = None) -> None:
+    def emit_event(
+        self, queue: str, event_name: str, payload: Any = None, *, conn: Any = None
+    ) -> EmitResult:
         """Emit an event (first write wins) and wake the tasks waiting for it.
+
+        Events are per queue and kept until cleanup (the queue's TTL after the
+        emit): a task that awaits the name later gets the first payload at
+        once, so names should say what they are about (`approved:{user_id}`).
+
+        Returns:
+            An `EmitResult`, truthy when this emit was the first of the name:
+            otherwise it says when the first one happened and whether its
+            payload equals this one (a different payload is dropped).
 
         Raises:
             InvalidArgument: a blank or over-long name. PayloadTooLarge: payload over the limit.
+
+        Caveats: when the connection drops after the database committed the
+        emit, the call is retried and reports `first=False` (the emit it
+        retried was the first); with `conn=`, `first` holds only if the
+        caller's transaction commits.
         """
         queue = _validate.queue_name(queue)
         event_name = _validate.name(event_name, "event_name")
         payload_json = _json.dumps(payload, "payload", max_bytes=self.max_payload_bytes)
-        self._run(
-            "emit_event",
-            lambda cur: cur.execute(_sql.EMIT_EVENT, (queue, event_name, payload_json)),
-            conn=conn,
-            retry=True,
-            queue=queue,
-        )
+
+        def emit(cur: Any) -> EmitResult:
+            cur.execute(_sql.EMIT_EVENT, (queue, event_name, payload_json))
+            first, emitted_at, payload_unchanged = cur.fetchone()
+            return EmitResult(bool(first), emitted_at, bool(payload_unchanged))
+
+        return self._run("emit_event", emit, conn=conn, retry=True, queue=queue)
 
     def cancel_task(self, queue: str, task_id: str, *, conn: Any = None) -> None:
         """Cancel a task that has not finished; a finished task is left as is.

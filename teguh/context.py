@@ -27,7 +27,7 @@ from .errors import Cancelled, LeaseLost, Suspended
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from .results import SpawnResult
+    from .results import EmitResult, SpawnResult
 
 T = TypeVar("T")
 
@@ -81,8 +81,8 @@ class RunCalls(Protocol):
         """Wait for an event under a step name; returns (should_suspend, payload)."""
         ...
 
-    def emit_event(self, queue: str, event_name: str, payload: Any = None) -> None:
-        """Emit an event on a queue; the first emit of a name wins."""
+    def emit_event(self, queue: str, event_name: str, payload: Any = None) -> EmitResult:
+        """Emit an event on a queue; the first emit of a name wins (the result says whether this one was)."""
         ...
 
     def extend_claim(self, queue: str, run_id: str, extend_by: Any) -> None:
@@ -337,10 +337,15 @@ class TaskContext:
         self._checkpoints[name] = payload
         return payload
 
-    def emit_event(self, event_name: str, payload: Any = None) -> None:
-        """Emit `event_name` on this task's queue; the first emit of a name wins."""
+    def emit_event(self, event_name: str, payload: Any = None) -> EmitResult:
+        """Emit `event_name` on this task's queue; the first emit of a name wins.
+
+        Returns an `EmitResult`, truthy when this emit was the first. Events
+        are kept per queue until cleanup, so a name should include what it
+        is about (`f"shipped:{order_id}"`); see `Client.emit_event`.
+        """
         self._check()
-        self._client.emit_event(self.queue, event_name, payload)
+        return self._client.emit_event(self.queue, event_name, payload)
 
     def heartbeat(self, extend_by: Any = None) -> None:
         """Extend this run's lease now (by `extend_by`, default the claim timeout).

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["TERMINAL_STATES", "ClaimedRun", "SpawnResult", "TaskResult"]
+__all__ = ["TERMINAL_STATES", "ClaimedRun", "EmitResult", "SpawnResult", "TaskResult"]
 
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 """Task states that never change again (except through `retry_task`)."""
@@ -25,6 +25,26 @@ class SpawnResult:
     run_id: str | None
     attempt: int
     created: bool
+
+
+@dataclass(frozen=True)
+class EmitResult:
+    """What an emit did: events are kept per queue and the first emit of a name wins.
+
+    `first` is True when this emit stored the payload (and woke the waiting
+    tasks); then `emitted_at` is now. Otherwise an earlier emit of the name
+    won: `emitted_at` is when it happened, and `payload_unchanged` says
+    whether its payload equals this emit's (when it does not, this emit's
+    payload was dropped). The result is truthy exactly when `first` is, so
+    `if client.emit_event(...):` reads "if this emit was the first".
+    """
+
+    first: bool
+    emitted_at: datetime
+    payload_unchanged: bool
+
+    def __bool__(self) -> bool:
+        return self.first
 
 
 @dataclass(frozen=True)

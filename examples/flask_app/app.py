@@ -45,7 +45,9 @@ def fulfil_order(params: dict[str, Any], ctx: teguh.TaskContext) -> dict[str, An
 
     shelf = ctx.step("reserve", reserve)
     try:
-        approval = ctx.await_event(f"order-{order_id}-approved", timeout=timedelta(days=2))
+        # Events stay in the queue until cleanup: the task's id makes this approval
+        # this workflow's, even if an order id comes back (a recreated SQLite file).
+        approval = ctx.await_event(f"order-{order_id}-approved:{ctx.task_id}", timeout=timedelta(days=2))
     except teguh.EventTimeout:
         db.session.get(Order, order_id).status = "expired"
         db.session.commit()
@@ -93,7 +95,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.post("/orders/<int:order_id>/approve")
     def approve(order_id: int) -> Any:
-        tasks.emit_event(f"order-{order_id}-approved", {"by": request.json.get("by", "someone")})
+        order = db.session.get(Order, order_id) or abort(404)
+        approval = {"by": request.json.get("by", "someone")}
+        tasks.emit_event(f"order-{order_id}-approved:{order.task_id}", approval)
         return jsonify(approved=order_id)
 
     @app.get("/orders/<int:order_id>")

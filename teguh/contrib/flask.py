@@ -45,7 +45,7 @@ from ..errors import InvalidArgument, TeguhError
 if TYPE_CHECKING:
     from ..client import Client
     from ..context import TaskContext
-    from ..results import SpawnResult, TaskResult
+    from ..results import EmitResult, SpawnResult, TaskResult
     from ..worker import Worker
 
 __all__ = ["EXTENSION_KEY", "Teguh", "dbapi_connection"]
@@ -303,17 +303,17 @@ class Teguh:
         session: Any = None,
         conn: Any = None,
         queue: str | None = None,
-    ) -> None:
+    ) -> EmitResult:
         """Emit `event_name` on `queue` (default `TEGUH_QUEUE`), optionally in your transaction.
 
-        `session` and `conn` work as in `spawn_task`. The first emit of a name wins.
+        `session` and `conn` work as in `spawn_task`. The first emit of a name
+        wins; the result says whether this one was it (`EmitResult.first`).
         """
         runner = self._eager()
         if runner is not None:
-            runner.emit_event(event_name, payload, queue=queue)
-            return
+            return runner.emit_event(event_name, payload, queue=queue)
         conn = self._connection(session, conn)
-        self.client.emit_event(queue or self.teguh_app.queue, event_name, payload, conn=conn)
+        return self.client.emit_event(queue or self.teguh_app.queue, event_name, payload, conn=conn)
 
     def get_task_result(self, task_id: str, *, queue: str | None = None) -> TaskResult:
         """The state and result of a task on `queue` (default `TEGUH_QUEUE`).

@@ -39,7 +39,7 @@
 --   Claiming                               claim_runs, claim_task
 --   Ending and suspending runs             complete_run(s), fail_run, schedule_run, sleep_run
 --   Checkpoints                            set_task_checkpoint_state, get_task_checkpoint_state(s)
---   Events                                 await_event, emit_event
+--   Events                                 await_event, emit_event_first, emit_event
 --   Cancel, retry, leases                  cancel_task, retry_task, extend_claim(s)
 --   Reading, timers, maintenance           reads, next_due, ticker, cleanup, start, stop
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
@@ -104,7 +104,25 @@ create table if not exists teguh.settings (
 -- channel name derived from one fits PostgreSQL's 63-byte identifiers.
 
 -- Signatures that changed before 1.0 are dropped here, so `create or replace`
--- below never leaves an ambiguous overload behind.
+-- below never leaves an ambiguous overload behind (or fails: it cannot change
+-- a function's result columns). Each is dropped only while it still has its
+-- old shape, so a re-install does not drop it again, and the roles that could
+-- execute it are remembered (for this transaction) and granted it again
+-- right after it is re-created.
+
+-- get_task_info(q, task_id) gained wake_at, awaited_event and wait_step (before 0.2).
+do $changed$
+declare
+  fn regprocedure := to_regprocedure('teguh.get_task_info(text, uuid)');
+begin
+  if fn is not null
+     and not exists (select 1 from pg_proc where oid = fn and 'wait_step' = any(proargnames)) then
+    perform set_config('teguh._regrant_get_task_info',
+                       (select coalesce(proacl::text, '') from pg_proc where oid = fn), true);
+    execute format('drop function %s', fn);
+  end if;
+end
+$changed$;
 
 -- ---------------------------------------------------------------------------
 -- Clock, ids, version
@@ -1681,21 +1699,28 @@ begin
 end
 $$;
 
--- emit_event(q, event_name, payload): stores the event's payload on the first
--- emit only (a later emit changes nothing), and wakes the tasks waiting on it
--- whose timeout has not passed: the payload becomes their step's checkpoint
--- and they become claimable. Raises TG005 over the size limit.
+-- emit_event_first(q, event_name, payload): stores the event's payload on
+-- the first emit only (a later emit changes nothing: an event is kept in its
+-- queue until cleanup_tasks removes it, a TTL after its emit), and wakes the
+-- tasks waiting on it whose timeout has not passed: the payload becomes their
+-- step's checkpoint and they become claimable. Returns one row: first (this
+-- call stored the payload), emitted_at (when the stored payload was emitted:
+-- now when first) and payload_unchanged (the stored payload equals this
+-- call's, a SQL NULL counting as JSON null; true when first). Raises TG005
+-- over the size limit.
 -- Locks: the event's e_ row (waits, by the upsert); then the waiters' w_ rows
 --   (waits, in task_id order) and each one's t_ row (waits); deletes the w_
 --   rows, inserts c_ and p_ rows.
 -- Notifies: teguh_<q> 'event' whenever it stored the payload.
-create or replace function teguh.emit_event(q text, event_name text, payload jsonb default null) returns void
+create or replace function teguh.emit_event_first(q text, event_name text, payload jsonb default null)
+returns table(first boolean, emitted_at timestamptz, payload_unchanged boolean)
 language plpgsql as $$
 #variable_conflict use_variable
 declare
   now_ts timestamptz := teguh.current_time();
   stored int;
   w record;
+  ev record;
   t record;
 begin
   perform teguh._check_queue(q);
@@ -1713,6 +1738,10 @@ begin
     using event_name, payload, now_ts;
   get diagnostics stored = row_count;
   if stored = 0 then
+    -- an earlier emit won; the upsert locked its row, so it stays as read here
+    execute format('select payload, emitted_at from teguh.%I where event_name = $1', 'e_' || q)
+      into ev using event_name;
+    return query select false, ev.emitted_at, ev.payload = payload;
     return;
   end if;
 
@@ -1736,6 +1765,17 @@ begin
     perform teguh._make_ready(q, w.task_id, t.attempts, now_ts, event_name, payload);
   end loop;
   perform pg_notify('teguh_' || q, 'event');
+  return query select true, now_ts, true;
+end
+$$;
+
+-- emit_event(q, event_name, payload): emit_event_first without its answer
+-- (the signature of 0.1).
+-- Locks: as emit_event_first. Notifies: as emit_event_first.
+create or replace function teguh.emit_event(q text, event_name text, payload jsonb default null) returns void
+language plpgsql as $$
+begin
+  perform * from teguh.emit_event_first(q, event_name, payload);
 end
 $$;
 
@@ -1979,31 +2019,71 @@ begin
 end
 $$;
 
--- A task's row with its current lease holder (claimed_by and claimed_at are
--- null when no run holds it): what an integration showing task details needs
--- (the Django backend's results). Unlike get_task_result, an unknown queue or
--- task is no row, not an error, so a caller can look a task up in several
--- queues. Reads only; takes no lock beyond the snapshot.
+-- get_task_info(q, task_id): a task's row with its current lease holder
+-- (claimed_by and claimed_at are null when no run holds it) and what it
+-- waits for: what an integration showing task details needs (the Django
+-- backend's results, `teguh task show`). For a sleeping task, wake_at is
+-- when it wakes (the end of its sleep or retry delay, or the timeout of its
+-- event wait: null when that wait has none), awaited_event the event it
+-- waits for, and wait_step the step it waits in (the sleep's or the event
+-- wait's; null while it waits to retry). For a pending task, wake_at is when
+-- it becomes claimable if it was spawned with a delay. Unlike
+-- get_task_result, an unknown queue or task is no row, not an error, so a
+-- caller can look a task up in several queues.
+-- Locks: none (reads only). Notifies: nobody.
 create or replace function teguh.get_task_info(q text, p_task_id uuid)
 returns table(task_id uuid, task_name text, params jsonb, state text, attempts int, priority int,
               enqueued_at timestamptz, first_started_at timestamptz, finished_at timestamptz,
               result jsonb, failure_reason jsonb, cancelled_at timestamptz,
-              claimed_by text, claimed_at timestamptz)
+              claimed_by text, claimed_at timestamptz,
+              wake_at timestamptz, awaited_event text, wait_step text)
 language plpgsql stable as $$
 #variable_conflict use_variable
 begin
   if not exists (select 1 from teguh.queues where queue_name = q) then
     return;
   end if;
-  return query execute format(
-    'select t.task_id, t.task_name, t.params, t.state, t.attempts, t.priority, t.enqueued_at, '
-    't.first_started_at, t.finished_at, t.result, t.failure_reason, t.cancelled_at, '
-    'r.claimed_by, r.claimed_at '
-    'from teguh.%I t left join teguh.%I r on r.task_id = t.task_id where t.task_id = $1',
-    't_' || q, 'r_' || q)
+  -- available_at and wake_event are set only on pending and sleeping tasks
+  -- (every other transition clears them). A durable sleep is told from a
+  -- retry delay by its checkpoint, which holds the very wake time.
+  return query execute format($q$
+    select t.task_id, t.task_name, t.params, t.state, t.attempts, t.priority, t.enqueued_at,
+           t.first_started_at, t.finished_at, t.result, t.failure_reason, t.cancelled_at,
+           r.claimed_by, r.claimed_at, t.available_at, t.wake_event,
+           case
+             when t.state <> 'sleeping' then null
+             when t.wake_event is not null then
+               (select w.step_name from teguh.%3$I w where w.task_id = t.task_id)
+             else
+               (select c.checkpoint_name from teguh.%4$I c
+                 where c.task_id = t.task_id and c.kind = 'sleep'
+                   and (c.state->>'$teguh_sleep_until')::timestamptz = t.available_at
+                 order by c.checkpoint_name limit 1)
+           end
+      from teguh.%1$I t left join teguh.%2$I r on r.task_id = t.task_id
+     where t.task_id = $1$q$,
+    't_' || q, 'r_' || q, 'w_' || q, 'c_' || q)
     using p_task_id;
 end
 $$;
+
+-- Gives get_task_info back to the roles that could execute it before the
+-- block near the top dropped it for its new columns.
+do $regrant$
+declare
+  acl text := current_setting('teguh._regrant_get_task_info', true);
+  grantee regrole;
+begin
+  if coalesce(acl, '') = '' then
+    return;
+  end if;
+  for grantee in select a.grantee::regrole from aclexplode(acl::aclitem[]) a
+                  where a.privilege_type = 'EXECUTE' and a.grantee <> 0 and a.grantee <> a.grantor loop
+    execute format('grant execute on function teguh.get_task_info(text, uuid) to %s', grantee);
+  end loop;
+  perform set_config('teguh._regrant_get_task_info', '', true);
+end
+$regrant$;
 
 -- The earliest moment something in the queue falls due; index scans only
 -- (in the queue's own _due_<q>).
@@ -2295,7 +2375,8 @@ create or replace function teguh._role_functions(kind text) returns text[]
 language plpgsql immutable as $$
 declare
   producer text[] := array['version', 'current_time', 'list_queues',
-                           'spawn_task', 'spawn_tasks', 'emit_event', 'get_task_result', 'get_task_info'];
+                           'spawn_task', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
+                           'get_task_info'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
                                      'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
                                      'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',

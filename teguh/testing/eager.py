@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _json, _time, _validate
 from ..context import TaskContext
 from ..errors import Cancelled, EventTimeout, LeaseLost, Suspended, TaskNotFound, TeguhError
-from ..results import TERMINAL_STATES, SpawnResult, TaskResult
+from ..results import TERMINAL_STATES, EmitResult, SpawnResult, TaskResult
 from . import _advance
 
 if TYPE_CHECKING:
@@ -163,8 +163,8 @@ class _EagerBackend:
             task.waits[step_name] = _Wait(event_name, timeout_at)
         return True, None
 
-    def emit_event(self, queue: str, event_name: str, payload: Any = None) -> None:
-        self._runner._emit(queue, event_name, payload)
+    def emit_event(self, queue: str, event_name: str, payload: Any = None) -> EmitResult:
+        return self._runner._emit(queue, event_name, payload)
 
     def extend_claim(self, queue: str, run_id: str, extend_by: Any) -> None:
         task = self._runner._by_run[run_id]
@@ -222,6 +222,7 @@ class EagerRunner:
         self._by_run: dict[str, EagerTask] = {}
         self._keys: dict[tuple[str, str], str] = {}
         self._events: dict[tuple[str, str], Any] = {}
+        self._emitted_at: dict[tuple[str, str], datetime] = {}
         self._ready: collections.deque[EagerTask] = collections.deque()
         self._draining = False
         self._lock = threading.RLock()
@@ -313,11 +314,15 @@ class EagerRunner:
             with contextlib.suppress(ValueError):
                 self._ready.remove(task)
 
-    def emit_event(self, event_name: str, payload: Any = None, *, queue: str | None = None) -> None:
-        """Emit an event (first emit wins) and run the tasks it wakes, inline."""
+    def emit_event(self, event_name: str, payload: Any = None, *, queue: str | None = None) -> EmitResult:
+        """Emit an event (first emit wins) and run the tasks it wakes, inline.
+
+        Returns an `EmitResult` as `Client.emit_event` does (times are virtual).
+        """
         with self._lock:
-            self._emit(queue or self.app.queue, _validate.name(event_name, "event name"), payload)
+            emitted = self._emit(queue or self.app.queue, _validate.name(event_name, "event name"), payload)
             self._drain()
+        return emitted
 
     def advance(self, delta: float | timedelta | None = None, **parts: float) -> int:
         """Move virtual time forward; run the sleepers now due and time out expired waits.
@@ -402,11 +407,14 @@ class EagerRunner:
             self._ready.append(task)
         return SpawnResult(task_id=task.task_id, run_id=None, attempt=1, created=True)
 
-    def _emit(self, queue: str, event_name: str, payload: Any) -> None:
+    def _emit(self, queue: str, event_name: str, payload: Any) -> EmitResult:
         key = (queue, event_name)
+        payload = _roundtrip(payload, "payload")
         if key in self._events:
-            return  # the first emit wins and wakes; later ones change nothing
-        self._events[key] = payload = _roundtrip(payload, "payload")
+            # the first emit wins and wakes; later ones change nothing
+            return EmitResult(False, self._emitted_at[key], self._events[key] == payload)
+        self._events[key] = payload
+        self._emitted_at[key] = self.now
         for task in self._tasks.values():
             if task.state != "sleeping" or task.queue != queue:
                 continue
@@ -417,6 +425,7 @@ class EagerRunner:
                     task.wake_event, task.event_payload = event_name, payload
                     if task not in self._ready:
                         self._ready.append(task)
+        return EmitResult(True, self.now, True)
 
     def _drain(self) -> None:
         if self._draining:

@@ -171,3 +171,78 @@ def test_an_app_module_that_does_not_exist_is_a_usage_error(runner: CliRunner, t
     result = runner.invoke(main, ["--dsn", "host=/nonexistent", "worker", "--app", "no_such_opsapp:app"])
     assert result.exit_code == 2
     assert "cannot import 'no_such_opsapp'" in result.stderr
+
+
+def test_emit_says_when_the_event_was_already_emitted(runner: CliRunner, dsn: str) -> None:
+    base = ["--dsn", dsn]
+    assert runner.invoke(main, [*base, "queue", "create", "jobs"]).exit_code == 0
+    first = runner.invoke(main, [*base, "emit", "jobs", "approved:ada", '{"by": "grace"}'])
+    assert first.exit_code == 0 and first.stdout.strip() == "event approved:ada emitted"
+    with teguh.Client(dsn) as client:
+        emitted_at = client.emit_event("jobs", "approved:ada", {"by": "grace"}).emitted_at
+    same = runner.invoke(main, [*base, "emit", "jobs", "approved:ada", '{"by": "grace"}'])
+    assert same.exit_code == 0, same.output
+    assert same.stdout.strip() == f"event approved:ada already emitted at {emitted_at}; payload unchanged"
+    other = runner.invoke(main, [*base, "emit", "jobs", "approved:ada", '{"by": "linus"}'])
+    assert other.exit_code == 0, other.output
+    assert other.stdout.strip() == (
+        f"event approved:ada already emitted at {emitted_at}; payload differs, kept the first"
+    )
+
+
+def test_task_show_says_what_a_task_waits_for(runner: CliRunner, dsn: str) -> None:
+    from _support.polling import eventually
+    from _support.workers import start_worker
+
+    app = teguh.App(dsn, queue="jobs")
+
+    @app.task("nap")
+    def nap(params: object, ctx: teguh.TaskContext) -> None:
+        ctx.sleep_for("nap", 3600)
+
+    @app.task("approval")
+    def approval(params: dict, ctx: teguh.TaskContext) -> None:
+        ctx.await_event(f"approved:{ctx.task_id}", step="approval", timeout=params["timeout"])
+
+    def show(task_id: str) -> dict:
+        shown = runner.invoke(main, ["--dsn", dsn, "task", "show", "jobs", task_id])
+        assert shown.exit_code == 0, shown.output
+        return json.loads(shown.stdout)
+
+    try:
+        app.client.create_queue("jobs")
+        napping = app.spawn_task("nap").task_id
+        timed = app.spawn_task("approval", {"timeout": 600}).task_id
+        forever = app.spawn_task("approval", {"timeout": None}).task_id
+        worker = start_worker(app, poll_interval=5, shutdown_timeout=5)
+        try:
+            for task_id in (napping, timed, forever):
+                eventually(lambda t=task_id: app.client.get_task_result("jobs", t).state == "sleeping", 15)
+        finally:
+            assert worker.stop(), "the worker did not stop"
+        worker.raise_error()
+        now = app.client.database_time()
+
+        slept = show(napping)
+        assert slept["state"] == "sleeping" and slept["awaited_event"] is None and slept["wait_step"] == "nap"
+        assert slept["waiting_for"] == f"sleep 'nap' until {slept['wake_at']}"
+        wake_at = app.client._get_task_info("jobs", napping)["wake_at"]
+        assert str(wake_at) == slept["wake_at"]
+        assert 3500 < (wake_at - now).total_seconds() <= 3600
+
+        waiting = show(timed)
+        timeout_at = app.client._get_task_info("jobs", timed)["wake_at"]
+        assert 500 < (timeout_at - now).total_seconds() <= 600
+        expected = f"event 'approved:{timed}' in step 'approval' (times out at {timeout_at})"
+        assert waiting["waiting_for"] == expected
+        assert (waiting["awaited_event"], waiting["wake_at"]) == (f"approved:{timed}", str(timeout_at))
+
+        unbounded = show(forever)
+        assert unbounded["waiting_for"] == f"event 'approved:{forever}' in step 'approval' (no timeout)"
+        assert unbounded["wake_at"] is None
+
+        delayed = app.spawn_task("nap", available_at=app.client.database_time(60)).task_id
+        assert show(delayed)["waiting_for"].startswith("start at ")
+        assert show(delayed)["state"] == "pending"
+    finally:
+        app.client.close()

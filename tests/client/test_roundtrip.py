@@ -280,6 +280,22 @@ def test_await_then_emit(client: teguh.Client, claimed: Any) -> None:
     assert client.get_checkpoints(Q, again.task_id, again.run_id) == {"wait-ship": {"tracking": "ABC123"}}
 
 
+def test_emit_event_says_whether_it_was_the_first(client: teguh.Client, queue: str, db: Any) -> None:
+    at = later(5)
+    db.fake_now(at)
+    first = client.emit_event(Q, "approved:order-1", {"by": "grace"}, conn=db.conn)
+    assert first == teguh.EmitResult(first=True, emitted_at=at, payload_unchanged=True)
+    assert first  # truthy: this emit was the first
+    db.fake_now(later(60))
+    same = client.emit_event(Q, "approved:order-1", {"by": "grace"}, conn=db.conn)
+    assert same == teguh.EmitResult(first=False, emitted_at=at, payload_unchanged=True)
+    assert not same
+    other = client.emit_event(Q, "approved:order-1", {"by": "linus"}, conn=db.conn)
+    assert (other.first, other.emitted_at, other.payload_unchanged) == (False, at, False)
+    # another order's approval is another event
+    assert client.emit_event(Q, "approved:order-2", {"by": "linus"}, conn=db.conn).first
+
+
 def test_emit_before_await_returns_at_once(client: teguh.Client, queue: str, claimed: Any) -> None:
     client.emit_event(Q, "ready", None)  # a null payload is an ordinary emitted value
     run = claimed()

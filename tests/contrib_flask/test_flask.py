@@ -285,7 +285,8 @@ def test_a_plain_postgresql_url_spawns_in_the_session_on_sqlalchemy_2_1(dsn: str
             session.rollback()
             session.execute(text("insert into note (body) values ('kept')"))
             spawned = ext.spawn_task("record", {"n": 2}, session=session)
-            ext.emit_event("order-1", {"ok": True}, session=session)
+            assert ext.emit_event("order-1", {"ok": True}, session=session).first
+            assert not ext.emit_event("order-1", {"ok": False}, session=session).first
             session.commit()
         assert notes(db) == ["kept"]
         assert tasks(db) == [("record", {"n": 2})]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from teguh_engine_helpers import sqlstate, ts
+from teguh_engine_helpers import j, sqlstate, ts
 
 
 def test_await_then_emit(eng):  # A9
@@ -275,3 +275,57 @@ def test_emit_event_with_no_waiters_stores_the_payload(eng):  # E4 (storage half
     eng.emit("lonely", [1, 2, 3])
     assert eng.rows("e", "event_name = 'lonely'")[0]["payload"] == [1, 2, 3]
     assert eng.claim() == []
+
+
+# -- emit_event_first: what the emit did -------------------------------------------
+
+
+def _emit_first(eng, event, payload="absent"):
+    """emit_event_first with a JSON payload, or with none (SQL NULL) when left out."""
+    if payload == "absent":
+        return eng.sql.dicts("select * from teguh.emit_event_first(%s, %s)", eng.q, event)[0]
+    return eng.sql.dicts(
+        "select * from teguh.emit_event_first(%s, %s, %s::jsonb)", eng.q, event, j(payload)
+    )[0]
+
+
+def test_emit_event_first_says_whether_this_emit_stored_the_payload(eng):
+    eng.at(3)
+    assert _emit_first(eng, "approved:1", {"by": "grace"}) == {
+        "first": True,
+        "emitted_at": ts(3),
+        "payload_unchanged": True,
+    }
+    eng.at(60)
+    # a repeat names the first emit's time and whether its payload was the same
+    assert _emit_first(eng, "approved:1", {"by": "grace"}) == {
+        "first": False,
+        "emitted_at": ts(3),
+        "payload_unchanged": True,
+    }
+    assert _emit_first(eng, "approved:1", {"by": "linus"}) == {
+        "first": False,
+        "emitted_at": ts(3),
+        "payload_unchanged": False,
+    }
+    assert eng.rows("e", "event_name = 'approved:1'")[0]["payload"] == {"by": "grace"}
+
+
+def test_emit_event_first_counts_sql_null_as_json_null(eng):
+    assert _emit_first(eng, "n")["first"] is True
+    assert _emit_first(eng, "n", None) == {"first": False, "emitted_at": ts(0), "payload_unchanged": True}
+    assert _emit_first(eng, "n", 0)["payload_unchanged"] is False
+
+
+def test_emit_event_first_after_an_await_placeholder_is_first_and_wakes(eng):
+    task_id, run_id = eng.start("t")
+    assert eng.await_event(task_id, run_id, "s", "go")["should_suspend"]
+    eng.at(7)
+    assert _emit_first(eng, "go", 1) == {"first": True, "emitted_at": ts(7), "payload_unchanged": True}
+    assert eng.state(task_id) == "pending"
+    assert eng.claim_one()["task_id"] == task_id
+    # the old function keeps its void result and still wakes waiters
+    other_id, other_run = eng.start("u")
+    assert eng.await_event(other_id, other_run, "s", "later")["should_suspend"]
+    assert eng.sql.value("select pg_typeof(teguh.emit_event(%s, 'later', '2'))::text", eng.q) == "void"
+    assert eng.state(other_id) == "pending"

@@ -31,6 +31,7 @@ PUBLIC_FUNCTIONS = {
     "get_task_checkpoint_states",
     "await_event",
     "emit_event",
+    "emit_event_first",
     "cancel_task",
     "retry_task",
     "extend_claim",
@@ -296,3 +297,64 @@ def test_the_tasks_view_lists_every_queue(db):
     assert db.all("select queue_name, task_name from teguh.tasks") == [("two", "b")]
     db.run("select teguh.drop_queue('two')")
     assert db.all("select * from teguh.tasks") == []
+
+
+# get_task_info as it was before it gained wake_at, awaited_event and wait_step
+OLD_GET_TASK_INFO = """
+create function teguh.get_task_info(q text, p_task_id uuid)
+returns table(task_id uuid, task_name text, params jsonb, state text, attempts int, priority int,
+              enqueued_at timestamptz, first_started_at timestamptz, finished_at timestamptz,
+              result jsonb, failure_reason jsonb, cancelled_at timestamptz,
+              claimed_by text, claimed_at timestamptz)
+language plpgsql stable as $$
+#variable_conflict use_variable
+begin
+  if not exists (select 1 from teguh.queues where queue_name = q) then
+    return;
+  end if;
+  return query execute format(
+    'select t.task_id, t.task_name, t.params, t.state, t.attempts, t.priority, t.enqueued_at, '
+    't.first_started_at, t.finished_at, t.result, t.failure_reason, t.cancelled_at, '
+    'r.claimed_by, r.claimed_at '
+    'from teguh.%I t left join teguh.%I r on r.task_id = t.task_id where t.task_id = $1',
+    't_' || q, 'r_' || q)
+    using p_task_id;
+end
+$$
+"""
+
+
+def test_reinstall_replaces_an_older_get_task_info_and_keeps_its_grants(db):
+    role = f"teguh_reader_{uuid.uuid4().hex[:10]}"
+    db.run(f"create role {role} nologin")
+    try:
+        db.run("drop function teguh.get_task_info(text, uuid)")
+        with db.conn.cursor() as cur:
+            cur.execute(OLD_GET_TASK_INFO)  # no parameters: its % signs stay as they are
+        db.run("select teguh.grant_producer(%s)", role)
+        db.conn.commit()
+
+        for _ in range(2):  # the upgrade, then a plain re-install
+            with db.conn.cursor() as cur:
+                cur.execute(SCHEMA_FILE.read_text())
+            db.conn.commit()
+            columns = db.value(
+                "select proargnames from pg_proc where oid = 'teguh.get_task_info(text, uuid)'::regprocedure"
+            )
+            assert columns[-3:] == ["wake_at", "awaited_event", "wait_step"]
+            assert db.value(
+                "select has_function_privilege(%s, 'teguh.get_task_info(text, uuid)', 'execute')", role
+            )
+            assert not db.value(
+                "select has_function_privilege('public', 'teguh.get_task_info(text, uuid)', 'execute')"
+            )
+        oid = db.value("select 'teguh.get_task_info(text, uuid)'::regprocedure::oid")
+        with db.conn.cursor() as cur:
+            cur.execute(SCHEMA_FILE.read_text())
+        db.conn.commit()
+        # an install over the current shape does not drop it again
+        assert db.value("select 'teguh.get_task_info(text, uuid)'::regprocedure::oid") == oid
+    finally:
+        db.run("select teguh.revoke_all(%s)", role)
+        db.run(f"drop role {role}")
+        db.conn.commit()

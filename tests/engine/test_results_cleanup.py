@@ -1,4 +1,4 @@
-"""get_task_result through a task's life; cleanup by finish time."""
+"""get_task_result and get_task_info through a task's life; cleanup by finish time."""
 
 from __future__ import annotations
 
@@ -214,3 +214,57 @@ def test_cleanup_all_queues_uses_each_queues_settings(db):
         (r[0], r[1]) for r in db.all("select queue_name, tasks_deleted from teguh.cleanup_all_queues()")
     )
     assert rows == {"short": 1, "long": 0}
+
+
+# -- get_task_info: what a task waits for ----------------------------------------------
+
+
+def _info(eng, task_id):
+    rows = eng.sql.dicts("select * from teguh.get_task_info(%s, %s)", eng.q, str(task_id))
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def _wait(eng, task_id):
+    row = _info(eng, task_id)
+    return row["state"], row["wake_at"], row["awaited_event"], row["wait_step"]
+
+
+def test_task_info_says_what_a_task_waits_for(eng):
+    napping, nap_run = eng.start("nap")
+    assert eng.sleep(nap_run, "nap", duration=90)["should_suspend"]
+    assert _wait(eng, napping) == ("sleeping", ts(90), None, "nap")
+
+    timed, timed_run = eng.start("timed")
+    assert eng.await_event(timed, timed_run, "approval", "approved:1", timeout=600)["should_suspend"]
+    assert _wait(eng, timed) == ("sleeping", ts(600), "approved:1", "approval")
+
+    forever, forever_run = eng.start("forever")
+    assert eng.await_event(forever, forever_run, "approval", "approved:2")["should_suspend"]
+    assert _wait(eng, forever) == ("sleeping", None, "approved:2", "approval")
+
+    # a retry delay is a sleep with no step
+    retrying, retry_run = eng.start("retrying", max_attempts=3)
+    eng.fail(retry_run, retry_at=ts(30))
+    assert _wait(eng, retrying) == ("sleeping", ts(30), None, None)
+
+    delayed = eng.spawn("later", available_at=ts(3600))["task_id"]
+    assert _wait(eng, delayed) == ("pending", ts(3600), None, None)
+
+    eng.emit("approved:2", {"ok": True})
+    assert _wait(eng, forever) == ("pending", None, None, None)
+    run = eng.claim_one()
+    assert _wait(eng, run["task_id"])[1:] == (None, None, None)
+
+
+def test_task_info_tells_a_sleep_after_a_retry_from_the_retry_delay(eng):
+    task_id, run_id = eng.start("t", max_attempts=3)
+    assert eng.sleep(run_id, "first-nap", duration=10)["should_suspend"]
+    eng.at(10)
+    run_id = eng.claim_one()["run_id"]
+    eng.fail(run_id, retry_at=ts(20))  # the old sleep's checkpoint does not match this wake time
+    assert _wait(eng, task_id) == ("sleeping", ts(20), None, None)
+    eng.at(20)
+    run_id = eng.claim_one()["run_id"]
+    assert eng.sleep(run_id, "second-nap", duration=5)["should_suspend"]
+    assert _wait(eng, task_id) == ("sleeping", ts(25), None, "second-nap")

@@ -52,7 +52,7 @@ class _Driver:
     def spawn(self, task_name: str, params: Any = None, **options: Any) -> str:
         return self.app.spawn_task(task_name, params, **options).task_id
 
-    def emit(self, event_name: str, payload: Any) -> None:
+    def emit(self, event_name: str, payload: Any) -> teguh.EmitResult:
         raise NotImplementedError
 
     def sleeping(self, task_id: str) -> None:
@@ -72,8 +72,8 @@ class _Eager(_Driver):
         super().__init__(app)
         self.runner = runner
 
-    def emit(self, event_name: str, payload: Any) -> None:
-        self.runner.emit_event(event_name, payload)
+    def emit(self, event_name: str, payload: Any) -> teguh.EmitResult:
+        return self.runner.emit_event(event_name, payload)
 
     def sleeping(self, task_id: str) -> None:
         assert self.runner.result(task_id).state == "sleeping"
@@ -92,8 +92,8 @@ class _OnWorker(_Driver):
         super().__init__(app)
         self.running: WorkerThread | None = None
 
-    def emit(self, event_name: str, payload: Any) -> None:
-        self.app.client.emit_event(Q, event_name, payload)
+    def emit(self, event_name: str, payload: Any) -> teguh.EmitResult:
+        return self.app.client.emit_event(Q, event_name, payload)
 
     def sleeping(self, task_id: str) -> None:
         eventually(lambda: self.app.client.get_task_result(Q, task_id).state == "sleeping", 15)
@@ -140,8 +140,8 @@ def _register(app: teguh.App, d: _Driver) -> None:
     @app.task("emitter")
     def emitter(params: Any, ctx: teguh.TaskContext) -> Any:
         d.note("run emitter")
-        ctx.emit_event(params["event"], params["payload"])
-        return "emitted"
+        emitted = ctx.emit_event(params["event"], params["payload"])
+        return {"first": emitted.first, "payload_unchanged": emitted.payload_unchanged}
 
     @app.task("parent")
     def parent(params: Any, ctx: teguh.TaskContext) -> Any:
@@ -217,11 +217,18 @@ def scenario_event_from_a_handler(d: _Driver) -> dict[str, Any]:
 def scenario_event_from_outside_first_emit_wins(d: _Driver) -> dict[str, Any]:
     waiting = d.spawn("waiter", {"event": "ready"})
     d.sleeping(waiting)
-    d.emit("ready", "first")
+    emits = [d.emit("ready", "first")]
     outcome = _summary(d.outcome(waiting))
-    d.emit("ready", "second")  # changes nothing: the first emit won
+    emits.append(d.emit("ready", "second"))  # changes nothing: the first emit won
+    emits.append(d.emit("ready", "first"))
     late = d.spawn("waiter", {"event": "ready"})  # an event emitted earlier is returned at once
-    return {"waiter": outcome, "late": _summary(d.outcome(late)), "log": d.log}
+    return {
+        "waiter": outcome,
+        "late": _summary(d.outcome(late)),
+        # the times differ (eager time is virtual); whether each emit was first must not
+        "emits": [(e.first, e.payload_unchanged, e.emitted_at == emits[0].emitted_at) for e in emits],
+        "log": d.log,
+    }
 
 
 def scenario_child_spawn(d: _Driver) -> dict[str, Any]:
@@ -320,6 +327,8 @@ def test_the_scenarios_show_what_they_claim() -> None:
     assert event["waiter"]["result"] == {"payload": {"n": 1, "t": [1, 2]}}
     outside = _run_eagerly(scenario_event_from_outside_first_emit_wins)
     assert outside["late"]["result"] == {"payload": "first"}
+    assert outside["emits"] == [(True, True, True), (False, False, True), (False, True, True)]
+    assert event["emitter"]["result"] == {"first": True, "payload_unchanged": True}
     child = _run_eagerly(scenario_child_spawn)
     assert child["child"]["result"] == 42
     assert child["parent"]["result"] == {"created": True, "again": True}

@@ -168,8 +168,11 @@ def test_eager_events_wake_waiting_tasks_and_early_events_are_kept(app: teguh.Ap
         assert runner.result(waiting).state == "sleeping"
         runner.emit_event("approved-1", {"by": "bob"})
         assert runner.result(waiting).result == {"by": "bob"}
-        runner.emit_event("approved-2", "early")
-        runner.emit_event("approved-2", "ignored: the first emit wins")
+        emitted_at = runner.now
+        assert runner.emit_event("approved-2", "early") == teguh.EmitResult(True, emitted_at, True)
+        runner.advance(60)
+        again = runner.emit_event("approved-2", "ignored: the first emit wins")
+        assert again == teguh.EmitResult(first=False, emitted_at=emitted_at, payload_unchanged=False)
         assert runner.result(approve.spawn({"id": 2}).task_id).result == "early"
 
 
@@ -391,7 +394,7 @@ def test_the_docs_trial_reminder_example(app: teguh.App) -> None:
         ctx.step("welcome", send_mail, params["email"], "welcome")
         ctx.sleep_for("trial", timedelta(days=14))
         try:
-            ctx.await_event(f"paid-{params['user']}", timeout=timedelta(days=3))
+            ctx.await_event(f"paid:{ctx.task_id}", timeout=timedelta(days=3))
             return "paid"
         except teguh.EventTimeout:
             ctx.step("nudge", send_mail, params["email"], "your trial ended")
@@ -409,7 +412,7 @@ def test_the_docs_trial_reminder_example(app: teguh.App) -> None:
     with eager(app) as runner:
         spawned = trial_reminder.spawn({"user": 8, "email": "b@c.d"})
         runner.advance(days=14)
-        runner.emit_event("paid-8")
+        runner.emit_event(f"paid:{spawned.task_id}")
         assert runner.result(spawned.task_id).result == "paid"
 
 

@@ -23,8 +23,10 @@ def reserve(order_id: int) -> dict:
 def fulfil_order(params, ctx):
     order_id = params["order_id"]
     ctx.step("reserve", reserve, order_id)
-    # suspends the task (no worker thread held) until someone emits the event
-    payment = ctx.await_event(f"paid:{order_id}", timeout=24 * 3600)
+    # suspends the task (no worker thread held) until someone emits the event;
+    # events stay in the queue until cleanup, so the name carries this task's id
+    # (`manage.py flush` restarts order ids, and would bring an old payment back)
+    payment = ctx.await_event(f"paid:{order_id}:{ctx.task_id}", timeout=24 * 3600)
     Order.objects.filter(pk=order_id).update(status="shipped")
     logger.info("order %s: shipped", order_id)
     return {"order_id": order_id, "paid": payment["amount"]}

@@ -27,7 +27,7 @@ def place_order(request):
 def pay_order(request, pk):
     """Emit the event the order's task waits for (the first emit of a name wins)."""
     order = get_object_or_404(Order, pk=pk)
-    get_app().client.emit_event("default", f"paid:{order.pk}", {"amount": 42})
+    get_app().client.emit_event("default", f"paid:{order.pk}:{order.task_id}", {"amount": 42})
     return JsonResponse({"order": order.pk, "paid": True})
 
 
