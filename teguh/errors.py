@@ -203,7 +203,9 @@ def _delay(value: Any, field: str) -> float | datetime:
             f"{field} must be seconds, a timedelta or an aware datetime, not {type(value).__name__}"
         )
     if not math.isfinite(seconds) or not 0 <= seconds < MAX_DELAY_SECONDS:
-        raise InvalidArgument(f"{field} must be a finite number of seconds >= 0 (under 100 years), not {value!r}")
+        raise InvalidArgument(
+            f"{field} must be a finite number of seconds >= 0 (under 100 years), not {value!r}"
+        )
     return float(seconds)
 
 

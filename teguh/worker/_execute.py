@@ -232,9 +232,7 @@ class RunExecutor:
             self._snooze(run, exc.delay)
         else:
             reason = reason_of(exc)
-            non_retryable = isinstance(exc, NonRetryable) or isinstance(
-                exc, getattr(handler, "non_retryable", ())
-            )
+            non_retryable = isinstance(exc, (NonRetryable, *getattr(handler, "non_retryable", ())))
             run.log.warning(
                 "failed%s: %s: %s",
                 " (non-retryable)" if non_retryable else "",

@@ -43,13 +43,12 @@ TIMEOUT_GRACE_SECONDS = 5.0
 """How long a handler may unwind after `TimeoutExceeded` before the worker fails the attempt itself."""
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
-_set_async_exc.restype = ctypes.c_int
 
 
 def _raise_in(thread_id: int, exc_type: Any) -> None:
     """Schedule `exc_type` in thread `thread_id` (None clears a pending one)."""
-    _set_async_exc(thread_id, exc_type)
+    # no argtypes: a bare None goes down as NULL (clear), not as Py_None
+    _set_async_exc(ctypes.c_ulong(thread_id), None if exc_type is None else ctypes.py_object(exc_type))
 
 
 class Guard:
@@ -145,12 +144,16 @@ class Deadlines:
                     continue
                 if phase == 1:
                     if guard.fire():
-                        guard.run.log.warning("timed out after %g s: TimeoutExceeded raised into the handler",
-                                              guard.seconds)
+                        guard.run.log.warning(
+                            "timed out after %g s: TimeoutExceeded raised into the handler", guard.seconds
+                        )
                         heapq.heappush(
                             self._heap, (due + TIMEOUT_GRACE_SECONDS, next(self._seq), 2, guard)
                         )
                 elif guard.abandon():
                     threading.Thread(
-                        target=self._on_abandon, args=(guard.run, guard.seconds), name="teguh-timeout-fail", daemon=True
+                        target=self._on_abandon,
+                        args=(guard.run, guard.seconds),
+                        name="teguh-timeout-fail",
+                        daemon=True,
                     ).start()

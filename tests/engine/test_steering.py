@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from teguh_engine_helpers import BASE, j, sqlstate, ts, uid
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "teguh" / "schema" / "teguh.sql"
@@ -62,7 +61,7 @@ def test_snooze_uses_no_attempt_and_counts_snoozes(eng):
 
 
 def test_snooze_needs_a_lease_and_a_time(eng):
-    task_id, run_id = eng.start()
+    _, run_id = eng.start()
     with sqlstate("TG004"):
         snooze(eng, run_id, None)
     eng.complete(run_id)
