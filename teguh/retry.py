@@ -153,14 +153,16 @@ class Exponential:
         object.__setattr__(self, "jitter", _jitter(self.jitter, "Exponential.jitter"))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form stored with the task."""
-        return {
+        """The JSON form stored with the task (`jitter` only when not 0, the dict form's default)."""
+        data: dict[str, Any] = {
             "kind": "exponential",
             "base_seconds": _plain(self.base_seconds),
             "factor": _plain(self.factor),
             "max_seconds": _plain(self.max_seconds),
-            "jitter": _plain(self.jitter),
         }
+        if self.jitter:
+            data["jitter"] = _plain(self.jitter)
+        return data
 
 
 @dataclass(frozen=True)

@@ -318,7 +318,6 @@ def test_strategies_keyword_names_and_jitter() -> None:
         "base_seconds": 1,
         "factor": 3,
         "max_seconds": 10,
-        "jitter": 0,
     }
     assert teguh.retry.from_dict({"kind": "exponential"}).jitter == 0, "the dict form's default stays exact"
 
