@@ -14,9 +14,9 @@ one's time, `NonRetryable` (or an exception listed in the task's
 `non_retryable`) fails the task for good, and `TimeoutExceeded` (raised into
 the handler at its `timeout`, see `_timeouts`) fails the attempt as
 `$Timeout`. Any other exception, an unstorable result or undecodable inputs
-fail the run per the task's retry policy. A failure that cannot be recorded (the database stays unreachable
-for `COMPLETION_RETRY_SECONDS`, the lease is gone) is logged: the lease then
-expires and the task runs again.
+fail the run per the task's retry policy. A failure that cannot be recorded
+(the database stays unreachable for `COMPLETION_RETRY_SECONDS`, the lease is
+gone) is logged: the lease then expires and the task runs again.
 """
 
 from __future__ import annotations
@@ -224,9 +224,9 @@ class RunExecutor:
             run.log.info("cancelled")
         elif isinstance(exc, LeaseLost):
             run.log.warning("lost its lease; another run owns the task now")
-        elif isinstance(exc, TimeoutExceeded):
-            run.log.warning("timed out after %g s", handler.timeout)
-            self._fail(run, _timeout_reason(run, handler.timeout))
+        elif isinstance(exc, TimeoutExceeded) and guard is not None:
+            run.log.warning("timed out after %g s", guard.seconds)
+            self._fail(run, _timeout_reason(run, guard.seconds))
         elif isinstance(exc, Snooze):
             run.log.info("snoozed: %s", exc)
             self._snooze(run, exc.delay)
