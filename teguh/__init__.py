@@ -2,8 +2,9 @@
 
 Start with `Client` (the low-level API mirroring the SQL functions) and
 `install` (puts the schema in a database). Control-flow signals (`Suspended`,
-`Cancelled`, `LeaseLost`) derive from `BaseException`; every other error derives
-from `TeguhError`.
+`Cancelled`, `LeaseLost`, `TimeoutExceeded`) derive from `BaseException`; every
+other error derives from `TeguhError`, including the ones a handler raises to
+steer its retries (`NonRetryable`, `RetryAfter`, `Snooze`).
 """
 
 import logging
@@ -21,13 +22,17 @@ from .errors import (
     InvalidQueueName,
     LeaseLost,
     NoDatabaseConfigured,
+    NonRetryable,
     PayloadTooLarge,
     PermissionDenied,
     QueueNotFound,
+    RetryAfter,
     SchemaNotInstalled,
+    Snooze,
     Suspended,
     TaskNotFound,
     TeguhError,
+    TimeoutExceeded,
 )
 from .retry import Exponential, Fixed, NoRetry
 from .worker import Worker
@@ -64,10 +69,15 @@ __all__ = [
     "ConnectionLost",
     "CannotConnect",
     "NoDatabaseConfigured",
+    # Raised by handlers to steer retries (TeguhError)
+    "NonRetryable",
+    "RetryAfter",
+    "Snooze",
     # Control-flow signals (BaseException, not errors)
     "Suspended",
     "Cancelled",
     "LeaseLost",
+    "TimeoutExceeded",
     "__version__",
 ]
 

@@ -66,6 +66,15 @@ FAIL_RUN_AFTER = (
 )
 """`fail_run` with the retry delay measured on the database clock (NULL: the task's strategy)."""
 
+FAIL_RUN_NON_RETRYABLE = "select teguh.fail_run_non_retryable(%s, %s::uuid, %s::jsonb)"
+"""Fail a run's task for good, whatever attempts are left (a handler's `NonRetryable`)."""
+
+SNOOZE_RUN = "select teguh.snooze_run(%s, %s::uuid, %s::timestamptz)"
+SNOOZE_RUN_AFTER = (
+    "select teguh.snooze_run(%s, %s::uuid, teguh.current_time() + make_interval(secs => %s::float8))"
+)
+"""`snooze_run` with the delay measured on the database clock."""
+
 SCHEDULE_RUN = "select teguh.schedule_run(%s, %s::uuid, %s::timestamptz)"
 RELEASE_RUN = "select teguh.schedule_run(%s, %s::uuid, teguh.current_time())"
 """Hand a claimed task back, ready at once (the worker's shutdown)."""

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _coroutines, _validate
 from ._options import SPAWN_OPTIONS
-from .errors import TeguhError
+from ._time import to_seconds
+from .errors import InvalidArgument, TeguhError
 
 if TYPE_CHECKING:
     from .client import Client
@@ -53,11 +54,43 @@ def _wants_context(fn: Callable[..., Any]) -> bool:
     return positional >= 2
 
 
+def _non_retryable(value: Any) -> tuple[type[BaseException], ...]:
+    """The `non_retryable=` option as a tuple of exception classes."""
+    classes = (value,) if isinstance(value, type) else tuple(value)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(f"non_retryable must hold exception classes, not {cls!r}")
+    return classes
+
+
+def _timeout(value: Any) -> float | None:
+    """The `timeout=` option in seconds (> 0), or None."""
+    if value is None:
+        return None
+    seconds = to_seconds(value, "timeout")
+    if seconds <= 0:
+        raise InvalidArgument(f"timeout must be > 0 seconds, not {value!r}")
+    return seconds
+
+
 class Task:
-    """A registered handler: still callable as the plain function, plus `.spawn()`."""
+    """A registered handler: still callable as the plain function, plus `.spawn()`.
+
+    `non_retryable` (exception classes that fail the task for good) and
+    `timeout` (seconds per attempt, or None) are the handler's own options;
+    `defaults` are the spawn options applied to every spawn.
+    """
 
     def __init__(
-        self, app: App, name: str, fn: Callable[..., Any], queue: str | None, defaults: dict[str, Any]
+        self,
+        app: App,
+        name: str,
+        fn: Callable[..., Any],
+        queue: str | None,
+        defaults: dict[str, Any],
+        *,
+        non_retryable: tuple[type[BaseException], ...] = (),
+        timeout: float | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
         self.app = app
@@ -65,6 +98,8 @@ class Task:
         self.fn = fn
         self.queue = queue
         self.defaults = defaults
+        self.non_retryable = non_retryable
+        self.timeout = timeout
         self.takes_context = _wants_context(fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -240,7 +275,13 @@ class App:
         return self._tasks.get(task_name)
 
     def task(
-        self, name: str, *, queue: str | None = None, **spawn_defaults: Any
+        self,
+        name: str,
+        *,
+        queue: str | None = None,
+        non_retryable: Any = (),
+        timeout: Any = None,
+        **spawn_defaults: Any,
     ) -> Callable[[Callable], Task]:
         """Register the decorated function as the handler of task `name`.
 
@@ -248,12 +289,23 @@ class App:
         (default: the app's queue); `spawn_defaults` are spawn options applied to
         every spawn of this task (`max_attempts`, `retry_strategy`, ...).
 
+        Args:
+            non_retryable: exception classes (or one class) that fail the task
+                for good when the handler raises them, like `teguh.NonRetryable`.
+            timeout: seconds (or a timedelta) one attempt may run; at the
+                deadline `teguh.TimeoutExceeded` is raised into the handler and
+                the attempt fails with reason `$Timeout` (docs/handlers.md says
+                what a thread that cannot be interrupted does).
+
         Raises:
-            ValueError: the name is blank or already registered, or an option is unknown.
+            ValueError: the name is blank or already registered, or an option is
+                unknown (InvalidArgument, a ValueError, for a timeout <= 0).
+            TypeError: `non_retryable` holds something other than exception classes.
         """
         name = _validate.name(name, "task name")
         if queue is not None:
             queue = _validate.queue_name(queue)
+        handler_options = {"non_retryable": _non_retryable(non_retryable), "timeout": _timeout(timeout)}
         unknown = sorted(set(spawn_defaults) - SPAWN_OPTIONS)
         if unknown:
             raise ValueError(f"unknown spawn options for task {name!r}: {', '.join(unknown)}")
@@ -261,7 +313,7 @@ class App:
         def register(fn: Callable[..., Any]) -> Task:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered (by {self._tasks[name].fn!r})")
-            task = Task(self, name, fn, queue, dict(spawn_defaults))
+            task = Task(self, name, fn, queue, dict(spawn_defaults), **handler_options)
             self._tasks[name] = task
             return task
 

@@ -473,6 +473,7 @@ def _task_dict(result: Any) -> dict[str, Any]:
         "failure": result.failure,
         "cancelled_at": result.cancelled_at,
         "finished_at": result.finished_at,
+        "snoozes": result.snoozes,
     }
 
 

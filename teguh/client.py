@@ -325,7 +325,14 @@ class Client(ClientBase):
         )
 
     def fail_run(
-        self, queue: str, run_id: str, reason: Any, retry_at: datetime | None = None, *, conn: Any = None
+        self,
+        queue: str,
+        run_id: str,
+        reason: Any,
+        retry_at: datetime | None = None,
+        *,
+        retryable: bool = True,
+        conn: Any = None,
     ) -> None:
         """Fail a run: the task is retried per its strategy, or fails when out of attempts.
 
@@ -335,6 +342,9 @@ class Client(ClientBase):
                 recorded): it is replaced by `{"type", "message", "truncated": true,
                 "original_bytes"}`, the message holding the start of its JSON.
             retry_at: an aware datetime overriding the strategy's delay.
+            retryable: False fails the task for good now, whatever attempts
+                are left (`teguh.fail_run_non_retryable`; the stored reason gets
+                `"non_retryable": true`).
 
         Raises:
             TypeError, InvalidArgument: the reason is not storable JSON.
@@ -359,12 +369,48 @@ class Client(ClientBase):
                 max_bytes=None,
             )
         when = None if retry_at is None else require_aware(retry_at, "retry_at")
+        if not retryable:
+            if when is not None:
+                raise InvalidArgument("fail_run takes retry_at or retryable=False, not both")
+            self._run(
+                "fail_run_non_retryable",
+                lambda cur: cur.execute(_sql.FAIL_RUN_NON_RETRYABLE, (queue, run_id, reason_json)),
+                conn=conn,
+                queue=queue,
+                run_id=run_id,
+            )
+            return
         self._run(
             "fail_run",
             lambda cur: cur.execute(_sql.FAIL_RUN, (queue, run_id, reason_json, when)),
             conn=conn,
             queue=queue,
             run_id=run_id,
+        )
+
+    def snooze_run(self, queue: str, run_id: str, delay: Any, *, conn: Any = None) -> None:
+        """End a run and put its task back to wait for `delay`, without using an attempt.
+
+        The task's next run keeps the same attempt number and its `snoozes`
+        count (`TaskResult.snoozes`) goes up by one (`teguh.snooze_run`).
+
+        Args:
+            delay: seconds or a timedelta (measured on the database clock), or
+                an aware datetime.
+
+        Raises:
+            InvalidArgument: a negative delay or a naive datetime.
+            Cancelled, LeaseLost: the run no longer holds the task.
+        """
+        queue = _validate.queue_name(queue)
+        run_id = _validate.task_uuid(run_id, "run_id")
+        if isinstance(delay, datetime):
+            wake = require_aware(delay, "delay")
+            statement, args = _sql.SNOOZE_RUN, (queue, run_id, wake)
+        else:
+            statement, args = _sql.SNOOZE_RUN_AFTER, (queue, run_id, to_seconds(delay, "delay"))
+        self._run(
+            "snooze_run", lambda cur: cur.execute(statement, args), conn=conn, queue=queue, run_id=run_id
         )
 
     def schedule_run(self, queue: str, run_id: str, wake_at: datetime, *, conn: Any = None) -> None:
@@ -705,6 +751,24 @@ class Client(ClientBase):
         self._run(
             "fail_run",
             lambda cur: cur.execute(_sql.FAIL_RUN_AFTER, (queue, run_id, reason_json, delay)),
+            queue=queue,
+            run_id=run_id,
+        )
+
+    def _fail_run_at(self, queue: str, run_id: str, reason_json: str, retry_at: datetime) -> None:
+        """Fail a run, retrying at `retry_at` (an aware datetime) whatever the task's strategy says."""
+        self._run(
+            "fail_run",
+            lambda cur: cur.execute(_sql.FAIL_RUN, (queue, run_id, reason_json, retry_at)),
+            queue=queue,
+            run_id=run_id,
+        )
+
+    def _fail_run_non_retryable(self, queue: str, run_id: str, reason_json: str) -> None:
+        """Fail a run's task for good now (`teguh.fail_run_non_retryable`)."""
+        self._run(
+            "fail_run_non_retryable",
+            lambda cur: cur.execute(_sql.FAIL_RUN_NON_RETRYABLE, (queue, run_id, reason_json)),
             queue=queue,
             run_id=run_id,
         )

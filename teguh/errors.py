@@ -4,10 +4,14 @@ Two families live here:
 
 * `TeguhError` (an `Exception`) is the root of every error a caller may want to
   handle: bad input, unknown queues or tasks, a missing schema, a lost connection.
-* `Suspended`, `Cancelled` and `LeaseLost` are control-flow signals. They derive
-  from `BaseException`, so a task handler's broad `except Exception:` cannot
-  swallow them; the worker unwinds the handler on any of them and neither
-  completes nor fails the run.
+* `Suspended`, `Cancelled`, `LeaseLost` and `TimeoutExceeded` are control-flow
+  signals that teguh raises *into* a handler. They derive from
+  `BaseException`, so a task handler's broad `except Exception:` cannot
+  swallow them; the worker unwinds the handler on any of them.
+
+A third group steers retries: `NonRetryable`, `RetryAfter` and `Snooze` are
+raised *by* a handler to tell the worker what to do with the task. They are
+`TeguhError`s (so plain `Exception`s): the handler raises them on purpose.
 
 Every exception carries its subject as data (`queue`, `task_id`, `run_id`), not
 only in its message. A class's docstring first line is its default message.
@@ -15,7 +19,9 @@ only in its message. A class's docstring first line is its default message.
 
 from __future__ import annotations
 
+import math
 import sys
+from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -34,6 +40,10 @@ __all__ = [
     "Suspended",
     "Cancelled",
     "LeaseLost",
+    "TimeoutExceeded",
+    "NonRetryable",
+    "RetryAfter",
+    "Snooze",
     "is_connection_lost",
     "map_db_error",
     "sqlstate",
@@ -180,6 +190,91 @@ class LeaseLost(_Signal):
 
     A `BaseException`, so a handler's `except Exception:` cannot swallow it.
     """
+
+
+class TimeoutExceeded(_Signal):
+    """The run outlived its task's `timeout`; the attempt fails with reason `$Timeout`.
+
+    Raised asynchronously into the handler's thread at the deadline, so it
+    interrupts Python code but not a blocking C call (docs/handlers.md). A
+    `BaseException`, so a handler's `except Exception:` cannot swallow it.
+    """
+
+
+# -- steering retries ---------------------------------------------------------------
+
+
+def _delay(value: Any, field: str) -> float | datetime:
+    """A delay as seconds (number or timedelta, >= 0) or an aware datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise InvalidArgument(f"{field} must be timezone-aware (for example datetime.now(timezone.utc))")
+        return value
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise InvalidArgument(
+            f"{field} must be seconds, a timedelta or an aware datetime, not {type(value).__name__}"
+        )
+    if not math.isfinite(seconds) or not 0 <= seconds < MAX_DELAY_SECONDS:
+        raise InvalidArgument(
+            f"{field} must be a finite number of seconds >= 0 (under 100 years), not {value!r}"
+        )
+    return float(seconds)
+
+
+def _describe(delay: float | datetime) -> str:
+    return delay.isoformat() if isinstance(delay, datetime) else f"{delay:g} s"
+
+
+MAX_DELAY_SECONDS = 3153600000
+"""The longest delay `RetryAfter` and `Snooze` take (100 years, the engine's limit)."""
+
+
+class NonRetryable(TeguhError):
+    """The task failed and must not be retried.
+
+    Raise it in a handler (`raise teguh.NonRetryable("bad input") from exc`):
+    the task fails now, whatever attempts are left. Its failure reason has
+    `"non_retryable": true`.
+    """
+
+
+class RetryAfter(TeguhError):
+    """This attempt failed; retry the task after `delay`, whatever its strategy says.
+
+    The attempt counts: on the task's last attempt the task fails.
+
+    Args:
+        delay: seconds (int or float >= 0), a timedelta, or an aware datetime
+            (the moment of the next attempt).
+        message: why (stored in the failure reason).
+
+    Raises:
+        InvalidArgument: a negative or non-finite delay, or a naive datetime.
+    """
+
+    def __init__(self, delay: Any, message: str | None = None, **details: Any) -> None:
+        self.delay = _delay(delay, "RetryAfter delay")
+        super().__init__(message or f"retry after {_describe(self.delay)}", **details)
+
+
+class Snooze(TeguhError):
+    """Not yet: put the task back to wait for `delay` without using an attempt.
+
+    For "not now" conditions (a rate-limited partner, a resource not ready).
+    The task's `snoozes` counter (`TaskResult.snoozes`) goes up by one.
+
+    Args:
+        delay: seconds (int or float >= 0), a timedelta, or an aware datetime.
+        message: why (logged).
+
+    Raises:
+        InvalidArgument: a negative or non-finite delay, or a naive datetime.
+    """
+
+    def __init__(self, delay: Any, message: str | None = None, **details: Any) -> None:
+        self.delay = _delay(delay, "Snooze delay")
+        super().__init__(message or f"snoozed for {_describe(self.delay)}", **details)
 
 
 _BY_PGCODE: dict[str, type[BaseException]] = {

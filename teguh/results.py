@@ -65,7 +65,11 @@ class ClaimedRun:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """A task's state and outcome; `failure` is the last failure reason (JSON)."""
+    """A task's state and outcome; `failure` is the last failure reason (JSON).
+
+    `snoozes` counts the times a handler put the task back with `teguh.Snooze`
+    (which uses no attempt).
+    """
 
     task_id: str
     state: str
@@ -74,6 +78,7 @@ class TaskResult:
     failure: Any
     cancelled_at: datetime | None
     finished_at: datetime | None
+    snoozes: int = 0
 
     @property
     def done(self) -> bool:

@@ -6,9 +6,16 @@ has a dict equivalent, accepted wherever a strategy is:
 
 * `Fixed(60)` is `{"kind": "fixed", "base_seconds": 60}`;
 * `Exponential(30, 2.0, 3600)` is
-  `{"kind": "exponential", "base_seconds": 30, "factor": 2.0, "max_seconds": 3600}`
+  `{"kind": "exponential", "base_seconds": 30, "factor": 2.0, "max_seconds": 3600, "jitter": 0.1}`
   (delay = base * factor^(attempt-1), capped by max_seconds);
 * `NoRetry()` is `{"kind": "none"}` (retry at once; `max_attempts` bounds it).
+
+Jitter spreads retries of tasks that failed together: with `jitter=j` each
+delay `d` becomes a random value in `[d, d * (1 + j)]` (drawn by the
+engine; `max_seconds` caps `d` before the jitter). `j` is between 0 and 1.
+`Exponential` defaults to `DEFAULT_EXPONENTIAL_JITTER` (0.1), `Fixed` to 0.
+In the dict form a missing `jitter` means 0, so strategies stored before
+jitter existed keep their exact delays.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ DEFAULT_EXPONENTIAL_FACTOR = 2.0
 """How much each further delay of an `Exponential` strategy grows."""
 
 
+DEFAULT_EXPONENTIAL_JITTER = 0.1
+"""The jitter of an `Exponential` strategy built without one (each delay grows by up to 10 %)."""
+
 MAX_FACTOR = 1000.0
 """The largest growth factor the engine accepts."""
 
@@ -51,6 +61,14 @@ def _seconds(value: Any, field: str, *, allow_none: bool = False) -> float | Non
     return value
 
 
+def _jitter(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(f"{field} must be a number between 0 and 1, not {value!r}")
+    if not 0 <= value <= 1:  # also refuses NaN
+        raise InvalidArgument(f"{field} must be between 0 and 1 (a fraction of the delay), not {value!r}")
+    return value
+
+
 def _plain(value: float | None) -> int | float | None:
     """Write whole numbers as ints, so the stored JSON reads naturally."""
     if value is not None and float(value).is_integer():
@@ -58,25 +76,47 @@ def _plain(value: float | None) -> int | float | None:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Fixed:
     """Retry after the same delay every time.
 
     Args:
-        seconds: the delay, in seconds (int, float or timedelta, >= 0).
+        seconds: the delay, in seconds (int, float or timedelta, >= 0); also
+            accepted as `base_seconds=` (the name the other strategies use).
+        jitter: spread each delay by up to this fraction (0 to 1): the delay
+            is drawn from `[seconds, seconds * (1 + jitter)]`. Default 0.
 
     Raises:
-        InvalidArgument: the delay is negative, infinite or not a number.
+        InvalidArgument: the delay is negative, infinite or not a number, or
+            the jitter is outside [0, 1].
+        TypeError: both `seconds` and `base_seconds` given.
     """
 
-    seconds: float = DEFAULT_FIXED_SECONDS
+    seconds: float
+    jitter: float
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seconds", _seconds(self.seconds, "Fixed.seconds"))
+    def __init__(
+        self, seconds: Any = None, *, base_seconds: Any = None, jitter: float = 0.0
+    ) -> None:
+        if seconds is not None and base_seconds is not None:
+            raise TypeError("Fixed takes seconds or base_seconds, not both")
+        value = seconds if seconds is not None else base_seconds
+        if value is None:
+            value = DEFAULT_FIXED_SECONDS
+        object.__setattr__(self, "seconds", _seconds(value, "Fixed.seconds"))
+        object.__setattr__(self, "jitter", _jitter(jitter, "Fixed.jitter"))
+
+    @property
+    def base_seconds(self) -> float:
+        """The delay (the same as `seconds`)."""
+        return self.seconds
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form stored with the task."""
-        return {"kind": "fixed", "base_seconds": _plain(self.seconds)}
+        """The JSON form stored with the task (`jitter` only when not 0)."""
+        data: dict[str, Any] = {"kind": "fixed", "base_seconds": _plain(self.seconds)}
+        if self.jitter:
+            data["jitter"] = _plain(self.jitter)
+        return data
 
 
 @dataclass(frozen=True)
@@ -86,7 +126,10 @@ class Exponential:
     Args:
         base_seconds: the first delay (>= 0).
         factor: the growth per attempt (> 0 and <= 1000; below 1 the delays shrink).
-        max_seconds: the cap, or None for no cap (>= 0).
+        max_seconds: the cap, or None for no cap (>= 0); applied before the jitter.
+        jitter: spread each delay by up to this fraction (0 to 1): delay `d`
+            becomes a random value in `[d, d * (1 + jitter)]`. Default 0.1, so
+            tasks that failed together do not all retry at the same moment.
 
     Raises:
         InvalidArgument: a value is out of range or not a number.
@@ -95,6 +138,7 @@ class Exponential:
     base_seconds: float = DEFAULT_EXPONENTIAL_BASE_SECONDS
     factor: float = DEFAULT_EXPONENTIAL_FACTOR
     max_seconds: float | None = None
+    jitter: float = DEFAULT_EXPONENTIAL_JITTER
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_seconds", _seconds(self.base_seconds, "Exponential.base_seconds"))
@@ -106,15 +150,19 @@ class Exponential:
             raise InvalidArgument(f"Exponential.factor must be a number, not {factor!r}")
         if not 0 < factor <= MAX_FACTOR:
             raise InvalidArgument(f"Exponential.factor must be > 0 and <= {MAX_FACTOR}, not {factor!r}")
+        object.__setattr__(self, "jitter", _jitter(self.jitter, "Exponential.jitter"))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form stored with the task."""
-        return {
+        """The JSON form stored with the task (`jitter` only when not 0, the dict form's default)."""
+        data: dict[str, Any] = {
             "kind": "exponential",
             "base_seconds": _plain(self.base_seconds),
             "factor": _plain(self.factor),
             "max_seconds": _plain(self.max_seconds),
         }
+        if self.jitter:
+            data["jitter"] = _plain(self.jitter)
+        return data
 
 
 @dataclass(frozen=True)
@@ -130,10 +178,14 @@ RetryStrategy = Union[Fixed, Exponential, NoRetry]  # noqa: UP007 (a runtime ali
 """Any of the strategy classes."""
 
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "fixed": ("base_seconds",),
-    "exponential": ("base_seconds", "factor", "max_seconds"),
+    "fixed": ("base_seconds", "jitter"),
+    "exponential": ("base_seconds", "factor", "max_seconds", "jitter"),
     "none": (),
 }
+
+
+def _or_zero(value: Any) -> Any:
+    return 0.0 if value is None else value
 
 
 def from_dict(data: dict[str, Any]) -> RetryStrategy:
@@ -151,12 +203,14 @@ def from_dict(data: dict[str, Any]) -> RetryStrategy:
     if unknown:
         raise InvalidArgument(f"unknown key(s) {unknown} in a {kind!r} retry_strategy")
     if kind == "fixed":
-        return Fixed(data.get("base_seconds", DEFAULT_FIXED_SECONDS))
+        return Fixed(data.get("base_seconds", DEFAULT_FIXED_SECONDS), jitter=_or_zero(data.get("jitter")))
     if kind == "exponential":
         return Exponential(
             data.get("base_seconds", DEFAULT_EXPONENTIAL_BASE_SECONDS),
             data.get("factor", DEFAULT_EXPONENTIAL_FACTOR),
             data.get("max_seconds"),
+            # the dict form's missing jitter is 0 (what the engine does with it)
+            _or_zero(data.get("jitter")),
         )
     return NoRetry()
 

@@ -124,6 +124,36 @@ begin
 end
 $changed$;
 
+-- A function whose result columns changed cannot be replaced, only dropped;
+-- the roles granted EXECUTE on it keep their grant: the old function is
+-- replaced by a stub of the new shape carrying the old ACL, which the
+-- `create or replace` below then fills in (replacing keeps the ACL).
+-- 0.2: get_task_result returns snoozes.
+do $changed$
+declare
+  acl aclitem[];
+  grantee oid;
+begin
+  if exists (select 1 from pg_proc
+              where oid = to_regprocedure('teguh.get_task_result(text, uuid)')
+                and not 'snoozes' = any(proargnames)) then
+    select proacl into acl from pg_proc where oid = to_regprocedure('teguh.get_task_result(text, uuid)');
+    drop function teguh.get_task_result(text, uuid);
+    create function teguh.get_task_result(q text, p_task_id uuid)
+    returns table(task_id uuid, state text, attempts int, result jsonb, failure_reason jsonb,
+                  cancelled_at timestamptz, finished_at timestamptz, snoozes int)
+    language sql as 'select null::uuid, null, null::int, null::jsonb, null::jsonb, null::timestamptz, null::timestamptz, null::int where false';
+    -- a new function is executable by PUBLIC until the privileges block below
+    revoke execute on function teguh.get_task_result(text, uuid) from public;
+    for grantee in select distinct a.grantee from aclexplode(acl) a
+                    where a.privilege_type = 'EXECUTE' and a.grantee <> 0 loop
+      execute format('grant execute on function teguh.get_task_result(text, uuid) to %I',
+                     (select rolname from pg_roles where oid = grantee));
+    end loop;
+  end if;
+end
+$changed$;
+
 -- ---------------------------------------------------------------------------
 -- Clock, ids, version
 -- ---------------------------------------------------------------------------
@@ -266,7 +296,7 @@ begin
     raise exception 'retry_strategy must be an object, not %', jsonb_typeof(rs) using errcode = 'TG004';
   end if;
   select string_agg(k, ', ') into bad from jsonb_object_keys(rs) k
-   where k not in ('kind', 'base_seconds', 'factor', 'max_seconds');
+   where k not in ('kind', 'base_seconds', 'factor', 'max_seconds', 'jitter');
   if bad is not null then
     raise exception 'retry_strategy has unknown keys: %', bad using errcode = 'TG004';
   end if;
@@ -287,6 +317,12 @@ begin
                then (rs->>'factor')::numeric <= 0 or (rs->>'factor')::numeric > 1000
                else true end) then
     raise exception 'retry_strategy factor must be a number > 0 (and at most 1000)' using errcode = 'TG004';
+  end if;
+  if rs ? 'jitter' and jsonb_typeof(rs->'jitter') <> 'null'
+     and (case when jsonb_typeof(rs->'jitter') = 'number'
+               then (rs->>'jitter')::numeric < 0 or (rs->>'jitter')::numeric > 1
+               else true end) then
+    raise exception 'retry_strategy jitter must be a number between 0 and 1' using errcode = 'TG004';
   end if;
 end
 $$;
@@ -378,18 +414,24 @@ begin
 end
 $$;
 
--- Seconds to wait before the attempt after `attempt` under retry strategy rs (at most 100 years).
+-- Seconds to wait before the attempt after `attempt` under retry strategy rs
+-- (at most 100 years). With rs.jitter = j (0 to 1; missing: 0) the strategy's
+-- delay d, already capped by max_seconds, becomes a random value in
+-- [d, d * (1 + j)], so tasks that failed together do not retry together.
+-- Volatile: it draws random().
 create or replace function teguh._retry_delay(rs jsonb, attempt int) returns double precision
-language sql immutable as $$
-  select case coalesce(rs->>'kind', 'none')
-    when 'fixed' then coalesce((rs->>'base_seconds')::float8, 60)
-    when 'exponential' then least(
-      coalesce((rs->>'base_seconds')::float8, 30)
-        * power(coalesce((rs->>'factor')::float8, 2), least(greatest(attempt - 1, 0), 60)),
-      coalesce((rs->>'max_seconds')::float8, 'infinity'::float8),
-      3153600000)
-    else 0
-  end
+language sql volatile as $$
+  select least(
+    case coalesce(rs->>'kind', 'none')
+      when 'fixed' then coalesce((rs->>'base_seconds')::float8, 60)
+      when 'exponential' then least(
+        coalesce((rs->>'base_seconds')::float8, 30)
+          * power(coalesce((rs->>'factor')::float8, 2), least(greatest(attempt - 1, 0), 60)),
+        coalesce((rs->>'max_seconds')::float8, 'infinity'::float8),
+        3153600000)
+      else 0
+    end * (1 + random() * coalesce((rs->>'jitter')::float8, 0)),
+    3153600000)
 $$;
 
 -- ---------------------------------------------------------------------------
@@ -442,7 +484,8 @@ begin
       cancelled_at timestamptz,
       notify_done boolean not null default false,
       deadline_at timestamptz,
-      cancelled_run_id uuid
+      cancelled_run_id uuid,
+      snoozes int not null default 0
     ) with (fillfactor = 30)$ddl$, 't_' || q);
   -- Upgrades of tables made before 0.2. Claim and completion rewrite a task's
   -- row in place (a HOT update, pruned without VACUUM) only when no indexed
@@ -456,6 +499,12 @@ begin
                     and attname = 'cancelled_run_id' and not attisdropped) then
     execute format('alter table teguh.%I add column cancelled_run_id uuid', 't_' || q);
     execute format('update teguh.%I set cancelled_run_id = last_run_id where state = ''cancelled''', 't_' || q);
+  end if;
+  -- 0.2: snooze_run counts snoozes (a constant default: no table rewrite)
+  if not exists (select 1 from pg_attribute
+                  where attrelid = format('teguh.%I', 't_' || q)::regclass
+                    and attname = 'snoozes' and not attisdropped) then
+    execute format('alter table teguh.%I add column snoozes int not null default 0', 't_' || q);
   end if;
   if not exists (select 1 from pg_class
                   where oid = format('teguh.%I', 't_' || q)::regclass
@@ -830,7 +879,8 @@ language plpgsql as $$
 declare
   cols constant text := 'task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation, '
     'idempotency_key, priority, state, attempts, enqueued_at, first_started_at, finished_at, available_at, '
-    'wake_event, last_run_id, result, failure_reason, cancelled_at, notify_done, deadline_at, cancelled_run_id';
+    'wake_event, last_run_id, result, failure_reason, cancelled_at, notify_done, deadline_at, cancelled_run_id, '
+    'snoozes';
   body text;
 begin
   select string_agg(format('select %L::text as queue_name, %s from teguh.%I', q.queue_name, cols, 't_' || q.queue_name),
@@ -848,7 +898,7 @@ begin
     'null::timestamptz as finished_at, null::timestamptz as available_at, null::text as wake_event, '
     'null::uuid as last_run_id, null::jsonb as result, null::jsonb as failure_reason, '
     'null::timestamptz as cancelled_at, null::boolean as notify_done, null::timestamptz as deadline_at, '
-    'null::uuid as cancelled_run_id) x where false', cols));
+    'null::uuid as cancelled_run_id, null::int as snoozes) x where false', cols));
   execute 'revoke all on teguh.tasks from public';
 end
 $$;
@@ -962,6 +1012,25 @@ begin
 end
 $$;
 
+-- Marks a task failed for good with p_reason. Caller holds its t_ row lock
+-- and has ended its run. Notifies teguh_done when the task was spawned with
+-- notify_done.
+create or replace function teguh._fail_for_good(q text, p_task_id uuid, p_reason jsonb, now_ts timestamptz)
+returns void
+language plpgsql as $$
+declare
+  nd boolean;
+begin
+  execute format('update teguh.%I set state = ''failed'', failure_reason = $3, finished_at = $2, '
+                 'available_at = null, wake_event = null, deadline_at = null where task_id = $1 '
+                 'returning notify_done', 't_' || q)
+    into nd using p_task_id, now_ts, p_reason;
+  if nd then
+    perform teguh._notify_done(q, p_task_id);
+  end if;
+end
+$$;
+
 -- Fails a run: retry now, retry later, cancel (past max_duration) or fail for
 -- good. Caller holds the run's r_ row lock and the task's t_ row lock.
 -- Returns true when the task became claimable at once.
@@ -982,12 +1051,7 @@ begin
   execute format('delete from teguh.%I where run_id = $1', 'r_' || q) using p_run_id;
 
   if t.max_attempts is not null and p_attempt >= t.max_attempts then
-    execute format('update teguh.%I set state = ''failed'', failure_reason = $3, finished_at = $2, '
-                   'available_at = null, wake_event = null, deadline_at = null where task_id = $1', 't_' || q)
-      using p_task_id, now_ts, p_reason;
-    if t.notify_done then
-      perform teguh._notify_done(q, p_task_id);
-    end if;
+    perform teguh._fail_for_good(q, p_task_id, p_reason, now_ts);
     return false;
   end if;
 
@@ -1425,6 +1489,52 @@ begin
   select * into run from teguh._lock_run(q, run_id);
   perform teguh._lock_task(q, run.task_id);
   perform teguh._fail(q, run_id, run.task_id, run.attempt, reason, retry_at, teguh.current_time());
+end
+$$;
+
+-- fail_run_non_retryable(q, run_id, reason): ends the run and fails its task
+-- for good now, whatever attempts are left (a handler's teguh.NonRetryable).
+-- An object reason is stored with "non_retryable": true added. Raises
+-- AB001/AB002 when the run holds no lease.
+-- Locks: the run's r_ row (waits), then its t_ row (waits); deletes the r_ row.
+-- Notifies: teguh_done when the task was spawned with notify_done.
+create or replace function teguh.fail_run_non_retryable(q text, run_id uuid, reason jsonb) returns void
+language plpgsql as $$
+declare
+  run record;
+begin
+  perform teguh._check_queue(q);
+  select * into run from teguh._lock_run(q, run_id);
+  perform teguh._lock_task(q, run.task_id);
+  execute format('delete from teguh.%I where run_id = $1', 'r_' || q) using run_id;
+  perform teguh._fail_for_good(
+    q, run.task_id,
+    case when jsonb_typeof(reason) = 'object' then reason || '{"non_retryable": true}'::jsonb else reason end,
+    teguh.current_time());
+end
+$$;
+
+-- snooze_run(q, run_id, wake_at): ends the run and puts its task back to
+-- wait until wake_at without using an attempt (its next run has the same
+-- attempt number), and counts a snooze on the task (t_<q>.snoozes). Claimable
+-- at once when wake_at has passed. TG004 for a null wake_at; AB001/AB002
+-- without a lease.
+-- Locks: the run's r_ row (waits), then its t_ row (waits); deletes the r_ row.
+-- Notifies: teguh_<q> 'wake' when wake_at has already passed.
+create or replace function teguh.snooze_run(q text, run_id uuid, wake_at timestamptz) returns void
+language plpgsql as $$
+declare
+  run record;
+begin
+  perform teguh._check_queue(q);
+  if wake_at is null then
+    raise exception 'wake_at must not be null' using errcode = 'TG004';
+  end if;
+  select * into run from teguh._lock_run(q, run_id);
+  perform teguh._lock_task(q, run.task_id);
+  execute format('update teguh.%I set snoozes = snoozes + 1 where task_id = $1', 't_' || q)
+    using run.task_id;
+  perform teguh._suspend(q, run_id, run.task_id, run.attempt, wake_at, teguh.current_time());
 end
 $$;
 
@@ -1997,11 +2107,11 @@ $$;
 -- ---------------------------------------------------------------------------
 
 -- get_task_result(q, p_task_id): the task's state, attempts, result, last
--- failure and end times. Raises TG003 for an unknown task.
+-- failure, end times and snoozes. Raises TG003 for an unknown task.
 -- Locks: none. Notifies: nobody.
 create or replace function teguh.get_task_result(q text, p_task_id uuid)
 returns table(task_id uuid, state text, attempts int, result jsonb, failure_reason jsonb,
-              cancelled_at timestamptz, finished_at timestamptz)
+              cancelled_at timestamptz, finished_at timestamptz, snoozes int)
 language plpgsql as $$
 #variable_conflict use_variable
 declare
@@ -2009,7 +2119,7 @@ declare
 begin
   perform teguh._check_queue(q);
   return query execute format(
-    'select task_id, state, attempts, result, failure_reason, cancelled_at, finished_at '
+    'select task_id, state, attempts, result, failure_reason, cancelled_at, finished_at, snoozes '
     'from teguh.%I where task_id = $1', 't_' || q)
     using p_task_id;
   get diagnostics n = row_count;
@@ -2378,6 +2488,7 @@ declare
                            'spawn_task', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
                            'get_task_info'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
+                                     'fail_run_non_retryable', 'snooze_run',
                                      'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
                                      'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',
                                      'extend_claim', 'extend_claims', 'next_due'];

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _json, _time, _validate
 from ..context import TaskContext
-from ..errors import Cancelled, EventTimeout, LeaseLost, Suspended, TaskNotFound, TeguhError
+from ..errors import Cancelled, EventTimeout, LeaseLost, Snooze, Suspended, TaskNotFound, TeguhError
 from ..results import TERMINAL_STATES, EmitResult, SpawnResult, TaskResult
 from . import _advance
 
@@ -56,6 +56,7 @@ class EagerTask:
     state: str = "pending"
     attempts: int = 1
     runs: int = 0
+    snoozes: int = 0
     result: Any = None
     failure: Any = None
     finished_at: datetime | None = None
@@ -77,6 +78,7 @@ class EagerTask:
             failure=self.failure,
             cancelled_at=self.cancelled_at,
             finished_at=self.finished_at,
+            snoozes=self.snoozes,
         )
 
 
@@ -199,7 +201,10 @@ class EagerRunner:
 
     Caveats: each task runs once per wake-up and a failure is final (no
     retries, no backoff: test retry strategies with a worker and a
-    `FakeClock`). A `conn=` transaction is ignored: the task runs at once,
+    `FakeClock`); `teguh.RetryAfter` and `teguh.NonRetryable` fail the task
+    like any exception. `teguh.Snooze(delay)` puts the task to sleep (no
+    attempt used, `snoozes` counted) until `advance()` passes the delay. A
+    task's `timeout` is not enforced. A `conn=` transaction is ignored: the task runs at once,
     even if the caller's transaction later rolls back (the Flask extension's
     `session=` does better: the task runs when the session commits, and is
     forgotten if it rolls back). Tasks spawned through `Client.spawn_task`
@@ -469,6 +474,13 @@ class EagerRunner:
             task.result = _roundtrip(result, f"result of task {task.task_name!r}")
         except Suspended:
             task.state = "sleeping"
+            return
+        except Snooze as sig:
+            # back to waiting without an attempt, like the engine's snooze_run
+            task.state = "sleeping"
+            task.snoozes += 1
+            delay = sig.delay
+            task.wake_at = delay if isinstance(delay, datetime) else self.now + timedelta(seconds=delay)
             return
         except (Cancelled, LeaseLost):
             task.state = "cancelled"

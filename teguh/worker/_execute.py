@@ -8,20 +8,38 @@ retry delay measured on the database's clock.
 
 How it fails: nothing a handler does may kill its thread. A control-flow
 signal (`Suspended`, `Cancelled`, `LeaseLost`) ends the run without an
-outcome; any other exception, an unstorable result or undecodable inputs fail
-the run. A failure that cannot be recorded (the database stays unreachable
-for `COMPLETION_RETRY_SECONDS`, the lease is gone) is logged: the lease then
-expires and the task runs again.
+outcome. The handler steers what a failure does: `Snooze` puts the task back
+without using an attempt, `RetryAfter` fails the attempt and sets the next
+one's time, `NonRetryable` (or an exception listed in the task's
+`non_retryable`) fails the task for good, and `TimeoutExceeded` (raised into
+the handler at its `timeout`, see `_timeouts`) fails the attempt as
+`$Timeout`. Any other exception, an unstorable result or undecodable inputs
+fail the run per the task's retry policy. A failure that cannot be recorded
+(the database stays unreachable for `COMPLETION_RETRY_SECONDS`, the lease is
+gone) is logged: the lease then expires and the task runs again.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import _backoff, _faults, _json
 from ..context import TaskContext
-from ..errors import Cancelled, ConnectionLost, LeaseLost, Suspended, TeguhError, error_message
+from ..errors import (
+    Cancelled,
+    ConnectionLost,
+    LeaseLost,
+    NonRetryable,
+    RetryAfter,
+    Snooze,
+    Suspended,
+    TeguhError,
+    TimeoutExceeded,
+    error_message,
+)
 from ._failures import MAX_FAILURE_MESSAGE_CHARS, clean_text, reason_of, safe_str
+from ._timeouts import Deadlines, Guard
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -95,6 +113,7 @@ class RunExecutor:
         self._claim_timeout = claim_timeout
         self._inflight = inflight
         self._completer = completer
+        self._deadlines = Deadlines(self._timed_out_for_good)
 
     def drain(self) -> None:
         """A handler thread's work for one slot: run buffered runs until none is left."""
@@ -140,7 +159,7 @@ class RunExecutor:
             self._fail(
                 run,
                 {
-                    "type": "UnknownTask",
+                    "type": "$UnknownTask",
                     "message": f"no handler for task {row['task_name']!r} on queue {self._queue!r} "
                     "(and no catch-all '*' handler)",
                 },
@@ -164,27 +183,18 @@ class RunExecutor:
             log=run.log,
         )
         run.log.debug("running")
+        timeout = getattr(handler, "timeout", None)
+        guard = self._deadlines.watch(run, timeout) if timeout else None
         try:
-            result = self._app.run_handler(handler, row["params"], ctx)
-        except Suspended as sig:
-            run.log.info("suspended: %s", sig)
-            return False
-        except Cancelled:
-            run.log.info("cancelled")
-            return False
-        except LeaseLost:
-            run.log.warning("lost its lease; another run owns the task now")
-            return False
+            try:
+                result = self._app.run_handler(handler, row["params"], ctx)
+            finally:
+                if guard is not None:
+                    guard.finish()
         except BaseException as exc:
-            reason = reason_of(exc)
-            run.log.warning(
-                "failed: %s: %s",
-                reason["type"],
-                reason["message"][:1000],
-                exc_info=not isinstance(exc, ConnectionLost),
-            )
-            self._fail(run, reason)
-            return False
+            return self._handle_exception(run, handler, exc, guard)
+        if guard is not None and guard.finish():
+            return False  # the worker gave up on this call and recorded its timeout
         try:
             text = _json.dumps(
                 result, f"result of task {row['task_name']!r}", max_bytes=self._client.max_payload_bytes
@@ -202,18 +212,91 @@ class RunExecutor:
         self._completer.submit(run, text)
         return True
 
-    def _fail(self, run: Run, reason: dict[str, Any], *, delay: float | None = None) -> None:
+    def _handle_exception(self, run: Run, handler: Any, exc: BaseException, guard: Guard | None) -> bool:
+        """What a handler's exception means for its run; returns False (nothing queued)."""
+        # the asynchronous TimeoutExceeded may have surfaced inside the first finish()
+        if guard is not None and guard.finish():
+            return False  # the worker gave up on this call and recorded its timeout
+        if isinstance(exc, Suspended):
+            run.log.info("suspended: %s", exc)
+        elif isinstance(exc, Cancelled):
+            run.log.info("cancelled")
+        elif isinstance(exc, LeaseLost):
+            run.log.warning("lost its lease; another run owns the task now")
+        elif isinstance(exc, TimeoutExceeded) and guard is not None:
+            run.log.warning("timed out after %g s", guard.seconds)
+            self._fail(run, _timeout_reason(run, guard.seconds))
+        elif isinstance(exc, Snooze):
+            run.log.info("snoozed: %s", exc)
+            self._snooze(run, exc.delay)
+        else:
+            reason = reason_of(exc)
+            non_retryable = isinstance(exc, (NonRetryable, *getattr(handler, "non_retryable", ())))
+            run.log.warning(
+                "failed%s: %s: %s",
+                " (non-retryable)" if non_retryable else "",
+                reason["type"],
+                reason["message"][:1000],
+                exc_info=not isinstance(exc, (ConnectionLost, NonRetryable, RetryAfter)),
+            )
+            if non_retryable:
+                self._fail(run, reason, final=True)
+            elif isinstance(exc, RetryAfter) and isinstance(exc.delay, datetime):
+                self._fail(run, reason, at=exc.delay)
+            elif isinstance(exc, RetryAfter):
+                self._fail(run, reason, delay=exc.delay)
+            else:
+                self._fail(run, reason)
+        return False
+
+    def _snooze(self, run: Run, delay: float | datetime) -> None:
         if run.state.cancelled or run.state.lost:
             return
-        if delay is None and not run.row.get("retry_strategy"):
+        try:
+            retrying(lambda: self._client.snooze_run(self._queue, run.run_id, delay))
+        except Cancelled:
+            run.log.info("cancelled before its snooze was recorded")
+        except LeaseLost:
+            run.log.warning("lost its lease before its snooze was recorded")
+        except Exception as exc:
+            run.log.error(
+                "could not record the snooze (%s); the lease will expire and the task retry",
+                error_message(exc),
+            )
+
+    def _timed_out_for_good(self, run: Run, seconds: float) -> None:
+        """Record the timeout of a handler that did not unwind (called by `Deadlines`, in its own thread)."""
+        run.log.error(
+            "still running after its timeout and the grace; failing the attempt without it "
+            "(the thread cannot be stopped: its slot counts toward max_stuck_runs)"
+        )
+        try:
+            self._fail(run, _timeout_reason(run, seconds))
+        finally:
+            run.state.lost = True  # whatever the handler does now is refused or dropped
+
+    def _fail(
+        self,
+        run: Run,
+        reason: dict[str, Any],
+        *,
+        delay: float | None = None,
+        at: datetime | None = None,
+        final: bool = False,
+    ) -> None:
+        if run.state.cancelled or run.state.lost:
+            return
+        if delay is None and at is None and not run.row.get("retry_strategy"):
             delay = min(DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_BASE * 2 ** min(run.row["attempt"] - 1, 20))
-        final = run.row.get("max_attempts") is not None and run.row["attempt"] >= run.row["max_attempts"]
         if final:
+            run.log.error("failed for good (non-retryable) at attempt %d: %s", run.row["attempt"],
+                          reason.get("message"))
+        elif run.row.get("max_attempts") is not None and run.row["attempt"] >= run.row["max_attempts"]:
             run.log.error(
                 "failed for good after %d attempt(s): %s", run.row["attempt"], reason.get("message")
             )
         try:
-            retrying(lambda: self._fail_now(run, reason, delay))
+            retrying(lambda: self._fail_now(run, reason, delay, at, final))
         except Cancelled:
             run.log.info("cancelled before its failure was recorded")
         except LeaseLost:
@@ -224,7 +307,21 @@ class RunExecutor:
                 error_message(exc),
             )
 
-    def _fail_now(self, run: Run, reason: dict[str, Any], delay: float | None) -> None:
+    def _fail_now(
+        self, run: Run, reason: dict[str, Any], delay: float | None, at: datetime | None, final: bool
+    ) -> None:
         text = _json.dumps(reason, "failure reason", max_bytes=None)
-        # a delay is measured on the database's clock, like every time in teguh
-        self._client._fail_run_after(self._queue, run.run_id, text, delay)
+        if final:
+            self._client._fail_run_non_retryable(self._queue, run.run_id, text)
+        elif at is not None:
+            self._client._fail_run_at(self._queue, run.run_id, text, at)
+        else:
+            # a delay is measured on the database's clock, like every time in teguh
+            self._client._fail_run_after(self._queue, run.run_id, text, delay)
+
+
+def _timeout_reason(run: Run, seconds: float) -> dict[str, Any]:
+    return {
+        "type": "$Timeout",
+        "message": f"attempt {run.row['attempt']} ran longer than its timeout of {seconds:g} s",
+    }

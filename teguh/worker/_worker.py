@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg2
 
-from .. import _backoff, _dsn, _faults
+from .. import _backoff, _dsn, _faults, _json
 from .._notify import TIMEOUT, Waiter, open_queue_waiter
 from ..errors import Cancelled, LeaseLost, PermissionDenied, QueueNotFound, TeguhError, error_message
 from ._completer import Completer
@@ -466,12 +466,34 @@ class Worker:
         )
 
     def _release(self, run: Run, *, started: bool = True) -> None:
-        """Hand a task back so another worker can start it at once."""
+        """Hand a task back so another worker can start it at once.
+
+        A run whose handler is still running uses its attempt, like any
+        failure (reason `$Shutdown`), so a handler that hangs every time
+        cannot loop for ever: on its last attempt the task fails. A run that
+        never started (prefetched), or whose handler returned and whose
+        completion could not be committed, goes back without using one.
+        """
+        hung = started and not run.state.completing
         run.state.lost = True
         try:
-            self.client._release_run(self.queue, run.run_id)
-            if started:
-                run.log.warning("released: still running at shutdown; another worker will take it")
+            if hung:
+                reason = {
+                    "type": "$Shutdown",
+                    "message": f"still running when worker {self.worker_id} stopped "
+                    f"(after shutdown_timeout {self.shutdown_timeout:g} s); released",
+                    "worker_id": self.worker_id,
+                }
+                # ready at once on the database clock, as the next attempt
+                self.client._fail_run_after(self.queue, run.run_id, _json.dumps(reason, "reason"), 0.0)
+                run.log.warning(
+                    "released as a failed attempt ($Shutdown): still running at shutdown; "
+                    "another worker will take it"
+                )
+            else:
+                self.client._release_run(self.queue, run.run_id)
+                if started:
+                    run.log.warning("released: its completion was not committed; another worker will take it")
         except (Cancelled, LeaseLost):
             pass
         except TeguhError as exc:

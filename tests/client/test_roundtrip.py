@@ -67,6 +67,7 @@ def test_spawn_task_stores_every_option(client: teguh.Client, queue: str, db: An
         "base_seconds": 10,
         "factor": 3,
         "max_seconds": 600,
+        "jitter": 0.1,  # Exponential's default
     }
     assert row["max_attempts"] == 5
     assert row["cancellation"] == {"max_delay": 31, "max_duration": 120}  # whole seconds, rounded up

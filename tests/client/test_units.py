@@ -113,6 +113,7 @@ def test_strategies_to_dict() -> None:
         "base_seconds": 30,
         "factor": 2,
         "max_seconds": None,
+        "jitter": 0.1,
     }
     assert teguh.Exponential(10, 1.5, timedelta(hours=1)).to_dict()["max_seconds"] == 3600
     assert teguh.NoRetry().to_dict() == {"kind": "none"}

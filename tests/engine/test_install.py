@@ -24,6 +24,8 @@ PUBLIC_FUNCTIONS = {
     "claim_task",
     "complete_run",
     "fail_run",
+    "fail_run_non_retryable",
+    "snooze_run",
     "schedule_run",
     "sleep_run",
     "set_task_checkpoint_state",

@@ -41,6 +41,7 @@ def test_result_columns(eng):
         "failure_reason",
         "cancelled_at",
         "finished_at",
+        "snoozes",
     ]
 
 

@@ -32,7 +32,7 @@ def test_unknown_task_fails_with_unknown_task_reason(app: Any, run_task: Any) ->
 
     result = run_task("nobody-handles-this")
     assert result.state == "failed"
-    assert result.failure["type"] == "UnknownTask"
+    assert result.failure["type"] == "$UnknownTask"
     assert "nobody-handles-this" in result.failure["message"]
     assert run_task("known").result == "known"
 

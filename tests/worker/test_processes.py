@@ -112,9 +112,11 @@ def test_second_sigterm_stops_now_and_releases_the_task(
     assert code == 0, process_log(proc)
     assert "exiting now, 1 handler(s) still running" in process_log(proc)
 
-    # released, not left to a 30 s lease: another worker takes it at once
-    assert shared_app.client.get_task_result(Q, task.task_id).state in ("pending", "sleeping")
+    # released, not left to a 30 s lease: another worker takes it at once, as the
+    # next attempt (the released run used its attempt: reason $Shutdown)
+    released = shared_app.client.get_task_result(Q, task.task_id)
+    assert (released.state, released.attempts, released.failure["type"]) == ("pending", 2, "$Shutdown")
     start_worker(shared_app, worker_id="taker")
     result = shared_app.client.wait_for_result(Q, task.task_id, timeout=5)
-    assert (result.state, result.result, result.attempts) == ("completed", {"slept": 0}, 1)
-    assert ledger.entries(task.task_id) == [("started", 1), ("started", 1), ("finished", 1)]
+    assert (result.state, result.result, result.attempts) == ("completed", {"slept": 0}, 2)
+    assert ledger.entries(task.task_id) == [("started", 1), ("started", 2), ("finished", 2)]
