@@ -10,7 +10,7 @@ import logging
 
 from ._version import __version__
 from .app import App, Task
-from .client import ClaimedRun, Client, SpawnResult, TaskResult, install, schema_sql
+from .client import ClaimedRun, Client, SpawnResult, TaskResult, TaskType, install, schema_sql
 from .context import TaskContext
 from .errors import (
     Cancelled,
@@ -45,6 +45,7 @@ __all__ = [
     "SpawnResult",
     "ClaimedRun",
     "TaskResult",
+    "TaskType",
     # Retry strategies
     "Fixed",
     "Exponential",
