@@ -91,7 +91,11 @@ def test_registered_defaults_apply_to_sql_spawns_that_do_not_give_them(eng):
         "2026.12.1",
     )
     a = eng.task(eng.spawn("send-email")["task_id"])
-    assert (a["max_attempts"], a["priority"], a["retry_strategy"]) == (5, 3, {"kind": "fixed", "base_seconds": 7})
+    assert (a["max_attempts"], a["priority"], a["retry_strategy"]) == (
+        5,
+        3,
+        {"kind": "fixed", "base_seconds": 7},
+    )
     assert a["cancellation"] == {"max_delay": 60} and a["deadline_at"] is not None
     assert eng.pending_row(a["task_id"])["priority"] == 3
     # given options win, one by one; explicit 0 is unlimited, not the default
@@ -111,7 +115,12 @@ def test_registered_defaults_apply_to_sql_spawns_that_do_not_give_them(eng):
 def test_list_task_types_and_last_writer_wins(eng):
     register(eng, [{"task_name": "a", "max_attempts": 5, "concurrency": 2, "rate_limit": "20/s"}], "v1")
     first = types_of(eng)["a"]
-    assert (first["max_attempts"], first["concurrency"], first["rate_limit"], first["version"]) == (5, 2, "20/s", "v1")
+    assert (first["max_attempts"], first["concurrency"], first["rate_limit"], first["version"]) == (
+        5,
+        2,
+        "20/s",
+        "v1",
+    )
     assert first["paused"] is False
     eng.sql.run("select teguh.pause_task_type(%s, 'a')", eng.q)
     eng.at(60)
