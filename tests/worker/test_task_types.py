@@ -208,3 +208,19 @@ def test_a_paused_task_type_waits_while_others_flow(
     assert time.monotonic() - started < PROMPT
     bad = runner.invoke(cli, ["--dsn", client.dsn, "task-type", "pause", Q, "nope"])
     assert bad.exit_code == 1 and "nope" in bad.output
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_fails_a_task_for_good_at_the_queue_default(
+    app: App, client: teguh.Client, start_worker: Any
+) -> None:
+    client.set_queue_options(Q, default_max_attempts=3)
+
+    @app.task("always-fails", retry_strategy=teguh.Fixed(0))
+    def always_fails(params: Any) -> Any:
+        raise RuntimeError("nope")
+
+    start_worker()
+    spawned = client.spawn_task(Q, "always-fails")  # no max_attempts, and none registered
+    result = client.wait_for_result(Q, spawned.task_id, timeout=30)
+    assert (result.state, result.attempts) == ("failed", 3)
