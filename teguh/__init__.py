@@ -11,7 +11,7 @@ import logging
 
 from ._version import __version__
 from .app import App, Task
-from .client import ClaimedRun, Client, EmitResult, SpawnResult, TaskResult, install, schema_sql
+from .client import ClaimedRun, Client, EmitResult, SpawnResult, TaskResult, TaskType, install, schema_sql
 from .context import TaskContext
 from .errors import (
     Cancelled,
@@ -52,6 +52,7 @@ __all__ = [
     "ClaimedRun",
     "EmitResult",
     "TaskResult",
+    "TaskType",
     # Retry strategies
     "Fixed",
     "Exponential",

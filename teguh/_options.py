@@ -50,7 +50,8 @@ def spawn_options(field: str, max_bytes: int | None, **given: Any) -> dict[str, 
     if strategy is not None:
         options["retry_strategy"] = strategy
     if given.get("max_attempts") is not None:
-        options["max_attempts"] = _validate.integer(given["max_attempts"], f"{field}max_attempts", minimum=1)
+        # 0: unlimited; None (not given): the task type's, else the queue's default
+        options["max_attempts"] = _validate.integer(given["max_attempts"], f"{field}max_attempts", minimum=0)
     cancellation = given.get("cancellation")
     if cancellation is not None:
         if not isinstance(cancellation, Mapping):
@@ -82,3 +83,24 @@ def spawn_options(field: str, max_bytes: int | None, **given: Any) -> dict[str, 
             raise InvalidArgument(f"{field}priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
         options["priority"] = priority
     return options
+
+
+TASK_TYPE_DEFAULTS = ("max_attempts", "retry_strategy", "cancellation", "priority")
+"""The spawn options a registered task type supplies to spawns that do not give them."""
+
+TASK_TYPE_LIMITS = ("concurrency", "key_concurrency", "rate_limit")
+"""The flow-control limits a task type carries (docs/flow-control.md)."""
+
+
+def task_type(name: str, defaults: Mapping[str, Any], max_bytes: int | None) -> dict[str, Any]:
+    """The JSON object `teguh.register_task_types` takes for a handler `name` and its `@app.task` options.
+
+    Spawn options that are not task type defaults (headers, idempotency keys,
+    ...) stay with `Task.spawn` and are not registered.
+    """
+    given = {key: defaults[key] for key in TASK_TYPE_DEFAULTS if defaults.get(key) is not None}
+    item: dict[str, Any] = {"task_name": name, **spawn_options(f"task {name!r} ", max_bytes, **given)}
+    for key in TASK_TYPE_LIMITS:
+        if defaults.get(key) is not None:
+            item[key] = defaults[key]
+    return item

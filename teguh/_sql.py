@@ -39,6 +39,19 @@ SET_FAKE_NOW = "select set_config('teguh.fake_now', %s, %s)"
 CREATE_QUEUE = "select teguh.create_queue(%s)"
 DROP_QUEUE = "select teguh.drop_queue(%s)"
 LIST_QUEUES = "select * from teguh.list_queues()"
+SET_QUEUE_OPTIONS = "select teguh.set_queue_options(%s, %s::jsonb)"
+GET_QUEUE_OPTIONS = "select * from teguh.get_queue_options(%s)"
+PAUSE_QUEUE = "select teguh.pause_queue(%s)"
+RESUME_QUEUE = "select teguh.resume_queue(%s)"
+
+# -- task types -------------------------------------------------------------------
+
+REGISTER_TASK_TYPES = "select teguh.register_task_types(%s, %s::jsonb, %s)"
+"""A starting worker's upsert of its handlers' task types (one statement for all)."""
+
+LIST_TASK_TYPES = "select * from teguh.list_task_types(%s)"
+PAUSE_TASK_TYPE = "select teguh.pause_task_type(%s, %s)"
+RESUME_TASK_TYPE = "select teguh.resume_task_type(%s, %s)"
 
 # -- spawning and events --------------------------------------------------------
 

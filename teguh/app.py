@@ -124,15 +124,23 @@ class App:
             variables, or the embedded PostgreSQL), used when `client` is None.
         queue: the queue of handlers registered without one.
         client: an existing `Client` to share.
+        version: the app's release (say "2026.12.1"), stored with the task
+            types its workers register (`Client.list_task_types`).
 
     The client is created on first use, so defining an app at import time
     touches no database.
     """
 
     def __init__(
-        self, dsn: str | None = None, *, queue: str = DEFAULT_QUEUE, client: Client | None = None
+        self,
+        dsn: str | None = None,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        client: Client | None = None,
+        version: str | None = None,
     ) -> None:
         self.queue = _validate.queue_name(queue)
+        self.version = None if version is None else _validate.name(version, "version")
         self._dsn = dsn
         self._client = client
         self._client_lock = threading.Lock()
@@ -287,7 +295,10 @@ class App:
 
         `queue` is where `.spawn()` sends the task and which worker runs it
         (default: the app's queue); `spawn_defaults` are spawn options applied to
-        every spawn of this task (`max_attempts`, `retry_strategy`, ...).
+        every spawn of this task (`max_attempts`, `retry_strategy`, ...). Workers
+        register `max_attempts`, `retry_strategy`, `cancellation` and `priority`
+        in the database when they start, so spawns from anywhere (the CLI, SQL,
+        another app) get them too (docs/handlers.md).
 
         Args:
             non_retryable: exception classes (or one class) that fail the task

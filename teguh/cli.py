@@ -10,6 +10,7 @@ arguments too, in one line.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -203,7 +204,7 @@ def dev_cmd(stop: bool, data_dir: Path | None) -> None:
 
 @main.group("queue")
 def queue_group() -> None:
-    """Create, drop and list queues."""
+    """Create, drop, list, configure, pause and resume queues."""
 
 
 @queue_group.command("create")
@@ -238,6 +239,75 @@ def queue_list(ctx: click.Context) -> None:
     """List queue names, one per line."""
     for name in _client(ctx).list_queues():
         click.echo(name)
+
+
+@queue_group.command("set")
+@click.argument("queue")
+@click.option(
+    "--default-max-attempts",
+    type=click.IntRange(min=0),
+    default=None,
+    help="max_attempts of tasks spawned from now on without one (0: unlimited; new queues: 25).",
+)
+@click.pass_context
+def queue_set(ctx: click.Context, queue: str, default_max_attempts: int | None) -> None:
+    """Change QUEUE's settings; prints them."""
+    if default_max_attempts is None:
+        raise click.UsageError("give a setting to change (--default-max-attempts)")
+    client = _client(ctx)
+    client.set_queue_options(queue, default_max_attempts=default_max_attempts)
+    _echo_json(client.get_queue_options(queue))
+
+
+@queue_group.command("pause")
+@click.argument("queue")
+@click.pass_context
+def queue_pause(ctx: click.Context, queue: str) -> None:
+    """Stop workers claiming QUEUE's tasks (spawns still succeed; running tasks finish)."""
+    _client(ctx).pause_queue(queue)
+    click.echo(f"queue {queue} paused")
+
+
+@queue_group.command("resume")
+@click.argument("queue")
+@click.pass_context
+def queue_resume(ctx: click.Context, queue: str) -> None:
+    """Let workers claim QUEUE's tasks again (idle workers start at once)."""
+    _client(ctx).resume_queue(queue)
+    click.echo(f"queue {queue} resumed")
+
+
+@main.group("task-type")
+def task_type_group() -> None:
+    """List, pause and resume the task types workers registered."""
+
+
+@task_type_group.command("list")
+@click.argument("queue")
+@click.pass_context
+def task_type_list(ctx: click.Context, queue: str) -> None:
+    """Print QUEUE's task types (defaults, limits, version, paused) as a JSON list."""
+    _echo_json([dataclasses.asdict(t) for t in _client(ctx).list_task_types(queue)])
+
+
+@task_type_group.command("pause")
+@click.argument("queue")
+@click.argument("task_name")
+@click.pass_context
+def task_type_pause(ctx: click.Context, queue: str, task_name: str) -> None:
+    """Stop workers claiming QUEUE's tasks named TASK_NAME; other tasks flow."""
+    _client(ctx).pause_task_type(queue, task_name)
+    click.echo(f"task type {task_name} on queue {queue} paused")
+
+
+@task_type_group.command("resume")
+@click.argument("queue")
+@click.argument("task_name")
+@click.pass_context
+def task_type_resume(ctx: click.Context, queue: str, task_name: str) -> None:
+    """Let workers claim QUEUE's tasks named TASK_NAME again."""
+    _client(ctx).resume_task_type(queue, task_name)
+    click.echo(f"task type {task_name} on queue {queue} resumed")
 
 
 @main.command("worker")
@@ -383,7 +453,12 @@ def run_worker(app: Any, queue: str | None, log_level: str, log_format: str, **o
 @click.argument("queue")
 @click.argument("task_name")
 @click.argument("params", required=False)
-@click.option("--max-attempts", type=click.IntRange(min=1), default=None, help="Attempts before failing.")
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Attempts before failing for good (0: unlimited) [default: the task type's, else the queue's].",
+)
 @click.option("--retry-strategy", default=None, help='JSON, e.g. \'{"kind": "fixed", "base_seconds": 10}\'.')
 @click.option("--idempotency-key", default=None, help="A repeat with the same key returns the same task.")
 @click.option(

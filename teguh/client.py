@@ -23,11 +23,20 @@ from ._options import SPAWN_OPTIONS, spawn_options
 from ._sql import scalar
 from ._time import require_aware, to_seconds, to_whole_seconds
 from .errors import EventTimeout, InvalidArgument, TaskNotFound
-from .results import ClaimedRun, EmitResult, SpawnResult, TaskResult
+from .results import ClaimedRun, EmitResult, SpawnResult, TaskResult, TaskType
 
 logger = logging.getLogger("teguh.client")
 
-__all__ = ["ClaimedRun", "Client", "EmitResult", "SpawnResult", "TaskResult", "install", "schema_sql"]
+__all__ = [
+    "ClaimedRun",
+    "Client",
+    "EmitResult",
+    "SpawnResult",
+    "TaskResult",
+    "TaskType",
+    "install",
+    "schema_sql",
+]
 
 DEFAULT_CLAIM_TIMEOUT = 30
 """Seconds a claimed run's lease lasts unless extended (0: it never expires)."""
@@ -124,6 +133,140 @@ class Client(ClientBase):
 
         return self._run("list_queues", fetch, conn=conn, retry=True)
 
+    def set_queue_options(
+        self, queue: str, *, default_max_attempts: int | None = None, conn: Any = None
+    ) -> None:
+        """Change a queue's settings; options left None are kept.
+
+        Args:
+            default_max_attempts: the `max_attempts` of tasks spawned from now on
+                without one (neither given nor registered for their task type);
+                0 means unlimited. New queues start at 25.
+
+        Raises:
+            InvalidArgument: no option given, or a negative default_max_attempts (nothing written).
+            QueueNotFound: the queue does not exist.
+        """
+        queue = _validate.queue_name(queue)
+        options: dict[str, Any] = {}
+        if default_max_attempts is not None:
+            options["default_max_attempts"] = _validate.integer(
+                default_max_attempts, "default_max_attempts", minimum=0
+            )
+        if not options:
+            raise InvalidArgument("set_queue_options needs an option to set (default_max_attempts)")
+        options_json = _json.dumps(options, "options", max_bytes=None)
+        self._run(
+            "set_queue_options",
+            lambda cur: cur.execute(_sql.SET_QUEUE_OPTIONS, (queue, options_json)),
+            conn=conn,
+            retry=True,
+            queue=queue,
+        )
+
+    def get_queue_options(self, queue: str, *, conn: Any = None) -> dict[str, Any]:
+        """A queue's settings: `default_max_attempts`, `paused` and `paused_task_types` (a list).
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        queue = _validate.queue_name(queue)
+
+        def fetch(cur: Any) -> dict[str, Any]:
+            cur.execute(_sql.GET_QUEUE_OPTIONS, (queue,))
+            row = _sql.rows_as_dicts(cur)[0]
+            row["paused_task_types"] = list(row["paused_task_types"])
+            return row
+
+        return self._run("get_queue_options", fetch, conn=conn, retry=True, queue=queue)
+
+    def pause_queue(self, queue: str, *, conn: Any = None) -> None:
+        """Stop workers from claiming the queue's tasks until `resume_queue`.
+
+        Spawns still succeed and running tasks finish; idempotent.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        queue = _validate.queue_name(queue)
+        self._run(
+            "pause_queue",
+            lambda cur: cur.execute(_sql.PAUSE_QUEUE, (queue,)),
+            conn=conn,
+            retry=True,
+            queue=queue,
+        )
+
+    def resume_queue(self, queue: str, *, conn: Any = None) -> None:
+        """Undo `pause_queue`; idle workers are woken and claim at once (idempotent).
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        queue = _validate.queue_name(queue)
+        self._run(
+            "resume_queue",
+            lambda cur: cur.execute(_sql.RESUME_QUEUE, (queue,)),
+            conn=conn,
+            retry=True,
+            queue=queue,
+        )
+
+    # -- task types ---------------------------------------------------------------
+
+    def list_task_types(self, queue: str, *, conn: Any = None) -> list[TaskType]:
+        """The task types workers registered on the queue, by name.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        queue = _validate.queue_name(queue)
+
+        def fetch(cur: Any) -> list[TaskType]:
+            cur.execute(_sql.LIST_TASK_TYPES, (queue,))
+            rows = _sql.rows_as_dicts(cur)
+            return [TaskType(name=row.pop("task_name"), queue=queue, **row) for row in rows]
+
+        return self._run("list_task_types", fetch, conn=conn, retry=True, queue=queue)
+
+    def pause_task_type(self, queue: str, task_name: str, *, conn: Any = None) -> None:
+        """Stop workers from claiming tasks named `task_name` until `resume_task_type`; others flow.
+
+        Raises:
+            InvalidArgument: no worker registered that task type on the queue.
+            QueueNotFound: the queue does not exist.
+        """
+        self._set_task_type_paused(queue, task_name, _sql.PAUSE_TASK_TYPE, "pause_task_type", conn)
+
+    def resume_task_type(self, queue: str, task_name: str, *, conn: Any = None) -> None:
+        """Undo `pause_task_type`; idle workers are woken and claim at once.
+
+        Raises:
+            InvalidArgument: no worker registered that task type on the queue.
+            QueueNotFound: the queue does not exist.
+        """
+        self._set_task_type_paused(queue, task_name, _sql.RESUME_TASK_TYPE, "resume_task_type", conn)
+
+    def _set_task_type_paused(self, queue: str, task_name: str, statement: str, what: str, conn: Any) -> None:
+        queue = _validate.queue_name(queue)
+        task_name = _validate.name(task_name, "task_name")
+        self._run(
+            what, lambda cur: cur.execute(statement, (queue, task_name)), conn=conn, retry=True, queue=queue
+        )
+
+    def _register_task_types(self, queue: str, types: list[dict[str, Any]], version: str | None) -> None:
+        """Upsert the queue's task types in one statement (a starting worker's call).
+
+        `types` are `teguh._options.task_type` objects; the last writer wins.
+        """
+        types_json = _json.dumps(types, "task types", max_bytes=None)
+        self._run(
+            "register_task_types",
+            lambda cur: cur.execute(_sql.REGISTER_TASK_TYPES, (queue, types_json, version)),
+            retry=True,
+            queue=queue,
+        )
+
     # -- spawning ---------------------------------------------------------------
 
     def spawn_task(
@@ -148,7 +291,9 @@ class Client(ClientBase):
             params: the task's JSON input.
             headers: JSON metadata (tracing ids and the like).
             retry_strategy: `Fixed`, `Exponential`, `NoRetry` or their dict form.
-            max_attempts: failures allowed before the task fails (None: unlimited).
+            max_attempts: attempts before the task fails for good; 0 is
+                unlimited; None takes its registered task type's, else the
+                queue's default (25 unless `set_queue_options` changed it).
             cancellation: `{"max_delay": s, "max_duration": s}` (either or both).
             idempotency_key: queue-wide; a repeat returns the existing task, `created=False`.
             available_at: an aware datetime before which the task is not claimed.

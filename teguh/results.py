@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["TERMINAL_STATES", "ClaimedRun", "EmitResult", "SpawnResult", "TaskResult"]
+__all__ = ["TERMINAL_STATES", "ClaimedRun", "EmitResult", "SpawnResult", "TaskResult", "TaskType"]
 
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 """Task states that never change again (except through `retry_task`)."""
@@ -84,3 +84,30 @@ class TaskResult:
     def done(self) -> bool:
         """Whether the task reached a terminal state (completed, failed or cancelled)."""
         return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A task type a worker registered on a queue (`Client.list_task_types`).
+
+    The spawn defaults (`max_attempts`, `retry_strategy`, `cancellation`,
+    `priority`; None where the handler sets none) apply to every spawn of
+    `name` on `queue` that does not give them, whoever spawns. `concurrency`,
+    `key_concurrency` and `rate_limit` are the flow-control limits the handler
+    declared. `version` is the registering app's; the last worker to start
+    wrote the row (`updated_at`).
+    """
+
+    name: str
+    queue: str
+    max_attempts: int | None
+    retry_strategy: dict[str, Any] | None
+    cancellation: dict[str, Any] | None
+    priority: int | None
+    concurrency: int | None
+    key_concurrency: int | None
+    rate_limit: str | None
+    version: str | None
+    paused: bool
+    registered_at: datetime
+    updated_at: datetime

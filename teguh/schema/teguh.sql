@@ -27,7 +27,7 @@
 -- '<q>:<task_id>' when a task spawned with notify_done reached its end.
 --
 -- Sections, in order:
---   Tables                                 teguh.queues, teguh.settings; the per-queue tables
+--   Tables                                 teguh.queues, teguh.task_types, teguh.settings; the per-queue tables
 --   Clock, ids, version                    version, current_time, portable_uuidv7
 --   Validation and errors                  _check_* helpers, _raise_lease_error, _retry_delay
 --   Per-queue tables                       _ensure_queue_tables: t_, p_, r_, c_, e_, w_ of a queue
@@ -41,6 +41,7 @@
 --   Checkpoints                            set_task_checkpoint_state, get_task_checkpoint_state(s)
 --   Events                                 await_event, emit_event_first, emit_event
 --   Cancel, retry, leases                  cancel_task, retry_task, extend_claim(s)
+--   Queue options, task types, pause       set_queue_options, register_task_types, pause_queue, ...
 --   Reading, timers, maintenance           reads, next_due, ticker, cleanup, start, stop
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
@@ -76,6 +77,55 @@ create table if not exists teguh.queues (
   created_at timestamptz not null default clock_timestamp(),
   cleanup_ttl interval not null default interval '30 days',
   cleanup_limit int not null default 1000
+);
+
+-- Columns added to teguh.queues after 0.1, each only when missing: ALTER
+-- TABLE takes its ACCESS EXCLUSIVE lock before looking, and every spawn and
+-- claim reads this table. Existing queues get the defaults.
+--   default_max_attempts  max_attempts of a task spawned without one (0:
+--                         unlimited); set_queue_options changes it
+--   paused                pause_queue: the claim hands out nothing
+--   paused_task_types     the names of the queue's paused task types (null
+--                         when none): one read tells the claim what to skip
+--   has_task_types        a worker registered task types here: spawns look
+--                         their defaults up (never reset)
+do $queue_columns$
+declare
+  col record;
+begin
+  for col in select * from (values
+      ('default_max_attempts', 'int not null default 25 check (default_max_attempts >= 0)'),
+      ('paused', 'boolean not null default false'),
+      ('paused_task_types', 'text[]'),
+      ('has_task_types', 'boolean not null default false')) as c(name, definition)
+  loop
+    if not exists (select 1 from pg_attribute
+                    where attrelid = 'teguh.queues'::regclass and attname = col.name and not attisdropped) then
+      execute format('alter table teguh.queues add column %I ', col.name) || col.definition;
+    end if;
+  end loop;
+end
+$queue_columns$;
+
+-- Task types: what the workers of a queue registered for each handler
+-- (register_task_types), so that every producer (Python, CLI, SQL) spawns
+-- with the handler's defaults. defaults holds spawn options (max_attempts,
+-- retry_strategy, cancellation, priority) applied to a spawn that does not
+-- give them; concurrency, key_concurrency and rate_limit are stored for the
+-- flow-control limits. Rows are upserted by every starting worker (the last
+-- writer wins) and deleted with their queue.
+create table if not exists teguh.task_types (
+  queue_name text not null,
+  task_name text not null,
+  defaults jsonb not null default '{}',
+  concurrency int,
+  key_concurrency int,
+  rate_limit text,
+  version text,
+  paused boolean not null default false,
+  registered_at timestamptz not null,
+  updated_at timestamptz not null,
+  primary key (queue_name, task_name)
 );
 
 -- Settings of the schema owner, name -> value. Holds max_payload_bytes
@@ -153,6 +203,8 @@ begin
   end if;
 end
 $changed$;
+
+drop function if exists teguh._spawn(text, jsonb);
 
 -- ---------------------------------------------------------------------------
 -- Clock, ids, version
@@ -349,8 +401,8 @@ begin
   end if;
   perform teguh._check_retry_strategy(item->'retry_strategy');
   if jsonb_typeof(item->'max_attempts') <> 'null'
-     and not (teguh._is_int(item->'max_attempts') and (item->>'max_attempts')::int >= 1) then
-    raise exception '% max_attempts must be an integer >= 1 (or null for unlimited), not %',
+     and not (teguh._is_int(item->'max_attempts') and (item->>'max_attempts')::int >= 0) then
+    raise exception '% max_attempts must be an integer >= 1, or 0 for unlimited (null: the default), not %',
       what, item->'max_attempts' using errcode = 'TG004';
   end if;
   if jsonb_typeof(item->'cancellation') <> 'null' then
@@ -392,6 +444,26 @@ begin
     raise exception '% priority must be an integer between -32767 and 32767', what using errcode = 'TG004';
   end if;
 end
+$$;
+
+-- The spawn options a task type supplies: item with each of d's keys that
+-- item does not give (absent or JSON null) taken from d. d null: item.
+create or replace function teguh._with_defaults(item jsonb, d jsonb) returns jsonb
+language sql immutable as $$
+  select case when d is null or d = '{}'::jsonb then item
+              else item || coalesce((select jsonb_object_agg(e.key, e.value) from jsonb_each(d) e
+                                      where coalesce(jsonb_typeof(item->e.key), 'null') = 'null'), '{}'::jsonb)
+         end
+$$;
+
+-- True when spawn options o give every option a task type may default, so
+-- the spawn need not look its task type up.
+create or replace function teguh._gives_all_defaults(o jsonb) returns boolean
+language sql immutable as $$
+  select coalesce(jsonb_typeof(o->'max_attempts'), 'null') <> 'null'
+     and coalesce(jsonb_typeof(o->'retry_strategy'), 'null') <> 'null'
+     and coalesce(jsonb_typeof(o->'cancellation'), 'null') <> 'null'
+     and coalesce(jsonb_typeof(o->'priority'), 'null') <> 'null'
 $$;
 
 -- Raised by run-scoped calls that find no lease for their run.
@@ -617,16 +689,20 @@ $$;
 create or replace function teguh._hot_path_sql(q text) returns text
 language sql immutable as $outer$
   select format($tmpl$
--- _claim_<q>(worker_id, claim_timeout, qty): the work of claim_runs, which
--- checks the arguments. Runs the sweeps whose index says something is due,
--- then claims up to qty ready tasks: returns one row per run, with the
--- task's committed checkpoints.
+-- _claim_<q>(worker_id, claim_timeout, qty, paused, skip): the work of
+-- claim_runs, which checks the arguments and reads the queue's pause state.
+-- Runs the sweeps whose index says something is due, then claims up to qty
+-- ready tasks: returns one row per run, with the task's committed
+-- checkpoints. A paused queue claims nothing (the sweeps still run); skip,
+-- the names of paused task types, is null when none is paused, which keeps
+-- the common claim a walk of the dispatch index alone.
 -- Locks: never waits for a row. The sweeps' locks (skip locked), then p_ rows
 --   (skip locked, index p_<q>_oi), then their t_ rows (skip locked); deletes
 --   those p_ rows, updates the t_ rows, inserts one r_ row per task.
 -- Notifies: teguh_<q> 'wake' when the sweeps readied more than it claimed,
 --   plus what the sweeps send (teguh_<q> 'retry', teguh_done).
-create or replace function teguh.%1$I(p_worker_id text, p_claim_timeout int, p_qty int)
+create or replace function teguh.%1$I(p_worker_id text, p_claim_timeout int, p_qty int,
+                                       p_paused boolean, p_skip text[])
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
               max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
 language plpgsql as $body$
@@ -656,14 +732,28 @@ begin
     perform teguh._enforce_deadlines(%7$L, p_qty, now_ts);
   end if;
 
+  if p_paused then
+    return;
+  end if;
   -- Pick through index p_<q>_oi. The picked ids then drive every other
   -- statement as `= any(array)`, which the planner sizes at a handful of
   -- rows: primary-key probes, whatever the batch size.
-  select array_agg(x.task_id) into v_ids
-    from (select p.task_id from teguh.%5$I p
-           order by p.priority desc, p.available_at, p.task_id
-           limit p_qty
-             for update skip locked) x;
+  if p_skip is null then
+    select array_agg(x.task_id) into v_ids
+      from (select p.task_id from teguh.%5$I p
+             order by p.priority desc, p.available_at, p.task_id
+             limit p_qty
+               for update skip locked) x;
+  else
+    -- paused task types: the same walk, passing over their tasks (each
+    -- claim steps over them again, so a long pause of a busy type costs)
+    select array_agg(x.task_id) into v_ids
+      from (select p.task_id from teguh.%5$I p join teguh.%3$I t on t.task_id = p.task_id
+             where t.task_name <> all(p_skip)
+             order by p.priority desc, p.available_at, p.task_id
+             limit p_qty
+               for update of p skip locked) x;
+  end if;
   if v_ids is null then
     return;
   end if;
@@ -772,12 +862,17 @@ $body$;
 
 -- One task, the common case: no validation loop, no dynamic SQL, and a plain
 -- insert unless an idempotency key can conflict.
--- _spawn_<q>(task_name, params, options): the work of spawn_task.
+-- _spawn_<q>(task_name, params, options, default_max, types): the work of
+-- spawn_task, which reads the queue's default_max_attempts (0: unlimited,
+-- stored as null) and whether it has task types. With task types, options
+-- not given are taken from the task's type (teguh.task_types), unless the
+-- spawn gives all of them.
 -- Locks: none on existing rows; inserts the t_ row and, when the task is
 --   ready now, its p_ row. An idempotency key held by an uncommitted spawn
 --   makes the insert wait for that transaction.
 -- Notifies: teguh_<q> 'spawn' when the task is ready now.
-create or replace function teguh.%10$I(p_task_name text, p_params jsonb, p_options jsonb)
+create or replace function teguh.%10$I(p_task_name text, p_params jsonb, p_options jsonb,
+                                        p_default_max int, p_types boolean)
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $body$
 #variable_conflict use_column
@@ -786,13 +881,18 @@ declare
   v_id uuid := teguh.portable_uuidv7();
   v_later timestamptz;
   v_priority int := 0;
+  v_max int := nullif(p_default_max, 0);
 begin
+  if p_types and not teguh._gives_all_defaults(p_options) then
+    p_options := teguh._with_defaults(p_options,
+      (select tt.defaults from teguh.task_types tt where tt.queue_name = %7$L and tt.task_name = p_task_name));
+  end if;
   if p_options = '{}'::jsonb then
     if p_task_name is null or p_task_name ~ '^\s*$' or octet_length(p_task_name) > 1024 then
       perform teguh._check_name('task name', p_task_name);
     end if;
-    insert into teguh.%3$I (task_id, task_name, params, state, attempts, enqueued_at)
-    values (v_id, p_task_name, coalesce(p_params, 'null'::jsonb), 'pending', 1, now_ts);
+    insert into teguh.%3$I (task_id, task_name, params, max_attempts, state, attempts, enqueued_at)
+    values (v_id, p_task_name, coalesce(p_params, 'null'::jsonb), v_max, 'pending', 1, now_ts);
   else
     perform teguh._check_spawn_item(p_options || jsonb_build_object('task_name', p_task_name), null);
     v_priority := coalesce((p_options->>'priority')::int, 0);
@@ -803,7 +903,9 @@ begin
       (task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation, idempotency_key,
        priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at)
     values (v_id, p_task_name, coalesce(p_params, 'null'::jsonb), nullif(p_options->'headers', 'null'::jsonb),
-            nullif(p_options->'retry_strategy', 'null'::jsonb), (p_options->>'max_attempts')::int,
+            nullif(p_options->'retry_strategy', 'null'::jsonb),
+            case when jsonb_typeof(p_options->'max_attempts') = 'number'
+                 then nullif((p_options->>'max_attempts')::int, 0) else v_max end,
             nullif(p_options->'cancellation', 'null'::jsonb), p_options->>'idempotency_key', v_priority,
             'pending', 1, now_ts, v_later, coalesce((p_options->>'notify_done')::boolean, false),
             now_ts + make_interval(secs => (p_options->'cancellation'->>'max_delay')::float8))
@@ -919,6 +1021,7 @@ begin
   perform pg_advisory_xact_lock(7420581234);
   -- first out of the view, which depends on its tables
   delete from teguh.queues where queue_name = q;
+  delete from teguh.task_types where queue_name = q;
   perform teguh._rebuild_tasks_view();
   foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
@@ -1215,8 +1318,11 @@ $$;
 -- The batch spawn behind spawn_tasks and retry_task (spawn_new): checks
 -- the items, inserts their t_ rows and ready tasks' p_ rows in one statement,
 -- and returns one row per item in input order. Notifies teguh_<q> 'spawn'
--- once, when any item is ready now.
-create or replace function teguh._spawn(q text, items jsonb)
+-- once, when any item is ready now. default_max is the max_attempts of an
+-- item without one (0 or null: unlimited); with types, the items' task
+-- types supply the options they do not give (see _spawn_<q>).
+create or replace function teguh._spawn(q text, items jsonb, p_default_max int default null,
+                                        p_types boolean default false)
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 declare
@@ -1244,6 +1350,13 @@ begin
   loop
     perform teguh._check_spawn_item(item, pos);
   end loop;
+  if p_types then
+    -- defaults were checked when registered; the items are objects by now
+    select jsonb_agg(teguh._with_defaults(x.item, tt.defaults) order by x.pos) into items
+      from jsonb_array_elements(items) with ordinality as x(item, pos)
+      left join teguh.task_types tt on tt.queue_name = q and tt.task_name = x.item->>'task_name';
+    items := coalesce(items, '[]'::jsonb);
+  end if;
   keyed := jsonb_path_exists(items, '$[*].idempotency_key ? (@ != null)');
 
   execute format($q$
@@ -1258,7 +1371,9 @@ begin
          idempotency_key, priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at)
       select i.task_id, i.item->>'task_name', coalesce(i.item->'params', 'null'::jsonb),
              nullif(i.item->'headers', 'null'::jsonb), nullif(i.item->'retry_strategy', 'null'::jsonb),
-             (i.item->>'max_attempts')::int, nullif(i.item->'cancellation', 'null'::jsonb),
+             case when jsonb_typeof(i.item->'max_attempts') = 'number'
+                  then nullif((i.item->>'max_attempts')::int, 0) else $3 end,
+             nullif(i.item->'cancellation', 'null'::jsonb),
              i.item->>'idempotency_key', coalesce((i.item->>'priority')::int, 0), 'pending', 1, $2,
              i.later, coalesce((i.item->>'notify_done')::boolean, false),
              $2 + make_interval(secs => (i.item->'cancellation'->>'max_delay')::float8)
@@ -1277,7 +1392,7 @@ begin
       -- a speculative insertion per row costs; only keyed items can conflict
       case when keyed then 'on conflict (idempotency_key) where idempotency_key is not null do nothing'
            else '' end)
-    into new_pos, new_ids, any_ready using items, now_ts;
+    into new_pos, new_ids, any_ready using items, now_ts, nullif(p_default_max, 0);
 
   if any_ready then
     perform pg_notify('teguh_' || q, 'spawn');
@@ -1309,7 +1424,10 @@ $$;
 -- the queue's _spawn_<q>). options holds spawn options (docs/sql-interface.md),
 -- never task_name or params. Returns (task_id, null, 1, true); when the
 -- idempotency key names a task already, that task's (task_id, null,
--- attempts, false). Raises TG002, TG004, TG005.
+-- attempts, false). Raises TG002, TG004, TG005. Options the spawn does not
+-- give come from the task's registered type (teguh.task_types), and a task
+-- with no max_attempts from either gets the queue's default_max_attempts
+-- (25 unless set_queue_options changed it); max_attempts 0 is unlimited.
 -- Locks: none on existing rows; inserts the t_ row and, when the task is
 --   ready now, its p_ row. An idempotency key held by an uncommitted spawn
 --   makes the insert wait for that transaction.
@@ -1318,8 +1436,14 @@ $$;
 create or replace function teguh.spawn_task(q text, task_name text, params jsonb, options jsonb default '{}')
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
+declare
+  qrow record;
 begin
-  perform teguh._check_queue(q);
+  -- the queue check and the queue's spawn settings in one read
+  select qq.default_max_attempts, qq.has_task_types into qrow from teguh.queues qq where qq.queue_name = q;
+  if not found then
+    perform teguh._check_queue(q);
+  end if;
   perform teguh._check_payload('params', params);
   perform teguh._check_payload('headers', options->'headers');
   options := coalesce(options, '{}'::jsonb);
@@ -1329,21 +1453,27 @@ begin
   if options ? 'task_name' or options ? 'params' then
     raise exception 'spawn options must not hold task_name or params' using errcode = 'TG004';
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3)', '_spawn_' || q)
-    using task_name, params, options;
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5)', '_spawn_' || q)
+    using task_name, params, options, qrow.default_max_attempts, qrow.has_task_types;
 end
 $$;
 
 -- spawn_tasks(q, items): spawns many tasks in one statement (teguh._spawn).
 -- items is a JSON array of flat objects: task_name, params and any spawn
--- option. Returns one row per item, in input order, as spawn_task does.
+-- option. Returns one row per item, in input order, as spawn_task does;
+-- task type defaults and the queue's default_max_attempts apply per item.
 -- Locks: as spawn_task, for every item.
 -- Notifies: teguh_<q> 'spawn' once, when any item is ready now.
 create or replace function teguh.spawn_tasks(q text, items jsonb)
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
+declare
+  qrow record;
 begin
-  perform teguh._check_queue(q);
+  select qq.default_max_attempts, qq.has_task_types into qrow from teguh.queues qq where qq.queue_name = q;
+  if not found then
+    perform teguh._check_queue(q);
+  end if;
   if pg_column_size(items) > 65536 then  -- each item's params and headers (docs/limits.md)
     perform teguh._check_payload(format('items[%s].params', x.pos - 1), x.item->'params'),
             teguh._check_payload(format('items[%s].headers', x.pos - 1), x.item->'headers')
@@ -1351,7 +1481,7 @@ begin
             with ordinality as x(item, pos)
       where jsonb_typeof(x.item) = 'object';
   end if;
-  return query select * from teguh._spawn(q, items);
+  return query select * from teguh._spawn(q, items, qrow.default_max_attempts, qrow.has_task_types);
 end
 $$;
 
@@ -1375,8 +1505,14 @@ create or replace function teguh.claim_runs(q text, worker_id text, claim_timeou
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
               max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
 language plpgsql as $$
+declare
+  qrow record;
 begin
-  perform teguh._check_queue(q);
+  -- the queue check and its pause state in one read
+  select qq.paused, qq.paused_task_types into qrow from teguh.queues qq where qq.queue_name = q;
+  if not found then
+    perform teguh._check_queue(q);
+  end if;
   perform teguh._check_name('worker id', worker_id);
   if claim_timeout is null or claim_timeout < 0 then
     raise exception 'claim_timeout must be >= 0 seconds (0: the lease never expires)' using errcode = 'TG004';
@@ -1384,8 +1520,8 @@ begin
   if qty is null or qty < 1 or qty > 10000 then
     raise exception 'qty must be between 1 and 10000, not %', qty using errcode = 'TG004';
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3)', '_claim_' || q)
-    using worker_id, claim_timeout, qty;
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5)', '_claim_' || q)
+    using worker_id, claim_timeout, qty, qrow.paused, qrow.paused_task_types;
 end
 $$;
 
@@ -2103,6 +2239,217 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Queue options, task types, pause and resume (docs/flow-control.md)
+-- ---------------------------------------------------------------------------
+
+-- set_queue_options(q, options): changes queue q's settings; options is a
+-- JSON object of the settings to change: default_max_attempts (an integer
+-- >= 0; 0: tasks spawned without max_attempts retry for ever). It applies to
+-- tasks spawned from then on: a task stores its max_attempts at spawn.
+-- Raises TG002 for an unknown queue, TG004 for an unknown or invalid option
+-- (nothing is changed).
+-- Locks: the queue's teguh.queues row (waits, by the update).
+-- Notifies: nobody.
+create or replace function teguh.set_queue_options(q text, options jsonb) returns void
+language plpgsql as $$
+declare
+  bad text;
+begin
+  perform teguh._check_queue(q);
+  if options is null or jsonb_typeof(options) <> 'object' then
+    raise exception 'queue options must be a JSON object' using errcode = 'TG004';
+  end if;
+  select string_agg(k, ', ') into bad from jsonb_object_keys(options) k where k not in ('default_max_attempts');
+  if bad is not null then
+    raise exception 'unknown queue options: % (known: default_max_attempts)', bad using errcode = 'TG004';
+  end if;
+  if options ? 'default_max_attempts'
+     and not (teguh._is_int(options->'default_max_attempts') and (options->>'default_max_attempts')::int >= 0) then
+    raise exception 'default_max_attempts must be an integer >= 0 (0: unlimited), not %',
+      options->'default_max_attempts' using errcode = 'TG004';
+  end if;
+  update teguh.queues
+     set default_max_attempts = coalesce((options->>'default_max_attempts')::int, default_max_attempts)
+   where queue_name = q;
+end
+$$;
+
+-- get_queue_options(q): queue q's settings: default_max_attempts, paused,
+-- and the names of its paused task types (empty when none). TG002 for an
+-- unknown queue.
+-- Locks: none. Notifies: nobody.
+create or replace function teguh.get_queue_options(q text)
+returns table(default_max_attempts int, paused boolean, paused_task_types text[])
+language plpgsql stable as $$
+begin
+  perform teguh._check_queue(q);
+  return query select qq.default_max_attempts, qq.paused, coalesce(qq.paused_task_types, '{}')
+                 from teguh.queues qq where qq.queue_name = q;
+end
+$$;
+
+-- register_task_types(q, types, version): upserts queue q's task types, one
+-- per element of types, a JSON array of objects: task_name, and any of
+-- max_attempts, retry_strategy, cancellation, priority (spawn defaults, as
+-- spawn options), concurrency, key_concurrency (integers >= 1) and
+-- rate_limit ('<n>/s', '/m' or '/h'). version (the app's, may be null) is
+-- stored on each. Every starting worker calls it for its handlers: the last
+-- writer wins, and a registered type keeps its pause state and its
+-- registered_at. Types are never deleted here (an older worker may still
+-- run them). Raises TG002, TG004 (one bad element: nothing written).
+-- Locks: the queue's teguh.queues row when it had no task type yet (waits,
+--   by the update), then the types' teguh.task_types rows (waits, by the
+--   upsert): queues -> task_types, as pause_task_type.
+-- Notifies: nobody.
+create or replace function teguh.register_task_types(q text, types jsonb, version text default null)
+returns void
+language plpgsql as $$
+declare
+  item jsonb;
+  pos bigint;
+  bad text;
+  now_ts timestamptz := teguh.current_time();
+begin
+  perform teguh._check_queue(q);
+  if types is null or jsonb_typeof(types) <> 'array' then
+    raise exception 'task types must be a JSON array' using errcode = 'TG004';
+  end if;
+  if version is not null then
+    perform teguh._check_name('version', version);
+  end if;
+  for item, pos in select x.item, x.pos from jsonb_array_elements(types) with ordinality as x(item, pos) loop
+    if jsonb_typeof(item) <> 'object' then
+      raise exception 'task type % must be a JSON object', pos using errcode = 'TG004';
+    end if;
+    select string_agg(k, ', ') into bad from jsonb_object_keys(item) k
+     where k not in ('task_name', 'max_attempts', 'retry_strategy', 'cancellation', 'priority',
+                     'concurrency', 'key_concurrency', 'rate_limit');
+    if bad is not null then
+      raise exception 'task type % has unknown keys: %', coalesce(item->>'task_name', pos::text), bad
+        using errcode = 'TG004';
+    end if;
+    perform teguh._check_spawn_item(
+      jsonb_build_object('task_name', item->'task_name')
+        || (item - array['concurrency', 'key_concurrency', 'rate_limit']), pos);
+    if jsonb_typeof(item->'concurrency') <> 'null'
+       and not (teguh._is_int(item->'concurrency') and (item->>'concurrency')::int >= 1) then
+      raise exception 'task type % concurrency must be an integer >= 1', item->>'task_name' using errcode = 'TG004';
+    end if;
+    if jsonb_typeof(item->'key_concurrency') <> 'null'
+       and not (teguh._is_int(item->'key_concurrency') and (item->>'key_concurrency')::int >= 1) then
+      raise exception 'task type % key_concurrency must be an integer >= 1', item->>'task_name'
+        using errcode = 'TG004';
+    end if;
+    if jsonb_typeof(item->'rate_limit') <> 'null'
+       and (jsonb_typeof(item->'rate_limit') <> 'string' or item->>'rate_limit' !~ '^[1-9][0-9]{0,8}/[smh]$') then
+      raise exception 'task type % rate_limit must look like "20/s", "100/m" or "1000/h", not %',
+        item->>'task_name', item->'rate_limit' using errcode = 'TG004';
+    end if;
+  end loop;
+  select string_agg(distinct n, ', ') into bad
+    from (select x->>'task_name' as n from jsonb_array_elements(types) x
+           group by 1 having count(*) > 1) d;
+  if bad is not null then
+    raise exception 'task types named more than once: %', bad using errcode = 'TG004';
+  end if;
+
+  -- spawns look types up once the queue has any
+  update teguh.queues set has_task_types = true where queue_name = q and not has_task_types;
+  insert into teguh.task_types as tt
+    (queue_name, task_name, defaults, concurrency, key_concurrency, rate_limit, version, registered_at, updated_at)
+  select q, x.item->>'task_name',
+         jsonb_strip_nulls(jsonb_build_object(
+           'max_attempts', x.item->'max_attempts', 'retry_strategy', x.item->'retry_strategy',
+           'cancellation', x.item->'cancellation', 'priority', x.item->'priority')),
+         (x.item->>'concurrency')::int, (x.item->>'key_concurrency')::int, x.item->>'rate_limit',
+         version, now_ts, now_ts
+    from jsonb_array_elements(types) with ordinality as x(item, pos)
+   order by x.item->>'task_name'
+  on conflict (queue_name, task_name) do update
+     set defaults = excluded.defaults, concurrency = excluded.concurrency,
+         key_concurrency = excluded.key_concurrency, rate_limit = excluded.rate_limit,
+         version = excluded.version, updated_at = excluded.updated_at;
+end
+$$;
+
+-- list_task_types(q): queue q's registered task types, by name, with their
+-- spawn defaults (null: not set), limits, version and pause state.
+-- Raises TG002 for an unknown queue.
+-- Locks: none. Notifies: nobody.
+create or replace function teguh.list_task_types(q text)
+returns table(task_name text, max_attempts int, retry_strategy jsonb, cancellation jsonb, priority int,
+              concurrency int, key_concurrency int, rate_limit text, version text, paused boolean,
+              registered_at timestamptz, updated_at timestamptz)
+language plpgsql stable as $$
+begin
+  perform teguh._check_queue(q);
+  return query
+    select tt.task_name, (tt.defaults->>'max_attempts')::int, tt.defaults->'retry_strategy',
+           tt.defaults->'cancellation', (tt.defaults->>'priority')::int, tt.concurrency, tt.key_concurrency,
+           tt.rate_limit, tt.version, tt.paused, tt.registered_at, tt.updated_at
+      from teguh.task_types tt where tt.queue_name = q order by tt.task_name;
+end
+$$;
+
+-- Sets queue q's pause flag, or one task type's (p_task_name not null), and
+-- keeps teguh.queues.paused_task_types, which the claim reads, in step.
+-- Raises TG002 for an unknown queue, TG004 for a task type not registered.
+-- Locks: the queue's teguh.queues row (waits), then the type's row (waits):
+--   queues -> task_types; so two pauses of one queue's types serialise and
+--   the second recounts what the first wrote.
+create or replace function teguh._set_paused(q text, p_task_name text, p_paused boolean) returns void
+language plpgsql as $$
+begin
+  perform teguh._check_queue(q);
+  perform 1 from teguh.queues where queue_name = q for no key update;
+  if p_task_name is null then
+    update teguh.queues set paused = p_paused where queue_name = q;
+  else
+    update teguh.task_types set paused = p_paused where queue_name = q and task_name = p_task_name;
+    if not found then
+      raise exception 'task type "%" is not registered in queue "%"', p_task_name, q
+        using errcode = 'TG004',
+              hint = 'a worker registers its handlers when it starts; see teguh.list_task_types';
+    end if;
+    update teguh.queues
+       set paused_task_types = (select array_agg(tt.task_name order by tt.task_name) from teguh.task_types tt
+                                  where tt.queue_name = q and tt.paused)
+     where queue_name = q;
+  end if;
+  if not p_paused then
+    perform pg_notify('teguh_' || q, 'wake');  -- idle workers claim at once
+  end if;
+end
+$$;
+
+-- pause_queue(q): workers of queue q claim nothing until resume_queue;
+-- spawns still succeed and running tasks finish. Sweeps (expired leases,
+-- due sleepers, deadlines) go on. TG002 for an unknown queue.
+-- Locks: the queue's teguh.queues row (waits). Notifies: nobody.
+create or replace function teguh.pause_queue(q text) returns void
+language sql as $$ select teguh._set_paused(q, null, true) $$;
+
+-- resume_queue(q): undoes pause_queue. TG002 for an unknown queue.
+-- Locks: the queue's teguh.queues row (waits).
+-- Notifies: teguh_<q> 'wake', so idle workers claim at once.
+create or replace function teguh.resume_queue(q text) returns void
+language sql as $$ select teguh._set_paused(q, null, false) $$;
+
+-- pause_task_type(q, task_name): workers of queue q claim no task of that
+-- type until resume_task_type; other types flow. The type must be
+-- registered (TG004 otherwise); TG002 for an unknown queue.
+-- Locks: the queue's teguh.queues row, then the type's teguh.task_types row
+--   (both wait). Notifies: nobody.
+create or replace function teguh.pause_task_type(q text, task_name text) returns void
+language sql as $$ select teguh._set_paused(q, task_name, true) $$;
+
+-- resume_task_type(q, task_name): undoes pause_task_type. TG002, TG004 as it.
+-- Locks: as pause_task_type.
+-- Notifies: teguh_<q> 'wake', so idle workers claim at once.
+create or replace function teguh.resume_task_type(q text, task_name text) returns void
+language sql as $$ select teguh._set_paused(q, task_name, false) $$;
+
+-- ---------------------------------------------------------------------------
 -- Reading, timers, maintenance
 -- ---------------------------------------------------------------------------
 
@@ -2410,6 +2757,9 @@ begin
   drop view if exists teguh.tasks;  -- it would pin the columns of the tables upgraded here
   for qn in select queue_name from teguh.queues order by queue_name loop
     perform teguh._ensure_queue_tables(qn);
+    -- signatures of 0.1's generated functions (now with the pause and spawn defaults)
+    execute format('drop function if exists teguh.%I(text, int, int)', '_claim_' || qn);
+    execute format('drop function if exists teguh.%I(text, jsonb, jsonb)', '_spawn_' || qn);
     execute teguh._hot_path_sql(qn);
   end loop;
   perform teguh._rebuild_tasks_view();
@@ -2486,14 +2836,16 @@ language plpgsql immutable as $$
 declare
   producer text[] := array['version', 'current_time', 'list_queues',
                            'spawn_task', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
-                           'get_task_info'];
+                           'get_task_info', 'list_task_types', 'get_queue_options'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
                                      'fail_run_non_retryable', 'snooze_run',
                                      'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
                                      'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',
-                                     'extend_claim', 'extend_claims', 'next_due'];
+                                     'extend_claim', 'extend_claims', 'next_due', 'register_task_types'];
   admin text[] := producer || array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'next_due',
-                                    'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop'];
+                                    'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop',
+                                    'set_queue_options', 'pause_queue', 'resume_queue', 'pause_task_type',
+                                    'resume_task_type'];
 begin
   case kind
     when 'producer' then return producer;

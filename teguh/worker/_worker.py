@@ -32,6 +32,7 @@ import psycopg2
 
 from .. import _backoff, _dsn, _faults, _json
 from .._notify import TIMEOUT, Waiter, open_queue_waiter
+from .._options import task_type
 from ..errors import Cancelled, LeaseLost, PermissionDenied, QueueNotFound, TeguhError, error_message
 from ._completer import Completer
 from ._config import (
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
     from ._protocols import WorkerApp
 
 logger = logging.getLogger("teguh.worker")
+
+CATCH_ALL = "*"
+"""The catch-all handler's name (`teguh.app.CATCH_ALL`, not imported: the app imports the worker)."""
 
 CLAIM_BACKOFF = _backoff.Backoff(0.2, 5.0)
 """Waits after failed claims: 0.2 s doubling up to 5 s (a bad row or a lost database)."""
@@ -264,6 +268,7 @@ class Worker:
         runner = RunExecutor(self.app, client, self.queue, self.claim_timeout, self._inflight, completer)
         try:
             self._ensure_queue(client)
+            self._register_task_types(client)
             # LISTEN may need a direct connection when the pool goes through PgBouncer
             listen_dsn = self.listen_dsn or (self.app.client if self._owns_client else client).listen_dsn
             self._listener = open_queue_waiter(client, self.queue, listen_dsn, self.poll_interval)
@@ -313,6 +318,34 @@ class Worker:
         if self.queue not in queues:
             # a typo in --queue must not start serving an empty queue
             raise QueueNotFound(missing_queue_message(self.queue, queues), queue=self.queue)
+
+    def _register_task_types(self, client: Client) -> None:
+        """Register the handlers of this worker's queue as task types, in one statement.
+
+        A handler with no queue of its own belongs to this worker's queue; the
+        catch-all is not a task type. Every starting worker upserts its own
+        handlers, so during a rolling deploy the last one to start wins. A role
+        granted before task types existed may not register: that is logged, and
+        spawns then get the queue's defaults only.
+        """
+        tasks = getattr(self.app, "tasks", None) or {}
+        limit = client.max_payload_bytes
+        types = [
+            task_type(name, task.defaults, limit)
+            for name, task in sorted(tasks.items())
+            if name != CATCH_ALL and (task.queue or self.queue) == self.queue
+        ]
+        if not types:
+            return
+        try:
+            client._register_task_types(self.queue, types, getattr(self.app, "version", None))
+        except PermissionDenied:
+            logger.warning(
+                "this role may not register task types on queue %s: spawns from elsewhere will not get "
+                "the handlers' defaults (run teguh.grant_worker for this role again)",
+                self.queue,
+                extra={"queue": self.queue},
+            )
 
     def _wake(self) -> None:
         """End the claim loop's current or next wait (any thread)."""

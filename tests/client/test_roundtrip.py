@@ -82,7 +82,8 @@ def test_spawn_task_defaults(client: teguh.Client, queue: str, db: Any) -> None:
     result = client.spawn_task(queue, "noop")
     row = db.dicts(f"select * from teguh.t_{queue} where task_id = %s", result.task_id)[0]
     assert row["params"] is None
-    assert row["headers"] is None and row["retry_strategy"] is None and row["max_attempts"] is None
+    assert row["headers"] is None and row["retry_strategy"] is None
+    assert row["max_attempts"] == 25  # the queue's default_max_attempts
     assert row["notify_done"] is False and row["priority"] == 0
 
 

@@ -127,7 +127,8 @@ TG004_CASES = {
     ),
     "spawn_name_1025_bytes": lambda e, t, r: e.spawn("x" * 1025),
     "spawn_name_1026_bytes_513_chars": lambda e, t, r: e.spawn("é" * 513),
-    "spawn_max_attempts_0": lambda e, t, r: e.spawn("t", max_attempts=0),
+    # max_attempts 0 is valid since 0.2: unlimited (tests/engine/test_task_types.py)
+    "spawn_max_attempts_fraction": lambda e, t, r: e.spawn("t", max_attempts=1.5),
     "spawn_max_attempts_negative": lambda e, t, r: e.spawn("t", max_attempts=-1),
     "spawn_unknown_option": lambda e, t, r: e.spawn("t", bogus=1),
     "spawn_camelcase_option": lambda e, t, r: e.spawn("t", maxAttempts=3),
@@ -140,7 +141,7 @@ TG004_CASES = {
         [{"task_name": "ok", "params": {}}, {"task_name": "", "params": {}}]
     ),
     "spawn_tasks_bad_max_attempts": lambda e, t, r: e.spawn_many(
-        [{"task_name": "ok", "params": {}}, {"task_name": "t", "max_attempts": 0}]
+        [{"task_name": "ok", "params": {}}, {"task_name": "t", "max_attempts": -1}]
     ),
     "checkpoint_empty_step": lambda e, t, r: e.checkpoint(t, "", 1, r),
     "checkpoint_blank_step": lambda e, t, r: e.checkpoint(t, "  ", 1, r),
@@ -191,11 +192,11 @@ def test_names_of_exactly_1024_bytes_are_accepted(live):
     assert got["should_suspend"] is False and got["payload"] == {"big": True}
 
 
-def test_max_attempts_null_is_accepted_as_unlimited(live):
+def test_max_attempts_null_is_accepted_as_the_queue_default(live):
     e, _, _ = live
     task = e.spawn("t", max_attempts=None)
     assert task["created"] is True
-    assert e.task(task["task_id"])["max_attempts"] is None
+    assert e.task(task["task_id"])["max_attempts"] == 25
 
 
 # -- AB001 / AB002 -----------------------------------------------------------

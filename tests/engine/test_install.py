@@ -46,6 +46,14 @@ PUBLIC_FUNCTIONS = {
     "cleanup_all_queues",
     "start",
     "stop",
+    "set_queue_options",
+    "get_queue_options",
+    "register_task_types",
+    "list_task_types",
+    "pause_queue",
+    "resume_queue",
+    "pause_task_type",
+    "resume_task_type",
 }
 
 

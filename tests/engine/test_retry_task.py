@@ -59,7 +59,7 @@ def test_retry_requires_more_attempts_than_made(eng):
 
 
 def test_retry_keeps_unlimited_attempts_unlimited(eng):
-    task_id, _run_id = eng.start("t", max_attempts=None)
+    task_id, _run_id = eng.start("t", max_attempts=0)
     eng.cancel(task_id)
     eng.retry(task_id)
     assert eng.task(task_id)["max_attempts"] is None

@@ -97,7 +97,7 @@ def test_idempotency_key_returns_the_existing_task(eng):  # A4
     assert eng.count("t") == 1
     task = eng.task(first["task_id"])
     assert task["params"] == {"v": 1}  # a hit changes nothing
-    assert task["max_attempts"] is None
+    assert task["max_attempts"] == 25  # the queue's default, not the second spawn's 9
     assert eng.count("p") == 1
 
 
@@ -149,8 +149,13 @@ def test_idempotency_hit_on_a_running_task_does_not_requeue_it(eng):
     assert eng.lease(run["run_id"]) is not None
 
 
-def test_max_attempts_null_means_unlimited(eng):
-    row = eng.spawn("t", max_attempts=None)
+def test_max_attempts_null_takes_the_queue_default(eng):
+    assert eng.task(eng.spawn("t", max_attempts=None)["task_id"])["max_attempts"] == 25
+    assert eng.task(eng.spawn("t")["task_id"])["max_attempts"] == 25
+
+
+def test_max_attempts_0_means_unlimited(eng):
+    row = eng.spawn("t", max_attempts=0)
     assert eng.task(row["task_id"])["max_attempts"] is None
     for attempt in range(1, 8):
         run = eng.claim_one()

@@ -132,6 +132,13 @@ def test_producer_worker_and_admin_get_exactly_their_rights(
     producer.spawn_tasks("jobs", [{"task_name": "echo", "params": 2}])
     producer.emit_event("jobs", "ready", {"ok": True})
     assert producer.get_task_result("jobs", task.task_id).state == "pending"
+    worker._register_task_types("jobs", [{"task_name": "echo", "max_attempts": 3}], "v1")
+    assert [t.name for t in producer.list_task_types("jobs")] == ["echo"]
+    admin.pause_task_type("jobs", "echo")
+    admin.resume_task_type("jobs", "echo")
+    admin.pause_queue("jobs")
+    admin.resume_queue("jobs")
+    admin.set_queue_options("jobs", default_max_attempts=30)
 
     denied: dict[str, list[Callable[[], Any]]] = {
         "producer": [
@@ -145,6 +152,9 @@ def test_producer_worker_and_admin_get_exactly_their_rights(
             lambda: producer.retry_task("jobs", task.task_id),
             lambda: producer.cleanup_tasks("jobs"),
             lambda: producer.ticker(),
+            lambda: producer.pause_queue("jobs"),
+            lambda: producer.set_queue_options("jobs", default_max_attempts=3),
+            lambda: producer._register_task_types("jobs", [{"task_name": "x"}], None),
         ],
         "worker": [
             lambda: worker.create_queue("other"),
@@ -152,6 +162,8 @@ def test_producer_worker_and_admin_get_exactly_their_rights(
             lambda: worker.cancel_task("jobs", task.task_id),
             lambda: worker.retry_task("jobs", task.task_id),
             lambda: worker.cleanup_tasks("jobs"),
+            lambda: worker.pause_queue("jobs"),
+            lambda: worker.resume_task_type("jobs", "echo"),
         ],
         "admin": [
             lambda: admin.claim_task("jobs", "w"),
@@ -177,8 +189,8 @@ def test_producer_worker_and_admin_get_exactly_their_rights(
                 "select count(*) from teguh.t_jobs",
                 "delete from teguh.p_jobs",
                 "select teguh._check_name('a', 'b')",
-                "select * from teguh._claim_jobs('x', 30, 1)",
-                "select * from teguh._spawn_jobs('t', '1', '{}')",
+                "select * from teguh._claim_jobs('x', 30, 1, false, null)",
+                "select * from teguh._spawn_jobs('t', '1', '{}', 25, false)",
                 "select teguh.grant_admin(current_user)",
                 "create table teguh.evil (x int)",
             ):

@@ -79,10 +79,19 @@ class Ledger:
         return len([e for e in self.entries(task_id) if e[0] == what])
 
 
-def build_app(dsn: str) -> App:
-    """The app both the subprocess and the test's own workers run."""
-    app = App(dsn, queue=Q)
+def build_app(dsn: str, version: str | None = None, typed_max_attempts: int = 4) -> App:
+    """The app both the subprocess and the test's own workers run.
+
+    `version` and `typed_max_attempts` let two processes look like two
+    releases of the app (task types: last writer wins).
+    """
+    app = App(dsn, queue=Q, version=version)
     ledger = Ledger(dsn)
+
+    @app.task("typed", max_attempts=typed_max_attempts, priority=2)
+    def typed(params: Any, ctx: Any) -> Any:
+        ledger.record(ctx.task_id, "typed", ctx.attempt)
+        return {"attempt": ctx.attempt}
 
     @app.task("crashy", retry_strategy={"kind": "fixed", "base_seconds": 0})
     def crashy(params: Any, ctx: Any) -> Any:
@@ -115,7 +124,9 @@ def main(argv: list[str]) -> int:
     )
     dsn = argv[1]
     options = json.loads(argv[2]) if len(argv) > 2 else {}
-    app = build_app(dsn)
+    app = build_app(
+        dsn, options.pop("app_version", None), typed_max_attempts=options.pop("typed_max_attempts", 4)
+    )
     worker = app.worker(**options)
     try:
         worker.run()
