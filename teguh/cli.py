@@ -312,12 +312,20 @@ def task_type_resume(ctx: click.Context, queue: str, task_name: str) -> None:
 
 
 def _queue_list(values: Any) -> tuple[str, ...]:
-    """`--queue` values as queue names: each may hold several, separated by commas (or spaces)."""
+    """`--queue` values as queue names: each may hold several, separated by commas.
+
+    Click already splits `TEGUH_QUEUE` on whitespace. A value without a comma is
+    kept as it is, and the parts of one with commas are only stripped, so a bad
+    name (blank, a tab) reaches the name check instead of vanishing into the
+    default queues.
+    """
     if values is None:
         return ()
     if isinstance(values, str):  # a default_map or a caller giving one name
         values = (values,)
-    names = (name for value in values for name in str(value).replace(",", " ").split())
+    names = (
+        part.strip() if "," in value else value for value in map(str, values) for part in value.split(",")
+    )
     return tuple(dict.fromkeys(names))
 
 
