@@ -421,19 +421,26 @@ def probe_notify(
             conn.close()
 
 
-def open_queue_waiter(client: Client, queue: str, listen_dsn: str, poll_interval: float) -> Waiter:
-    """The worker's waiter for `queue`: LISTEN on `listen_dsn`, or polling if NOTIFY cannot arrive there.
+def open_queue_waiter(
+    client: Client, queue: str | Sequence[str], listen_dsn: str, poll_interval: float
+) -> Waiter:
+    """The worker's waiter for `queue` (or several queues): LISTEN on `listen_dsn`, or polling.
 
-    At start the worker sends itself one notification on a private channel,
-    from the pool side, and checks that the LISTEN side hears it; if not, it
-    logs a WARNING naming the fix and returns a `PollingWaiter`.
+    One connection LISTENs on every queue's channel (`teguh_<queue>`), so a
+    worker serving several queues holds one LISTEN connection, not one per
+    queue. At start the worker sends itself one notification on a private
+    channel, from the pool side, and checks that the LISTEN side hears it; if
+    not (PgBouncer in transaction mode), it logs a WARNING naming the fix and
+    returns a `PollingWaiter`, which serves every queue alike.
     """
-    application_name = f"teguh-listener:{queue}"
-    listener = ListenWaiter(listen_dsn, f"teguh_{queue}", application_name=application_name)
+    queues = [queue] if isinstance(queue, str) else list(queue)
+    names = ",".join(queues)  # PostgreSQL truncates an application_name past 63 bytes: fine for a label
+    application_name = f"teguh-listener:{names}"
+    listener = ListenWaiter(listen_dsn, [f"teguh_{q}" for q in queues], application_name=application_name)
     if not listener.connect():
         return listener  # unreachable for now: it retries with backoff, as before
     # its own name: the probe's short-lived backend is not the listener's
-    verdict = probe_notify(client, listen_dsn, application_name=f"teguh-listen-probe:{queue}")
+    verdict = probe_notify(client, listen_dsn, application_name=f"teguh-listen-probe:{names}")
     if verdict != BROKEN:
         return listener
     listener.close()
@@ -447,6 +454,6 @@ def open_queue_waiter(client: Client, queue: str, listen_dsn: str, poll_interval
         poll_interval,
         _dsn.LISTEN_DSN_ENV,
         " that bypasses the pooler" if same else "",
-        extra={"queue": queue},
+        extra={"queue": names},
     )
     return PollingWaiter()

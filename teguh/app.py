@@ -6,7 +6,7 @@ import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _coroutines, _validate
@@ -414,13 +414,31 @@ class App:
         merged = {**(task.defaults if task is not None else {}), **options}
         return self.client.spawn_task(queue or self.queue_of(task_name), task_name, params, **merged)
 
-    def worker(self, queue: str | None = None, **options: Any) -> Worker:
-        """Build a `Worker` running this app's handlers on `queue` (default: the app's).
+    def worker(
+        self, queue: str | None = None, *, queues: Sequence[str] | None = None, **options: Any
+    ) -> Worker:
+        """Build a `Worker` running this app's handlers on `queue`, or on `queues`.
 
-        Takes the options of `Worker` (`concurrency`, `claim_timeout`,
-        `heartbeat_interval`, `poll_interval`, `batch_size`, `worker_id`,
-        `shutdown_timeout`, ...).
+        With neither, the worker serves the app's queues: the app's own queue
+        first (`Worker.queue`), then every other queue of `declared_queues()`
+        (the queues its registered tasks name), with one thread pool shared by
+        all of them. Takes the options of `Worker` (`concurrency`,
+        `claim_timeout`, `heartbeat_interval`, `poll_interval`, `batch_size`,
+        `worker_id`, `shutdown_timeout`, ...).
+
+        Raises:
+            InvalidArgument: both `queue` and `queues`, or an empty `queues`.
         """
         from .worker import Worker
 
-        return Worker(self, queue or self.queue, **options)
+        queue, queues = self._worker_queues(queue, queues)
+        return Worker(self, queue, queues=queues, **options)
+
+    def _worker_queues(
+        self, queue: str | None, queues: Sequence[str] | None
+    ) -> tuple[str | None, Sequence[str] | None]:
+        """`Worker`'s `(queue, queues)` for `worker(queue, queues=queues)`: as given, else the app's."""
+        if queue or queues is not None:
+            return queue or None, queues
+        served = [self.queue, *(name for name in self.declared_queues() if name != self.queue)]
+        return (served[0], None) if len(served) == 1 else (None, served)

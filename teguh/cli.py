@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -310,9 +311,40 @@ def task_type_resume(ctx: click.Context, queue: str, task_name: str) -> None:
     click.echo(f"task type {task_name} on queue {queue} resumed")
 
 
+def _queue_list(values: Any) -> tuple[str, ...]:
+    """`--queue` values as queue names: each may hold several, separated by commas.
+
+    Click already splits `TEGUH_QUEUE` on whitespace. A value without a comma is
+    kept as it is, and the parts of one with commas are only stripped, so a bad
+    name (blank, a tab) reaches the name check instead of vanishing into the
+    default queues.
+    """
+    if values is None:
+        return ()
+    if isinstance(values, str):  # a default_map or a caller giving one name
+        values = (values,)
+    names = (
+        part.strip() if "," in value else value for value in map(str, values) for part in value.split(",")
+    )
+    return tuple(dict.fromkeys(names))
+
+
+def _queue_option(ctx: click.Context, param: click.Parameter, values: Any) -> tuple[str, ...]:
+    return _queue_list(values)
+
+
 @main.command("worker")
 @click.option("--app", "app_spec", envvar="TEGUH_APP", required=True, help="The app, as module:attribute.")
-@click.option("--queue", "-q", envvar="TEGUH_QUEUE", default=None, help="The queue (default: the app's).")
+@click.option(
+    "--queue",
+    "-q",
+    envvar="TEGUH_QUEUE",
+    multiple=True,
+    callback=_queue_option,
+    help="A queue to serve; repeat it (-q a -q b) to serve several with one pool of threads "
+    "(TEGUH_QUEUE: names separated by commas or spaces) "
+    "[default: the app's queues: its own, then those its tasks name].",
+)
 @click.option(
     "--concurrency",
     "-c",
@@ -409,9 +441,9 @@ def task_type_resume(ctx: click.Context, queue: str, task_name: str) -> None:
 )
 @click.pass_context
 def worker_cmd(
-    ctx: click.Context, app_spec: str, queue: str | None, log_level: str, log_format: str, **options: Any
+    ctx: click.Context, app_spec: str, queue: tuple[str, ...], log_level: str, log_format: str, **options: Any
 ) -> None:
-    """Run a worker: claim tasks of QUEUE and run the app's handlers.
+    """Run a worker: claim tasks of the queues and run the app's handlers.
 
     SIGTERM or SIGINT stops claiming and lets running tasks finish (up to
     --shutdown-timeout); a second signal stops at once. Tasks still running
@@ -422,15 +454,22 @@ def worker_cmd(
     run_worker(app, queue, "DEBUG" if ctx.obj["debug"] else log_level, log_format, **options)
 
 
-def run_worker(app: Any, queue: str | None, log_level: str, log_format: str, **options: Any) -> None:
+def run_worker(
+    app: Any, queue: str | Sequence[str] | None, log_level: str, log_format: str, **options: Any
+) -> None:
     """Configure logging, then run a worker of `app` until SIGTERM/SIGINT.
 
     The body of `teguh worker`, shared with framework commands (`flask teguh
-    worker`) that take the same options (`worker_cmd.params`).
+    worker`) that take the same options (`worker_cmd.params`). `queue` is a
+    queue, several, or None for the app's queues.
     """
     _logging.configure(log_level, log_format)
     _malloc.tune_worker_process()  # this process is the worker's own (see teguh/_malloc.py)
-    worker = app.worker(queue, **options)
+    names = _queue_list(queue)
+    if len(names) > 1:
+        worker = app.worker(queues=list(names), **options)
+    else:
+        worker = app.worker(names[0] if names else None, **options)
     worker.run()
     if worker.exit_code:
         logging.getLogger("teguh.worker").error(

@@ -1,4 +1,4 @@
-"""The worker: claims runs of one queue and executes their handlers in threads.
+"""The worker: claims runs of one queue (or several) and executes their handlers in threads.
 
 A package of parts with one job each; `Worker` (in `_worker`) wires them
 together. This module keeps every name `teguh.worker` exported before it

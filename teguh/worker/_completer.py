@@ -3,7 +3,8 @@
 A handler thread that committed its own completion would pay one round trip
 per run; handing the result to this thread lets a busy worker commit hundreds
 of completions in one `complete_runs` call while the handler thread takes its
-next run.
+next run. `complete_runs` takes one queue: a worker serving several queues
+commits one statement per queue present in the batch.
 
 How it fails: a batch that cannot be committed (the database stays
 unreachable for `COMPLETION_RETRY_SECONDS`, a trigger refuses it) is logged
@@ -40,7 +41,7 @@ class Completer(threading.Thread):
 
     Args:
         client: the worker's client.
-        queue: the worker's queue.
+        queue: the worker's (first) queue; each run is completed on its own queue.
         inflight: the worker's runs; a run leaves it once its outcome is known.
         on_death: called if the thread ends by an unexpected error.
     """
@@ -92,21 +93,35 @@ class Completer(threading.Thread):
                 self.flush(batch)
 
     def flush(self, batch: list[tuple[Run, str]]) -> None:
-        """Commit one batch and log each run's outcome; never raises for a database error.
+        """Commit one batch, one statement per queue, and log each run's outcome.
 
-        Tests replace this method (`monkeypatch.setattr(Completer, "flush", ...)`)
-        to simulate a bug that kills the thread.
+        Never raises for a database error. Tests replace this method
+        (`monkeypatch.setattr(Completer, "flush", ...)`) to simulate a bug that
+        kills the thread.
         """
+        queue = batch[0][0].queue
+        if any(run.queue != queue for run, _ in batch):
+            by_queue: dict[str, list[tuple[Run, str]]] = {}
+            for item in batch:
+                by_queue.setdefault(item[0].queue, []).append(item)
+            for part in by_queue.values():
+                self._flush_queue(part[0][0].queue, part)
+        else:
+            self._flush_queue(queue, batch)
+
+    def _flush_queue(self, queue: str, batch: list[tuple[Run, str]]) -> None:
+        """Commit the completions of `batch`, all runs of `queue`, in one statement."""
         run_ids = [run.run_id for run, _ in batch]
         results = [text for _, text in batch]
 
         try:
-            outcomes = retrying(lambda: self._client._complete_runs(self._queue, run_ids, results))
+            outcomes = retrying(lambda: self._client._complete_runs(queue, run_ids, results))
         except Exception as exc:  # the completer must outlive any error
             logger.error(
                 "could not record %d completions (%s); their leases will expire and the tasks run again",
                 len(batch),
                 error_message(exc),
+                extra={"queue": queue},
             )
             outcomes = {}
         if outcomes and _faults.ARMED is not None:

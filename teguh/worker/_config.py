@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from .. import _validate
 from ..errors import InvalidArgument
@@ -61,11 +62,17 @@ class WorkerConfig:
     install_signal_handlers: bool
     listen_dsn: str | None
     create_queue: bool = False
+    queues: tuple[str, ...] = field(default=())
+    """Every queue served, `queue` first (one element for a one-queue worker)."""
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            object.__setattr__(self, "queues", (self.queue,))
 
     @classmethod
     def from_options(
         cls,
-        queue: str,
+        queue: str | None,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         claim_timeout: int = DEFAULT_CLAIM_TIMEOUT,
@@ -79,15 +86,17 @@ class WorkerConfig:
         install_signal_handlers: bool = True,
         listen_dsn: str | None = None,
         create_queue: bool = False,
+        queues: Sequence[str] | None = None,
     ) -> WorkerConfig:
         """Check every option (in the order of `Worker`'s signature) and fill in the defaults.
 
         Raises:
             InvalidQueueName: a bad queue name.
-            InvalidArgument: a value out of range (also a `ValueError`).
+            InvalidArgument: a value out of range (also a `ValueError`), or
+                both or neither of `queue` and `queues`.
             TypeError: an int option given another type.
         """
-        queue = _validate.queue_name(queue)
+        served = serving(queue, queues)
         concurrency = _validate.integer(concurrency, "concurrency", minimum=1)
         claim_timeout = _validate.integer(claim_timeout, "claim_timeout", minimum=0)
         if poll_interval is None or poll_interval <= 0:
@@ -103,7 +112,7 @@ class WorkerConfig:
         if shutdown_timeout is None or shutdown_timeout < 0:
             raise InvalidArgument(f"shutdown_timeout must be >= 0 seconds, not {shutdown_timeout!r}")
         return cls(
-            queue=queue,
+            queue=served[0],
             concurrency=concurrency,
             claim_timeout=claim_timeout,
             heartbeat_interval=_heartbeat_interval(heartbeat_interval, claim_timeout),
@@ -116,7 +125,34 @@ class WorkerConfig:
             install_signal_handlers=install_signal_handlers,
             listen_dsn=listen_dsn,
             create_queue=bool(create_queue),
+            queues=served,
         )
+
+
+def serving(queue: str | None, queues: Sequence[str] | None) -> tuple[str, ...]:
+    """The queues a worker serves: `queue` alone, or `queues` in order without repeats.
+
+    Exactly one of the two is given (`Worker(app, "jobs")` or
+    `Worker(app, queues=["jobs", "mail"])`): a worker given both would have to
+    guess which one the caller meant.
+
+    Raises:
+        InvalidArgument: both or neither given, or an empty `queues`.
+        InvalidQueueName: a bad queue name.
+    """
+    if queues is None:
+        if queue is None:
+            raise InvalidArgument("a worker needs a queue: pass queue or queues")
+        return (_validate.queue_name(queue),)
+    if queue is not None:
+        raise InvalidArgument(f"pass queue or queues, not both (queue={queue!r}, queues={queues!r})")
+    if isinstance(queues, str):
+        # a str is a sequence of letters: ["j", "o", "b", "s"] is never what was meant
+        raise InvalidArgument(f"queues must be a list of queue names, not the str {queues!r}")
+    served = tuple(dict.fromkeys(_validate.queue_name(name) for name in queues))
+    if not served:
+        raise InvalidArgument("queues must name at least one queue")
+    return served
 
 
 def _heartbeat_interval(requested: float | None, claim_timeout: int) -> float:

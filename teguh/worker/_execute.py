@@ -92,7 +92,7 @@ class RunExecutor:
     Args:
         app: finds and calls the handlers.
         client: the worker's client (the contexts' and the failures').
-        queue: the worker's queue.
+        queue: the worker's (first) queue; each run is executed on its own (`Run.queue`).
         claim_timeout: the lease length (the contexts report it).
         inflight: where the runs come from and go back to.
         completer: takes the results to commit.
@@ -160,7 +160,7 @@ class RunExecutor:
                 run,
                 {
                     "type": "$UnknownTask",
-                    "message": f"no handler for task {row['task_name']!r} on queue {self._queue!r} "
+                    "message": f"no handler for task {row['task_name']!r} on queue {run.queue!r} "
                     "(and no catch-all '*' handler)",
                 },
                 delay=UNKNOWN_TASK_RETRY_SECONDS,
@@ -168,7 +168,7 @@ class RunExecutor:
             return False
         ctx = TaskContext(
             self._client,
-            queue=self._queue,
+            queue=run.queue,
             task_id=row["task_id"],
             run_id=row["run_id"],
             attempt=row["attempt"],
@@ -253,7 +253,7 @@ class RunExecutor:
         if run.state.cancelled or run.state.lost:
             return
         try:
-            retrying(lambda: self._client.snooze_run(self._queue, run.run_id, delay))
+            retrying(lambda: self._client.snooze_run(run.queue, run.run_id, delay))
         except Cancelled:
             run.log.info("cancelled before its snooze was recorded")
         except LeaseLost:
@@ -312,12 +312,12 @@ class RunExecutor:
     ) -> None:
         text = _json.dumps(reason, "failure reason", max_bytes=None)
         if final:
-            self._client._fail_run_non_retryable(self._queue, run.run_id, text)
+            self._client._fail_run_non_retryable(run.queue, run.run_id, text)
         elif at is not None:
-            self._client._fail_run_at(self._queue, run.run_id, text, at)
+            self._client._fail_run_at(run.queue, run.run_id, text, at)
         else:
             # a delay is measured on the database's clock, like every time in teguh
-            self._client._fail_run_after(self._queue, run.run_id, text, delay)
+            self._client._fail_run_after(run.queue, run.run_id, text, delay)
 
 
 def _timeout_reason(run: Run, seconds: float) -> dict[str, Any]:

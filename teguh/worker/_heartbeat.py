@@ -1,7 +1,8 @@
-"""The worker's heartbeat: one statement per tick extends every lease it holds.
+"""The worker's heartbeat: one statement per tick and queue extends every lease it holds.
 
 Per-run heartbeats would cost one round trip per run per tick; `extend_claims`
-extends them all at once and reports, per run, whether the task was cancelled
+extends all the runs of one queue at once (a worker serving several queues
+sends one statement per queue that has runs in flight) and reports, per run, whether the task was cancelled
 or taken over, which the heartbeat passes on to the run's context.
 
 After each tick the stuck-run policy counts handlers that kept running after
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import TeguhError, error_message
@@ -38,25 +39,28 @@ class Heartbeat(threading.Thread):
 
     Args:
         client: the worker's client.
-        queue: the queue of the runs.
+        queue: the queue of the runs, or the worker's queues (a sequence).
         extend_by: the new lease length in seconds (the claim timeout).
         interval: seconds between ticks.
-        runs: returns the current `{run_id: RunState}` of in-flight runs.
+        runs: returns the current `{run_id: RunState}` of in-flight runs; with
+            several queues it is called with each queue (`runs(queue)`) and
+            returns that queue's runs.
         on_tick: called after every tick (the worker counts stuck handlers).
     """
 
     def __init__(
         self,
         client: Client,
-        queue: str,
+        queue: str | Sequence[str],
         extend_by: int,
         interval: float,
-        runs: Callable[[], dict[str, RunState]],
+        runs: Callable[..., dict[str, RunState]],
         on_tick: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(name=f"teguh-heartbeat-{queue}", daemon=True)
+        self._queues = (queue,) if isinstance(queue, str) else tuple(queue)
+        super().__init__(name=f"teguh-heartbeat-{self._queues[0]}", daemon=True)
         self._client = client
-        self._queue = queue
+        self._queue = self._queues[0]
         self._extend_by = extend_by
         self._interval = interval
         self._runs = runs
@@ -81,17 +85,32 @@ class Heartbeat(threading.Thread):
 
     def tick(self) -> None:
         """Extend every in-flight lease now and flag cancelled or lost runs."""
-        runs = self._runs()
+        if len(self._queues) == 1:
+            beat = self._extend(self._queue, self._runs())
+        else:
+            # one statement per queue (extend_claims takes one queue); a failed
+            # queue does not keep the others' leases from being extended
+            beat = any([self._extend(queue, self._runs(queue)) for queue in self._queues])
+        if beat:
+            self.ticks += 1
+            self.beat.set()
+
+    def _extend(self, queue: str, runs: dict[str, RunState]) -> bool | None:
+        """Extend the leases of `runs`, all of `queue`; True when it reached the database, None if no runs."""
         if not runs:
-            return
+            return None
         try:
-            outcomes = self._client.extend_claims(self._queue, list(runs), self._extend_by)
+            outcomes = self._client.extend_claims(queue, list(runs), self._extend_by)
         except TeguhError as exc:
-            logger.warning("heartbeat failed (%s); leases not extended this tick", error_message(exc))
-            return
+            logger.warning(
+                "heartbeat failed (%s); leases not extended this tick",
+                error_message(exc),
+                extra={"queue": queue},
+            )
+            return False
         except Exception:  # a heartbeat must never die
             logger.exception("heartbeat failed unexpectedly")
-            return
+            return False
         for run_id, outcome in outcomes.items():
             state = runs.get(run_id)
             # a run whose completion is committing loses its lease row on purpose
@@ -107,8 +126,7 @@ class Heartbeat(threading.Thread):
                         "run %s no longer holds its task (lease lost)", run_id, extra={"run_id": run_id}
                     )
                 state.lost = True
-        self.ticks += 1
-        self.beat.set()
+        return True
 
 
 class StuckPolicy:

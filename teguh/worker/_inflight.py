@@ -28,11 +28,13 @@ logger = logging.getLogger("teguh.worker")
 
 
 class Run:
-    """A claimed run in this worker: its inputs, its context state and its logger."""
+    """A claimed run in this worker: its queue, its inputs, its context state and its logger."""
 
-    __slots__ = ("flagged_at", "log", "row", "running", "started", "state")
+    __slots__ = ("flagged_at", "log", "queue", "row", "running", "started", "state")
 
     def __init__(self, row: dict[str, Any], queue: str) -> None:
+        self.queue = queue
+        """The queue the run was claimed from: every call about it names this queue."""
         self.row = row
         self.state = RunState()
         self.started = time.monotonic()
@@ -60,7 +62,7 @@ class InFlight:
     """The claimed runs, the prefetch buffer and the busy slots of one worker.
 
     Args:
-        queue: the worker's queue (for the runs' loggers).
+        queue: the worker's first queue (the runs' queue when `hold` is given none).
         concurrency: the number of slots (handler threads).
         prefetch: how many runs may wait in the buffer beyond the free slots.
         wake: ends the claim loop's current (or next) wait; called when the
@@ -90,11 +92,15 @@ class InFlight:
         """Runs claimed but not started yet."""
         return len(self._buffer)
 
-    def hold(self, rows: list[dict[str, Any]]) -> None:
-        """Register claimed runs (their leases are heartbeated from now on) and buffer them."""
+    def hold(self, rows: list[dict[str, Any]], queue: str | None = None) -> None:
+        """Register runs claimed from `queue` (default: the first) and buffer them.
+
+        Their leases are heartbeated from now on.
+        """
+        queue = queue or self._queue
         with self._lock:
             for row in rows:
-                run = Run(row, self._queue)
+                run = Run(row, queue)
                 self._runs[run.run_id] = run
                 self._buffer.append(run)
 
@@ -175,14 +181,14 @@ class InFlight:
 
     # -- the heartbeat's side ----------------------------------------------
 
-    def lease_states(self) -> dict[str, RunState]:
-        """`{run_id: RunState}` of the runs whose lease is worth extending."""
+    def lease_states(self, queue: str | None = None) -> dict[str, RunState]:
+        """`{run_id: RunState}` of the runs of `queue` (default: all) whose lease is worth extending."""
         # a lost or cancelled run has no lease left to extend
         with self._lock:
             return {
                 run_id: run.state
                 for run_id, run in self._runs.items()
-                if not (run.state.lost or run.state.cancelled)
+                if not (run.state.lost or run.state.cancelled) and (queue is None or run.queue == queue)
             }
 
     def stuck(self, grace: float) -> list[Run]:

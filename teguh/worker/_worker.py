@@ -1,11 +1,15 @@
-"""`Worker`: claims runs of one queue and executes their handlers in threads.
+"""`Worker`: claims runs of one queue (or several) and executes their handlers in threads.
 
 This module only coordinates. One main loop claims batches sized to the free
-slots and hands them to a `ThreadPoolExecutor`. When there is nothing to
-claim it waits on its LISTEN connection for the earliest of a notification,
-`poll_interval`, the queue's next due moment (read from the database, so
+slots and hands them to one `ThreadPoolExecutor`, whatever the number of
+queues. When there is nothing to claim it waits on its one LISTEN connection
+(on every queue's channel) for the earliest of a notification,
+`poll_interval`, the queues' next due moment (read from the database, so
 sleeps, event timeouts and expired leases are picked up on time without a
-ticker) and the end of one of its own runs. The parts do the rest:
+ticker) and the end of one of its own runs. With several queues the claims go
+round-robin: each claim round starts at the next queue and asks the queues in
+turn until the free slots are filled, so a busy queue cannot starve another.
+The parts do the rest:
 
 * `_config`: the options and their validation;
 * `_inflight`: the claimed runs, the prefetch buffer, the slots, the one lock;
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -62,13 +67,16 @@ MIN_IDLE_WAIT = 0.005
 """The shortest idle wait, so a due moment in the past cannot make the loop spin."""
 
 
-def start_line(worker_id: str, queue: str, dsn: str, concurrency: int) -> str:
-    """The worker's INFO line at start: who serves which queue of which database (never a password).
+def start_line(worker_id: str, queue: str | Sequence[str], dsn: str, concurrency: int) -> str:
+    """The worker's INFO line at start: who serves which queues of which database (never a password).
 
-    `worker host:42 serving queue 'jobs' on db shop at /tmp:5432 (concurrency 10)`:
-    enough to tell, from the log alone, a worker serving the wrong queue or database.
+    `worker host:42 serving queue 'jobs' on db shop at /tmp:5432 (concurrency 10)`, or
+    `... serving queues 'jobs', 'mail' on ...`: enough to tell, from the log
+    alone, a worker serving the wrong queue or database.
     """
-    return f"worker {worker_id} serving queue {queue!r} on {_dsn.short(dsn)} (concurrency {concurrency})"
+    queues = [queue] if isinstance(queue, str) else list(queue)
+    serving = f"queue {queues[0]!r}" if len(queues) == 1 else "queues " + ", ".join(map(repr, queues))
+    return f"worker {worker_id} serving {serving} on {_dsn.short(dsn)} (concurrency {concurrency})"
 
 
 def missing_queue_message(queue: str, existing: list[str]) -> str:
@@ -81,7 +89,7 @@ def missing_queue_message(queue: str, existing: list[str]) -> str:
 
 
 class Worker:
-    """Runs the handlers of an `App` for the tasks of one queue.
+    """Runs the handlers of an `App` for the tasks of one queue, or of several.
 
     Args:
         app: the app whose handlers run.
@@ -89,6 +97,7 @@ class Worker:
             declares it (`App.declared_queues()`: the app's queue and its
             tasks' queues) or `create_queue` is set; any other queue must
             exist, else `run()` raises `QueueNotFound` listing the queues that do.
+            Give either `queue` or `queues`.
         concurrency: handlers run at once (threads).
         claim_timeout: lease length in seconds; 0 means leases never expire
             (and no heartbeat runs).
@@ -117,9 +126,14 @@ class Worker:
             arrives and otherwise polls every `poll_interval`, with a warning.
         create_queue: create `queue` if missing even when the app does not
             declare it (`teguh worker --create-queue`).
+        queues: serve these queues instead of `queue`, with one thread pool
+            (`concurrency` is shared by all of them), one LISTEN connection and
+            round-robin claims (see docs/worker.md). Each queue is created or
+            checked like `queue`. `Worker.queue` is the first one.
 
     Raises:
-        InvalidArgument: an option out of range (also a `ValueError`).
+        InvalidArgument: an option out of range (also a `ValueError`), or both
+            or neither of `queue` and `queues`.
         InvalidQueueName: a bad queue name.
         TypeError: an int option given another type.
 
@@ -142,7 +156,7 @@ class Worker:
     def __init__(
         self,
         app: WorkerApp,
-        queue: str,
+        queue: str | None = None,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         claim_timeout: int = DEFAULT_CLAIM_TIMEOUT,
@@ -157,6 +171,7 @@ class Worker:
         client: Client | None = None,
         listen_dsn: str | None = None,
         create_queue: bool = False,
+        queues: Sequence[str] | None = None,
     ) -> None:
         self.app = app
         self._config = config = WorkerConfig.from_options(
@@ -173,9 +188,13 @@ class Worker:
             install_signal_handlers=install_signal_handlers,
             listen_dsn=listen_dsn,
             create_queue=create_queue,
+            queues=queues,
         )
         # the validated options, also as the plain attributes they always were
         self.queue = config.queue
+        """The (first) queue served."""
+        self.queues: tuple[str, ...] = config.queues
+        """Every queue served, `queue` first."""
         self.concurrency = config.concurrency
         self.claim_timeout = config.claim_timeout
         self.heartbeat_interval = config.heartbeat_interval
@@ -198,6 +217,12 @@ class Worker:
         self._stopping = False
         self._force = False
         self._ran = False
+        self._turn = 0
+        """Where the next claim round starts in `queues` (round-robin)."""
+        self._claiming = config.queue
+        """The queue of the claim in progress (named when it fails)."""
+        self._label = ",".join(config.queues)
+        """The queues as one word, for worker-wide log records and connection names."""
         self._listener: Waiter | None = None
         self.started = threading.Event()
         """Set once the worker listens and claims (tests and embedders wait on it)."""
@@ -219,7 +244,7 @@ class Worker:
             self._client = Client(
                 self.app.client.dsn,
                 max_connections=self.concurrency + 4,
-                application_name=f"teguh-worker:{self.queue}",
+                application_name=f"teguh-worker:{self._label}",
             )
             self._client.max_payload_bytes = self.app.client.max_payload_bytes
             # a call blocked longer than a lease is pointless: the lease is gone
@@ -267,17 +292,19 @@ class Worker:
         completer = Completer(client, self.queue, self._inflight, on_death=self.stop)
         runner = RunExecutor(self.app, client, self.queue, self.claim_timeout, self._inflight, completer)
         try:
-            self._ensure_queue(client)
-            self._register_task_types(client)
+            for queue in self.queues:
+                self._ensure_queue(client, queue)
+            for queue in self.queues:
+                self._register_task_types(client, queue)
             # LISTEN may need a direct connection when the pool goes through PgBouncer
             listen_dsn = self.listen_dsn or (self.app.client if self._owns_client else client).listen_dsn
-            self._listener = open_queue_waiter(client, self.queue, listen_dsn, self.poll_interval)
+            self._listener = open_queue_waiter(client, self.queues, listen_dsn, self.poll_interval)
             if self._stopping:
                 self._listener.wake()
             if self.claim_timeout > 0:
                 heartbeat = Heartbeat(
                     client,
-                    self.queue,
+                    self.queues if len(self.queues) > 1 else self.queue,
                     self.claim_timeout,
                     self.heartbeat_interval,
                     self._inflight.lease_states,
@@ -286,8 +313,8 @@ class Worker:
                 heartbeat.start()
             completer.start()
             logger.info(
-                start_line(self.worker_id, self.queue, client.dsn, self.concurrency),
-                extra={"queue": self.queue},
+                start_line(self.worker_id, self.queues, client.dsn, self.concurrency),
+                extra={"queue": self._label},
             )
             self.started.set()
             self._loop(executor, runner)
@@ -295,56 +322,66 @@ class Worker:
             self._shutdown(executor, heartbeat, completer)
             restore()
 
-    def _ensure_queue(self, client: Client) -> None:
-        """Create the queue if the app declares it (or `create_queue`); else check that it exists.
+    def _ensure_queue(self, client: Client, queue: str) -> None:
+        """Create `queue` if the app declares it (or `create_queue`); else check that it exists.
 
         A role not allowed to create queues (a `grant_worker` role) only checks.
         """
         declared = getattr(self.app, "declared_queues", None)
-        if self.create_queue or (declared is not None and self.queue in declared()):
+        if self.create_queue or (declared is not None and queue in declared()):
             try:
-                client.create_queue(self.queue)
+                client.create_queue(queue)
                 return
             except PermissionDenied:
-                if self.queue not in client.list_queues():
+                if queue not in client.list_queues():
                     raise QueueNotFound(
-                        f"queue {self.queue!r} does not exist, and this role may not create it: "
-                        f"create it with a role that may (`teguh queue create {self.queue}`)",
-                        queue=self.queue,
+                        f"queue {queue!r} does not exist, and this role may not create it: "
+                        f"create it with a role that may (`teguh queue create {queue}`)",
+                        queue=queue,
                     ) from None
-                logger.debug("this role may not create queues; queue %s exists", self.queue)
+                logger.debug("this role may not create queues; queue %s exists", queue)
                 return
         queues = client.list_queues()
-        if self.queue not in queues:
+        if queue not in queues:
             # a typo in --queue must not start serving an empty queue
-            raise QueueNotFound(missing_queue_message(self.queue, queues), queue=self.queue)
+            raise QueueNotFound(missing_queue_message(queue, queues), queue=queue)
 
-    def _register_task_types(self, client: Client) -> None:
-        """Register the handlers of this worker's queue as task types, in one statement.
+    def _home_queues(self) -> tuple[str, ...]:
+        """Where handlers without a queue of their own belong: the app's queue if served, else all served."""
+        own = getattr(self.app, "queue", None)
+        return (own,) if own in self.queues else self.queues
 
-        A handler with no queue of its own belongs to this worker's queue; the
-        catch-all is not a task type. Every starting worker upserts its own
-        handlers, so during a rolling deploy the last one to start wins. A role
-        granted before task types existed may not register: that is logged, and
-        spawns then get the queue's defaults only.
+    def _register_task_types(self, client: Client, queue: str | None = None) -> None:
+        """Register the handlers of `queue` (default: the first) as task types, in one statement.
+
+        A handler with a queue of its own belongs to that queue. One without
+        belongs to the app's queue when this worker serves it, else to every
+        queue this worker serves (so `teguh worker -q other` registers them on
+        `other`, as a one-queue worker always did). The catch-all is not a task
+        type. Every starting worker upserts its own handlers, so during a
+        rolling deploy the last one to start wins. A role granted before task
+        types existed may not register: that is logged, and spawns then get the
+        queue's defaults only.
         """
+        queue = queue or self.queue
         tasks = getattr(self.app, "tasks", None) or {}
         limit = client.max_payload_bytes
+        home = queue in self._home_queues()
         types = [
             task_type(name, task.defaults, limit)
             for name, task in sorted(tasks.items())
-            if name != CATCH_ALL and (task.queue or self.queue) == self.queue
+            if name != CATCH_ALL and (task.queue == queue if task.queue else home)
         ]
         if not types:
             return
         try:
-            client._register_task_types(self.queue, types, getattr(self.app, "version", None))
+            client._register_task_types(queue, types, getattr(self.app, "version", None))
         except PermissionDenied:
             logger.warning(
                 "this role may not register task types on queue %s: spawns from elsewhere will not get "
                 "the handlers' defaults (run teguh.grant_worker for this role again)",
-                self.queue,
-                extra={"queue": self.queue},
+                queue,
+                extra={"queue": queue},
             )
 
     def _wake(self) -> None:
@@ -371,18 +408,22 @@ class Worker:
             if want > 0:
                 qty = min(want, self.batch_size)
                 try:
-                    rows = self._claim(qty)
+                    got = self._claim_round(qty)
                 except Exception as exc:  # a bad row (say, undecodable JSON) must not end the worker
                     failures += 1
                     delay = CLAIM_BACKOFF.delay(failures)
-                    logger.warning("claim failed (%s); retrying in %.1f s", error_message(exc), delay)
+                    where = f" on queue {self._claiming}" if len(self.queues) > 1 else ""
+                    logger.warning(
+                        "claim failed%s (%s); retrying in %.1f s",
+                        where,
+                        error_message(exc),
+                        delay,
+                        extra={"queue": self._claiming},
+                    )
                     self._listener.wait(delay)
                     continue
                 failures = 0
-                if rows and _faults.ARMED is not None:
-                    _faults.hit("after_claim")
-                inflight.hold(rows)
-                got_all = len(rows) == qty
+                got_all = got == qty
                 free = self._start_buffered(executor, runner)
                 if got_all and (free > 0 or inflight.buffered < self.prefetch):
                     continue  # the queue had more and there is room: claim again now
@@ -419,15 +460,54 @@ class Worker:
             executor.submit(runner.drain)
         return free
 
-    def _claim(self, qty: int) -> list[dict[str, Any]]:
-        return self.client._claim_runs(self.queue, self.worker_id, self.claim_timeout, qty)
+    def _claim_round(self, qty: int) -> int:
+        """Claim up to `qty` runs over the queues, round-robin; returns how many were claimed.
+
+        Each round starts at the next queue and asks the queues in turn, each
+        for what is still wanted, until `qty` runs are held: when every queue
+        has work, the queues take turns filling the slots, and no queue waits
+        more than one round per other queue. What a round claimed before a
+        failing claim is held (and heartbeated) before the error propagates.
+        """
+        queues = self.queues
+        if len(queues) == 1:
+            rows = self._claim(qty)
+            self._hold(rows, queues[0])
+            return len(rows)
+        start = self._turn
+        self._turn = (start + 1) % len(queues)
+        got = 0
+        for i in range(len(queues)):
+            queue = queues[(start + i) % len(queues)]
+            rows = self._claim(qty - got, queue)
+            self._hold(rows, queue)
+            got += len(rows)
+            if got >= qty:
+                break
+        return got
+
+    def _hold(self, rows: list[dict[str, Any]], queue: str) -> None:
+        if rows and _faults.ARMED is not None:
+            _faults.hit("after_claim")
+        self._inflight.hold(rows, queue)
+
+    def _claim(self, qty: int, queue: str | None = None) -> list[dict[str, Any]]:
+        queue = queue or self.queue
+        self._claiming = queue
+        return self.client._claim_runs(queue, self.worker_id, self.claim_timeout, qty)
 
     def _seconds_until_due(self) -> float | None:
-        try:
-            return self.client._seconds_until_due(self.queue)
-        except (TeguhError, psycopg2.Error) as exc:
-            logger.warning("next_due failed (%s)", error_message(exc))
-            return None
+        """Seconds until the earliest next due moment over the queues (None: nothing due, or unknown)."""
+        soonest = None
+        for queue in self.queues:
+            try:
+                due = self.client._seconds_until_due(queue)
+            except (TeguhError, psycopg2.Error) as exc:
+                logger.warning("next_due failed (%s)", error_message(exc), extra={"queue": queue})
+                continue
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        return soonest
 
     # -- shutdown -----------------------------------------------------------
 
@@ -488,14 +568,14 @@ class Worker:
             self._client.close()
         if not self.started.is_set():
             # run() is raising the reason it never started: that is the one line to show
-            logger.debug("worker %s did not start", self.worker_id, extra={"queue": self.queue})
+            logger.debug("worker %s did not start", self.worker_id, extra={"queue": self._label})
             return
         logger.info(
             "worker %s stopped (%d running and %d prefetched runs released)",
             self.worker_id,
             len(leftover),
             len(unstarted),
-            extra={"queue": self.queue},
+            extra={"queue": self._label},
         )
 
     def _release(self, run: Run, *, started: bool = True) -> None:
@@ -518,13 +598,13 @@ class Worker:
                     "worker_id": self.worker_id,
                 }
                 # ready at once on the database clock, as the next attempt
-                self.client._fail_run_after(self.queue, run.run_id, _json.dumps(reason, "reason"), 0.0)
+                self.client._fail_run_after(run.queue, run.run_id, _json.dumps(reason, "reason"), 0.0)
                 run.log.warning(
                     "released as a failed attempt ($Shutdown): still running at shutdown; "
                     "another worker will take it"
                 )
             else:
-                self.client._release_run(self.queue, run.run_id)
+                self.client._release_run(run.queue, run.run_id)
                 if started:
                     run.log.warning("released: its completion was not committed; another worker will take it")
         except (Cancelled, LeaseLost):

@@ -80,3 +80,29 @@ def test_manage_py_teguh_worker_processes_a_task_and_stops_on_sigterm(django_db:
     # TEGUH["WORKER"] applied
     started = next(line for line in log.read_text().splitlines() if "serving queue" in line)
     assert "serving queue 'other' on db " in started and "(concurrency 2)" in started
+
+
+@pytest.mark.parametrize(
+    ("worker", "expected"),
+    [
+        ({"CONCURRENCY": 2}, ()),  # no queue: the app's queues
+        ({"QUEUE": "other"}, ("other",)),
+        ({"QUEUES": ["default", "other"]}, ("default", "other")),
+    ],
+    ids=["none", "queue", "queues"],
+)
+def test_manage_py_teguh_worker_takes_its_queues_from_teguh_worker(
+    django_db: str, monkeypatch: pytest.MonkeyPatch, worker: dict, expected: tuple
+) -> None:
+    # --queue takes several values (issue 12): TEGUH["WORKER"] may give one name or a list
+    from django.conf import settings
+    from django.test import override_settings
+
+    from teguh import cli
+    from teguh.contrib.django.management.commands.teguh import run_cli
+
+    seen: dict = {}
+    monkeypatch.setattr(cli, "run_worker", lambda app, queue, *args, **options: seen.update(queue=queue))
+    with override_settings(TEGUH={**settings.TEGUH, "WORKER": worker}):
+        assert run_cli(["worker"]) == 0
+    assert seen["queue"] == expected

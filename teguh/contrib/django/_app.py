@@ -7,7 +7,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -177,12 +177,20 @@ class DjangoApp(App):
                 task = self._tasks.get(task_name) or register_django_task(self, task_name)
         return task or super().handler_for(task_name)
 
-    def worker(self, queue: str | None = None, **options: Any) -> Worker:
+    def worker(
+        self, queue: str | None = None, *, queues: Sequence[str] | None = None, **options: Any
+    ) -> Worker:
         """Build a `Worker` (see `App.worker`); `TEGUH['WORKER']` supplies defaults."""
         accepted = inspect.signature(Worker).parameters
-        # TEGUH["WORKER"] may also hold CLI-only keys (log_level, log_format)
-        defaults = {key: value for key, value in conf.worker_defaults().items() if key in accepted}
-        return DjangoWorker(self, queue or self.queue, **{**defaults, **options})
+        # TEGUH["WORKER"] may also hold CLI-only keys (log_level, log_format);
+        # a queue there is `manage.py teguh worker`'s default, not an option here
+        defaults = {
+            key: value
+            for key, value in conf.worker_defaults().items()
+            if key in accepted and key not in ("app", "queue", "queues")
+        }
+        queue, queues = self._worker_queues(queue, queues)
+        return DjangoWorker(self, queue, queues=queues, **{**defaults, **options})
 
 
 def on_django_connection(call: Callable[[Any], Any], *, using: str | None = None) -> Any:

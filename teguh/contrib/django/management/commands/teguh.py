@@ -24,12 +24,17 @@ def run_cli(args: list[str], prog_name: str = "manage.py teguh") -> int:
     from teguh import cli
 
     from ... import conf
-    from ..._app import get_app
 
     if "--dsn" not in args and not any(a.startswith("--dsn=") for a in args):
         args = ["--dsn", conf.dsn(), *args]
-    worker_defaults = {"app_spec": APP_SPEC, "queue": get_app().queue}
+    worker_defaults: dict[str, Any] = {"app_spec": APP_SPEC}
     worker_defaults.update(conf.worker_defaults())
+    # --queue takes several values: TEGUH["WORKER"]["QUEUE"] (or "QUEUES") may be one name or a
+    # list; without either the worker serves the app's queues, like `teguh worker`
+    named = worker_defaults.pop("queues", None) or worker_defaults.pop("queue", None)
+    worker_defaults.pop("queue", None)
+    if named:
+        worker_defaults["queue"] = (named,) if isinstance(named, str) else tuple(named)
     try:
         status = cli.main.main(
             args=args,
