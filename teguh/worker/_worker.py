@@ -331,7 +331,7 @@ class Worker:
         tasks = getattr(self.app, "tasks", None) or {}
         limit = client.max_payload_bytes
         types = [
-            task_type(name, task.defaults, limit)
+            task_type(name, {**task.defaults, **task.limits}, limit)
             for name, task in sorted(tasks.items())
             if name != CATCH_ALL and (task.queue or self.queue) == self.queue
         ]
