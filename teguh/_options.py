@@ -1,7 +1,13 @@
-"""Spawn options: validated in Python, sent to SQL as one JSON object."""
+"""Spawn options and task type options: validated in Python, sent to SQL as JSON.
+
+Bad input raises `InvalidArgument` (or `TypeError`) here, naming the option,
+before anything is written; the engine checks the same rules again for
+callers that reach it with SQL.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +26,8 @@ SPAWN_OPTIONS = frozenset(
         "available_at",
         "notify_done",
         "priority",
+        "concurrency_key",
+        "rate_limit_key",
     }
 )
 """The keyword options of `Client.spawn_task`, also accepted as keys of a `spawn_tasks` item."""
@@ -82,6 +90,9 @@ def spawn_options(field: str, max_bytes: int | None, **given: Any) -> dict[str, 
         if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
             raise InvalidArgument(f"{field}priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
         options["priority"] = priority
+    for key in ("concurrency_key", "rate_limit_key"):
+        if given.get(key) is not None:
+            options[key] = _validate.name(given[key], f"{field}{key}")
     return options
 
 
@@ -90,6 +101,35 @@ TASK_TYPE_DEFAULTS = ("max_attempts", "retry_strategy", "cancellation", "priorit
 
 TASK_TYPE_LIMITS = ("concurrency", "key_concurrency", "rate_limit")
 """The flow-control limits a task type carries (docs/flow-control.md)."""
+
+RATE_LIMIT_RE = re.compile(r"[1-9][0-9]{0,8}/[smh]")
+"""A rate limit: a count of starts per second, minute or hour ("20/s", "100/m", "1000/h")."""
+
+
+def task_limits(
+    name: str, *, concurrency: Any = None, key_concurrency: Any = None, rate_limit: Any = None
+) -> dict[str, Any]:
+    """Validate the flow-control options of `@app.task` and return those given.
+
+    Raises:
+        TypeError: a limit has the wrong type.
+        InvalidArgument: a count below 1, or a malformed rate ("20/x").
+    """
+    limits: dict[str, Any] = {}
+    for key, value in (("concurrency", concurrency), ("key_concurrency", key_concurrency)):
+        if value is not None:
+            limits[key] = _validate.integer(value, f"task {name!r} {key}", minimum=1)
+    if rate_limit is not None:
+        if not isinstance(rate_limit, str):
+            kind = type(rate_limit).__name__
+            raise TypeError(f"task {name!r} rate_limit must be a str like \"20/s\", not {kind}")
+        if not RATE_LIMIT_RE.fullmatch(rate_limit):
+            raise InvalidArgument(
+                f"task {name!r} rate_limit must look like \"20/s\", \"100/m\" or \"1000/h\" "
+                f"(a count from 1, then /s, /m or /h), not {rate_limit!r}"
+            )
+        limits["rate_limit"] = rate_limit
+    return limits
 
 
 def task_type(name: str, defaults: Mapping[str, Any], max_bytes: int | None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _coroutines, _validate
-from ._options import SPAWN_OPTIONS
+from ._options import SPAWN_OPTIONS, task_limits
 from ._time import to_seconds
 from .errors import InvalidArgument, TeguhError
 
@@ -78,7 +78,9 @@ class Task:
 
     `non_retryable` (exception classes that fail the task for good) and
     `timeout` (seconds per attempt, or None) are the handler's own options;
-    `defaults` are the spawn options applied to every spawn.
+    `defaults` are the spawn options applied to every spawn; `limits` the
+    flow-control limits its workers register (`concurrency`,
+    `key_concurrency`, `rate_limit`; only those given).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Task:
         *,
         non_retryable: tuple[type[BaseException], ...] = (),
         timeout: float | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
         self.app = app
@@ -100,6 +103,7 @@ class Task:
         self.defaults = defaults
         self.non_retryable = non_retryable
         self.timeout = timeout
+        self.limits = dict(limits or {})
         self.takes_context = _wants_context(fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -289,6 +293,9 @@ class App:
         queue: str | None = None,
         non_retryable: Any = (),
         timeout: Any = None,
+        concurrency: int | None = None,
+        key_concurrency: int | None = None,
+        rate_limit: str | None = None,
         **spawn_defaults: Any,
     ) -> Callable[[Callable], Task]:
         """Register the decorated function as the handler of task `name`.
@@ -307,16 +314,30 @@ class App:
                 deadline `teguh.TimeoutExceeded` is raised into the handler and
                 the attempt fails with reason `$Timeout` (docs/handlers.md says
                 what a thread that cannot be interrupted does).
+            concurrency: the most tasks of this type running at once, across
+                every worker of the queue.
+            key_concurrency: the most running at once per `concurrency_key`
+                (a spawn option; default 1 when a task has a key).
+            rate_limit: the most starts per second, minute or hour, as
+                "20/s", "100/m" or "1000/h"; per `rate_limit_key` when a
+                spawn gives one (docs/flow-control.md).
 
         Raises:
             ValueError: the name is blank or already registered, or an option is
-                unknown (InvalidArgument, a ValueError, for a timeout <= 0).
+                unknown (InvalidArgument, a ValueError, for a timeout <= 0, a
+                limit below 1 or a malformed rate limit).
             TypeError: `non_retryable` holds something other than exception classes.
         """
         name = _validate.name(name, "task name")
         if queue is not None:
             queue = _validate.queue_name(queue)
-        handler_options = {"non_retryable": _non_retryable(non_retryable), "timeout": _timeout(timeout)}
+        handler_options = {
+            "non_retryable": _non_retryable(non_retryable),
+            "timeout": _timeout(timeout),
+            "limits": task_limits(
+                name, concurrency=concurrency, key_concurrency=key_concurrency, rate_limit=rate_limit
+            ),
+        }
         unknown = sorted(set(spawn_defaults) - SPAWN_OPTIONS)
         if unknown:
             raise ValueError(f"unknown spawn options for task {name!r}: {', '.join(unknown)}")

@@ -501,6 +501,12 @@ def run_worker(
 @click.option("--retry-strategy", default=None, help='JSON, e.g. \'{"kind": "fixed", "base_seconds": 10}\'.')
 @click.option("--idempotency-key", default=None, help="A repeat with the same key returns the same task.")
 @click.option(
+    "--concurrency-key",
+    default=None,
+    help="Tasks of the type with this key run at most key_concurrency at once.",
+)
+@click.option("--rate-limit-key", default=None, help="The type's rate limit applies per key.")
+@click.option(
     "--delay", type=click.FloatRange(min=0), default=None, help="Start no sooner than this many seconds."
 )
 @click.option("--priority", type=int, default=None, help="Higher is claimed first (default 0).")
@@ -521,6 +527,8 @@ def spawn_cmd(
     max_attempts: int | None,
     retry_strategy: str | None,
     idempotency_key: str | None,
+    concurrency_key: str | None,
+    rate_limit_key: str | None,
     delay: float | None,
     priority: int | None,
     headers: str | None,
@@ -538,6 +546,10 @@ def spawn_cmd(
         options["retry_strategy"] = _json_arg(retry_strategy, "--retry-strategy")
     if idempotency_key is not None:
         options["idempotency_key"] = idempotency_key
+    if concurrency_key is not None:
+        options["concurrency_key"] = concurrency_key
+    if rate_limit_key is not None:
+        options["rate_limit_key"] = rate_limit_key
     client = _client(ctx)
     if delay:
         # the database's clock, like every other time in teguh

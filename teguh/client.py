@@ -283,6 +283,8 @@ class Client(ClientBase):
         available_at: datetime | None = None,
         notify_done: bool = False,
         priority: int | None = None,
+        concurrency_key: str | None = None,
+        rate_limit_key: str | None = None,
         conn: Any = None,
     ) -> SpawnResult:
         """Enqueue a task; with `conn=`, inside the caller's transaction (commits with it).
@@ -299,6 +301,10 @@ class Client(ClientBase):
             available_at: an aware datetime before which the task is not claimed.
             notify_done: announce the terminal state on `teguh_done` (wakes `wait_for_result`).
             priority: higher is claimed first (default 0).
+            concurrency_key: tasks of this type with the same key run at most
+                the type's `key_concurrency` at once (default 1), across all
+                workers (docs/flow-control.md).
+            rate_limit_key: the type's `rate_limit` applies per key.
 
         Raises:
             InvalidQueueName, InvalidArgument, PayloadTooLarge: bad input (nothing written).
@@ -317,6 +323,8 @@ class Client(ClientBase):
             and available_at is None
             and notify_done is False
             and priority is None
+            and concurrency_key is None
+            and rate_limit_key is None
         ):
             options_json = "{}"  # the common spawn: nothing to validate or encode
         else:
@@ -331,6 +339,8 @@ class Client(ClientBase):
                 available_at=available_at,
                 notify_done=notify_done,
                 priority=priority,
+                concurrency_key=concurrency_key,
+                rate_limit_key=rate_limit_key,
             )
             options_json = _json.dumps(options, "options", max_bytes=None)
 

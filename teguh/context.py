@@ -103,6 +103,8 @@ class RunCalls(Protocol):
         available_at: datetime | None = None,
         notify_done: bool = False,
         priority: int | None = None,
+        concurrency_key: str | None = None,
+        rate_limit_key: str | None = None,
     ) -> SpawnResult:
         """Enqueue a task (a context passes a derived `idempotency_key`)."""
         ...

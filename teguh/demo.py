@@ -199,7 +199,7 @@ def run_demo(dsn: str | None = None, echo: Callable[[str], None] = click.echo) -
         dsn = server.dsn
     demo = App(dsn, queue="demo")
     for task in app.tasks.values():
-        demo.task(task.name, **task.defaults)(task.fn)
+        demo.task(task.name, **task.defaults, **task.limits)(task.fn)
     client = demo.client
     echo(f"database: {client.dsn}")
     client.install_schema()

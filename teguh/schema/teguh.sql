@@ -12,9 +12,15 @@
 -- * New p_, r_, w_ and c_ rows of a task are inserted while its t_ row is
 --   locked, or while its r_ row is locked by the run writing them (checkpoints).
 -- * Every insert into p_ is `on conflict (task_id) do nothing`.
--- * The one advisory lock is the install lock, key 7420581234, transaction
---   scoped: this file takes it first, and create_queue (for a new queue) and
---   drop_queue take it to serialise DDL. Nothing at run time takes it.
+-- * The install lock, advisory key 7420581234, transaction scoped: this file
+--   takes it first, and create_queue (for a new queue) and drop_queue take it
+--   to serialise DDL. Nothing at run time takes it.
+-- * The limits lock of a queue, advisory keys (1952804200, hashtext(q)),
+--   transaction scoped: the claim of a queue with flow-control limits takes
+--   it (waiting) after its sweeps and before it locks any p_ or t_ row, then
+--   never waits for a row while it holds it, except its rows of
+--   teguh.rate_limits, which only holders of this lock write. So limited
+--   claims of a queue run one at a time and cannot deadlock (docs/flow-control.md).
 --
 -- How the comments above the functions read. "Locks:" names the row locks a
 -- function takes on existing rows, in the order it takes them ("waits": it
@@ -89,6 +95,9 @@ create table if not exists teguh.queues (
 --                         when none): one read tells the claim what to skip
 --   has_task_types        a worker registered task types here: spawns look
 --                         their defaults up (never reset)
+--   has_limits            a task type of the queue has a limit, or a task was
+--                         spawned with a concurrency_key: the claim takes the
+--                         limited path (docs/flow-control.md; never reset)
 do $queue_columns$
 declare
   col record;
@@ -97,7 +106,8 @@ begin
       ('default_max_attempts', 'int not null default 25 check (default_max_attempts >= 0)'),
       ('paused', 'boolean not null default false'),
       ('paused_task_types', 'text[]'),
-      ('has_task_types', 'boolean not null default false')) as c(name, definition)
+      ('has_task_types', 'boolean not null default false'),
+      ('has_limits', 'boolean not null default false')) as c(name, definition)
   loop
     if not exists (select 1 from pg_attribute
                     where attrelid = 'teguh.queues'::regclass and attname = col.name and not attisdropped) then
@@ -111,8 +121,8 @@ $queue_columns$;
 -- (register_task_types), so that every producer (Python, CLI, SQL) spawns
 -- with the handler's defaults. defaults holds spawn options (max_attempts,
 -- retry_strategy, cancellation, priority) applied to a spawn that does not
--- give them; concurrency, key_concurrency and rate_limit are stored for the
--- flow-control limits. Rows are upserted by every starting worker (the last
+-- give them; concurrency, key_concurrency and rate_limit are the flow-control
+-- limits the claim enforces (docs/flow-control.md). Rows are upserted by every starting worker (the last
 -- writer wins) and deleted with their queue.
 create table if not exists teguh.task_types (
   queue_name text not null,
@@ -126,6 +136,24 @@ create table if not exists teguh.task_types (
   registered_at timestamptz not null,
   updated_at timestamptz not null,
   primary key (queue_name, task_name)
+);
+
+-- Rate limit buckets: one row per (queue, task type, rate_limit_key; '' for
+-- none), a token bucket the limited claim draws one token from per task it
+-- starts. A type with rate_limit '<n>/<unit>' refills n tokens per unit and
+-- holds at most ceil(n / 10), so starts never exceed n per unit by more than
+-- 10 % over any stretch of ten units. blocked_until is set when a claim
+-- passed over a task for want of a token: when the next token is due;
+-- next_due reports it so idle workers wake then. Rows are written only
+-- under the queue's limits lock, and deleted with their queue.
+create table if not exists teguh.rate_limits (
+  queue_name text not null,
+  task_name text not null,
+  rate_key text not null,
+  tokens double precision not null,
+  updated_at timestamptz not null,
+  blocked_until timestamptz,
+  primary key (queue_name, task_name, rate_key)
 );
 
 -- Settings of the schema owner, name -> value. Holds max_payload_bytes
@@ -391,7 +419,8 @@ begin
   end if;
   select string_agg(k, ', ') into bad from jsonb_object_keys(item) k
    where k not in ('task_name', 'params', 'headers', 'retry_strategy', 'max_attempts', 'cancellation',
-                   'idempotency_key', 'available_at', 'notify_done', 'priority');
+                   'idempotency_key', 'available_at', 'notify_done', 'priority', 'concurrency_key',
+                   'rate_limit_key');
   if bad is not null then
     raise exception '% has unknown keys: %', what, bad using errcode = 'TG004';
   end if;
@@ -427,6 +456,18 @@ begin
       raise exception '% idempotency_key must be a string', what using errcode = 'TG004';
     end if;
     perform teguh._check_name('idempotency key', item->>'idempotency_key');
+  end if;
+  if jsonb_typeof(item->'concurrency_key') <> 'null' then
+    if jsonb_typeof(item->'concurrency_key') <> 'string' then
+      raise exception '% concurrency_key must be a string', what using errcode = 'TG004';
+    end if;
+    perform teguh._check_name('concurrency_key', item->>'concurrency_key');
+  end if;
+  if jsonb_typeof(item->'rate_limit_key') <> 'null' then
+    if jsonb_typeof(item->'rate_limit_key') <> 'string' then
+      raise exception '% rate_limit_key must be a string', what using errcode = 'TG004';
+    end if;
+    perform teguh._check_name('rate_limit_key', item->>'rate_limit_key');
   end if;
   if jsonb_typeof(item->'available_at') <> 'null' then
     begin
@@ -557,7 +598,9 @@ begin
       notify_done boolean not null default false,
       deadline_at timestamptz,
       cancelled_run_id uuid,
-      snoozes int not null default 0
+      snoozes int not null default 0,
+      concurrency_key text,
+      rate_limit_key text
     ) with (fillfactor = 30)$ddl$, 't_' || q);
   -- Upgrades of tables made before 0.2. Claim and completion rewrite a task's
   -- row in place (a HOT update, pruned without VACUUM) only when no indexed
@@ -577,6 +620,16 @@ begin
                   where attrelid = format('teguh.%I', 't_' || q)::regclass
                     and attname = 'snoozes' and not attisdropped) then
     execute format('alter table teguh.%I add column snoozes int not null default 0', 't_' || q);
+  end if;
+  -- 0.2: flow control (nullable, no default: a catalog change only). r_
+  -- holds the slot of a limited run: its task_name and concurrency_key are
+  -- set by the limited claim for a run that counts against a concurrency
+  -- limit, and null otherwise (docs/flow-control.md).
+  if not exists (select 1 from pg_attribute
+                  where attrelid = format('teguh.%I', 't_' || q)::regclass
+                    and attname = 'concurrency_key' and not attisdropped) then
+    execute format('alter table teguh.%I add column concurrency_key text, add column rate_limit_key text',
+                   't_' || q);
   end if;
   if not exists (select 1 from pg_class
                   where oid = format('teguh.%I', 't_' || q)::regclass
@@ -626,9 +679,16 @@ begin
       claimed_at timestamptz not null,
       claim_expires_at timestamptz,
       heartbeats int not null default 0,
+      task_name text,
+      concurrency_key text,
       constraint %2$I unique (task_id)
     ) with (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000)$ddl$,
     'r_' || q, 'r_' || q || '_ti');
+  if not exists (select 1 from pg_attribute
+                  where attrelid = format('teguh.%I', 'r_' || q)::regclass
+                    and attname = 'task_name' and not attisdropped) then
+    execute format('alter table teguh.%I add column task_name text, add column concurrency_key text', 'r_' || q);
+  end if;
   perform teguh._ensure_index('(claim_expires_at) '
                  'where claim_expires_at is not null', 'r_' || q || '_ei', 'r_' || q);
 
@@ -689,20 +749,29 @@ $$;
 create or replace function teguh._hot_path_sql(q text) returns text
 language sql immutable as $outer$
   select format($tmpl$
--- _claim_<q>(worker_id, claim_timeout, qty, paused, skip): the work of
--- claim_runs, which checks the arguments and reads the queue's pause state.
--- Runs the sweeps whose index says something is due, then claims up to qty
--- ready tasks: returns one row per run, with the task's committed
--- checkpoints. A paused queue claims nothing (the sweeps still run); skip,
--- the names of paused task types, is null when none is paused, which keeps
--- the common claim a walk of the dispatch index alone.
+-- _claim_<q>(worker_id, claim_timeout, qty, paused, skip, limits): the work
+-- of claim_runs, which checks the arguments and reads the queue's pause
+-- state and limits flag. Runs the sweeps whose index says something is due,
+-- then claims up to qty ready tasks: returns one row per run, with the
+-- task's committed checkpoints. A paused queue claims nothing (the sweeps
+-- still run); skip, the names of paused task types, is null when none is
+-- paused, which keeps the common claim a walk of the dispatch index alone.
+-- With limits (teguh.queues.has_limits) the tasks are picked one by one
+-- instead, passing over those whose type or concurrency key has no free slot
+-- or whose rate bucket has no token (docs/flow-control.md): a run holding a
+-- slot gets its task_name (and concurrency_key) in its r_ row, which is what
+-- the next claim counts.
 -- Locks: never waits for a row. The sweeps' locks (skip locked), then p_ rows
 --   (skip locked, index p_<q>_oi), then their t_ rows (skip locked); deletes
---   those p_ rows, updates the t_ rows, inserts one r_ row per task.
+--   those p_ rows, updates the t_ rows, inserts one r_ row per task. With
+--   limits: after the sweeps, the queue's limits lock (advisory, waits; see
+--   the header), then per task its p_ row and t_ row (skip locked) and its
+--   teguh.rate_limits row (waits, by the upsert; only holders of the limits
+--   lock write it).
 -- Notifies: teguh_<q> 'wake' when the sweeps readied more than it claimed,
 --   plus what the sweeps send (teguh_<q> 'retry', teguh_done).
 create or replace function teguh.%1$I(p_worker_id text, p_claim_timeout int, p_qty int,
-                                       p_paused boolean, p_skip text[])
+                                       p_paused boolean, p_skip text[], p_limits boolean)
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
               max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
 language plpgsql as $body$
@@ -713,6 +782,21 @@ declare
   woken int := 0;
   claimed int;
   v_ids uuid[];
+  v_slots uuid[];
+  v_limits jsonb;
+  v_type_run jsonb;
+  v_key_run jsonb;
+  v_skip text[];
+  v_full text[] := '{}';
+  v_lim jsonb;
+  v_conc int;
+  v_enc text;
+  v_n int;
+  v_unit double precision;
+  v_cap double precision;
+  v_rkey text;
+  v_took boolean;
+  cand record;
 begin
   -- A claim lost in a crash only makes its tasks claimable again, and any
   -- later durable commit (a checkpoint, a completion) flushes it first:
@@ -738,7 +822,101 @@ begin
   -- Pick through index p_<q>_oi. The picked ids then drive every other
   -- statement as `= any(array)`, which the planner sizes at a handful of
   -- rows: primary-key probes, whatever the batch size.
-  if p_skip is null then
+  if p_limits then
+    -- One limited claim of the queue at a time (the header's limits lock):
+    -- each counts the slots the previous one took, since every statement
+    -- below reads with a snapshot taken after the lock was granted.
+    perform pg_advisory_xact_lock(1952804200, hashtext(%7$L));
+    select coalesce(jsonb_object_agg(tt.task_name, jsonb_build_object(
+             'c', tt.concurrency, 'k', tt.key_concurrency, 'n', split_part(tt.rate_limit, '/', 1)::int,
+             'u', case split_part(tt.rate_limit, '/', 2) when 's' then 1 when 'm' then 60 else 3600 end)),
+           '{}'::jsonb)
+      into v_limits
+      from teguh.task_types tt
+     where tt.queue_name = %7$L
+       and (tt.concurrency is not null or tt.key_concurrency is not null or tt.rate_limit is not null);
+    -- the slots held: runs in flight whose claim gave them one
+    select coalesce(jsonb_object_agg(x.task_name, x.n), '{}'::jsonb) into v_type_run
+      from (select r.task_name, count(*) as n from teguh.%4$I r where r.task_name is not null group by 1) x;
+    select coalesce(jsonb_object_agg(length(x.task_name) || ':' || x.task_name || x.concurrency_key, x.n),
+                    '{}'::jsonb) into v_key_run
+      from (select r.task_name, r.concurrency_key, count(*) as n from teguh.%4$I r
+             where r.concurrency_key is not null group by 1, 2) x;
+    -- types with no free slot are passed over by the walk itself
+    select coalesce(array_agg(l.key), '{}') into v_skip
+      from jsonb_each(v_limits) l
+     where (l.value->>'c')::int <= coalesce((v_type_run->>l.key)::int, 0);
+    v_skip := v_skip || coalesce(p_skip, '{}');
+    -- a bucket whose next token is due no longer blocks anyone
+    update teguh.rate_limits rl set blocked_until = null
+     where rl.queue_name = %7$L and rl.blocked_until <= now_ts;
+    v_ids := '{}';
+    v_slots := '{}';
+    for cand in
+      select p.task_id, t.task_name, t.concurrency_key, t.rate_limit_key
+        from teguh.%5$I p join teguh.%3$I t on t.task_id = p.task_id
+       where t.task_name <> all(v_skip)
+       order by p.priority desc, p.available_at, p.task_id
+    loop
+      v_lim := v_limits->cand.task_name;
+      v_conc := (v_lim->>'c')::int;
+      if v_conc is not null and coalesce((v_type_run->>cand.task_name)::int, 0) >= v_conc then
+        continue;
+      end if;
+      if cand.concurrency_key is not null then
+        v_enc := length(cand.task_name) || ':' || cand.task_name || cand.concurrency_key;
+        if coalesce((v_key_run->>v_enc)::int, 0) >= coalesce((v_lim->>'k')::int, 1) then
+          continue;
+        end if;
+      end if;
+      v_n := (v_lim->>'n')::int;
+      if v_n is not null then
+        v_rkey := coalesce(cand.rate_limit_key, '');
+        continue when length(cand.task_name) || ':' || cand.task_name || v_rkey = any(v_full);
+      end if;
+      -- without waiting: a sweep or a cancel may hold them
+      perform 1 from teguh.%5$I p where p.task_id = cand.task_id for update skip locked;
+      continue when not found;
+      perform 1 from teguh.%3$I t where t.task_id = cand.task_id for update skip locked;
+      continue when not found;
+      if v_n is not null then
+        -- take a token: a new bucket starts full (ceil(n / 10) tokens), and
+        -- refills n per unit
+        v_unit := (v_lim->>'u')::double precision;
+        v_cap := ceil(v_n / 10.0);
+        insert into teguh.rate_limits as rl (queue_name, task_name, rate_key, tokens, updated_at)
+        values (%7$L, cand.task_name, v_rkey, v_cap - 1, now_ts)
+        on conflict (queue_name, task_name, rate_key) do update
+           set tokens = least(v_cap, rl.tokens + extract(epoch from now_ts - rl.updated_at) * v_n / v_unit) - 1,
+               updated_at = now_ts, blocked_until = null
+         where least(v_cap, rl.tokens + extract(epoch from now_ts - rl.updated_at) * v_n / v_unit) >= 1;
+        v_took := found;
+        if not v_took then
+          -- empty: idle workers wake when the next token is due (next_due)
+          update teguh.rate_limits rl
+             set blocked_until = now_ts + make_interval(secs => greatest(
+                   (1 - least(v_cap, rl.tokens + extract(epoch from now_ts - rl.updated_at) * v_n / v_unit))
+                     * v_unit / v_n, 0.001))
+           where rl.queue_name = %7$L and rl.task_name = cand.task_name and rl.rate_key = v_rkey;
+          v_full := v_full || (length(cand.task_name) || ':' || cand.task_name || v_rkey);
+          continue;
+        end if;
+      end if;
+      v_ids := v_ids || cand.task_id;
+      if v_conc is not null or cand.concurrency_key is not null then
+        v_slots := v_slots || cand.task_id;
+        v_type_run := v_type_run
+          || jsonb_build_object(cand.task_name, coalesce((v_type_run->>cand.task_name)::int, 0) + 1);
+        if cand.concurrency_key is not null then
+          v_key_run := v_key_run || jsonb_build_object(v_enc, coalesce((v_key_run->>v_enc)::int, 0) + 1);
+        end if;
+      end if;
+      exit when cardinality(v_ids) >= p_qty;
+    end loop;
+    if cardinality(v_ids) = 0 then
+      return;
+    end if;
+  elsif p_skip is null then
     select array_agg(x.task_id) into v_ids
       from (select p.task_id from teguh.%5$I p
              order by p.priority desc, p.available_at, p.task_id
@@ -760,11 +938,14 @@ begin
   -- Their task rows, without waiting: a sweep in another transaction may
   -- hold one (FOR UPDATE keeps the lock on a row it rechecked and skipped),
   -- and waiting for it while holding our own locks can deadlock. A task
-  -- skipped here keeps its p_ row for the next claim.
-  select array_agg(x.task_id) into v_ids
-    from (select t.task_id from teguh.%3$I t where t.task_id = any(v_ids) for update skip locked) x;
-  if v_ids is null then
-    return;
+  -- skipped here keeps its p_ row for the next claim. (The limited walk
+  -- locked them already.)
+  if not p_limits then
+    select array_agg(x.task_id) into v_ids
+      from (select t.task_id from teguh.%3$I t where t.task_id = any(v_ids) for update skip locked) x;
+    if v_ids is null then
+      return;
+    end if;
   end if;
 
   return query
@@ -785,11 +966,15 @@ begin
          and (t.deadline_at is null or t.deadline_at > now_ts)
       returning del.run_id, t.task_id, del.attempt, t.task_name, t.params, t.retry_strategy,
                 t.max_attempts, t.headers, del.wake_event, del.event_payload,
-                del.priority, del.available_at
+                del.priority, del.available_at, t.concurrency_key
     ), ins as (
-      insert into teguh.%4$I (run_id, task_id, attempt, claimed_by, claimed_at, claim_expires_at)
+      -- v_slots is null but with limits: the common insert writes no slot
+      insert into teguh.%4$I (run_id, task_id, attempt, claimed_by, claimed_at, claim_expires_at,
+                              task_name, concurrency_key)
       select upd.run_id, upd.task_id, upd.attempt, p_worker_id, now_ts,
-             case when p_claim_timeout > 0 then now_ts + make_interval(secs => p_claim_timeout) end
+             case when p_claim_timeout > 0 then now_ts + make_interval(secs => p_claim_timeout) end,
+             case when upd.task_id = any(v_slots) then upd.task_name end,
+             case when upd.task_id = any(v_slots) then upd.concurrency_key end
         from upd
     )
     select upd.run_id, upd.task_id, upd.attempt, upd.task_name, upd.params, upd.retry_strategy,
@@ -813,7 +998,9 @@ $body$;
 -- run that still holds its lease; returns ok, cancelled or lost per run id.
 -- Locks: the runs' r_ rows (waits, by their delete), then their t_ rows
 --   (waits, by the update): r_ -> t_.
--- Notifies: teguh_done for each completed task spawned with notify_done.
+-- Notifies: teguh_done for each completed task spawned with notify_done;
+--   teguh_<q> 'wake' when a run held a concurrency slot (its r_ row has a
+--   task_name), so idle workers claim the task waiting for it.
 create or replace function teguh.%2$I(p_run_ids uuid[], p_results jsonb[])
 returns table(run_id uuid, outcome text)
 language plpgsql as $body$
@@ -823,12 +1010,17 @@ declare
   v_runs uuid[];
   v_tasks uuid[];
   v_done uuid[];
+  v_slot boolean;
 begin
   -- lease rows first, then task rows: r_ -> t_; every statement probes by key
   with ended as (
-    delete from teguh.%4$I r where r.run_id = any(p_run_ids) returning r.run_id, r.task_id
+    delete from teguh.%4$I r where r.run_id = any(p_run_ids) returning r.run_id, r.task_id, r.task_name
   )
-  select array_agg(ended.run_id), array_agg(ended.task_id) into v_runs, v_tasks from ended;
+  select array_agg(ended.run_id), array_agg(ended.task_id), bool_or(ended.task_name is not null)
+    into v_runs, v_tasks, v_slot from ended;
+  if v_slot then
+    perform pg_notify(%8$L, 'wake');
+  end if;
 
   if v_runs is not null then
     with input as (
@@ -901,14 +1093,16 @@ begin
     end if;
     insert into teguh.%3$I as t
       (task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation, idempotency_key,
-       priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at)
+       priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at, concurrency_key,
+       rate_limit_key)
     values (v_id, p_task_name, coalesce(p_params, 'null'::jsonb), nullif(p_options->'headers', 'null'::jsonb),
             nullif(p_options->'retry_strategy', 'null'::jsonb),
             case when jsonb_typeof(p_options->'max_attempts') = 'number'
                  then nullif((p_options->>'max_attempts')::int, 0) else v_max end,
             nullif(p_options->'cancellation', 'null'::jsonb), p_options->>'idempotency_key', v_priority,
             'pending', 1, now_ts, v_later, coalesce((p_options->>'notify_done')::boolean, false),
-            now_ts + make_interval(secs => (p_options->'cancellation'->>'max_delay')::float8))
+            now_ts + make_interval(secs => (p_options->'cancellation'->>'max_delay')::float8),
+            p_options->>'concurrency_key', p_options->>'rate_limit_key')
     on conflict (idempotency_key) where idempotency_key is not null do nothing;
     if not found then
       -- the key is taken: return its task (a fresh statement sees a concurrent winner)
@@ -1022,6 +1216,7 @@ begin
   -- first out of the view, which depends on its tables
   delete from teguh.queues where queue_name = q;
   delete from teguh.task_types where queue_name = q;
+  delete from teguh.rate_limits where queue_name = q;
   perform teguh._rebuild_tasks_view();
   foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
@@ -1044,6 +1239,37 @@ language sql stable as $$ select q.queue_name from teguh.queues q order by q.que
 -- Sends teguh_done '<q>:<task_id>'; callers check the task's notify_done first.
 create or replace function teguh._notify_done(q text, p_task_id uuid) returns void
 language sql as $$ select pg_notify('teguh_done', q || ':' || p_task_id::text) $$;
+
+-- Ends a run's lease: deletes its r_ row (caller holds it, or takes it with
+-- this delete). When the run held a concurrency slot (its r_ row has a
+-- task_name, docs/flow-control.md) it notifies teguh_<q> 'wake', so idle
+-- workers claim the task that waited for the slot.
+create or replace function teguh._end_lease(q text, p_run_id uuid) returns void
+language plpgsql as $$
+declare
+  slot text;
+begin
+  execute format('delete from teguh.%I where run_id = $1 returning task_name', 'r_' || q)
+    into slot using p_run_id;
+  if slot is not null then
+    perform pg_notify('teguh_' || q, 'wake');
+  end if;
+end
+$$;
+
+-- _end_lease for the lease of a task (cancels), by task id.
+create or replace function teguh._end_task_lease(q text, p_task_id uuid) returns void
+language plpgsql as $$
+declare
+  slot text;
+begin
+  execute format('delete from teguh.%I where task_id = $1 returning task_name', 'r_' || q)
+    into slot using p_task_id;
+  if slot is not null then
+    perform pg_notify('teguh_' || q, 'wake');
+  end if;
+end
+$$;
 
 -- Makes a task claimable now. Caller holds the t_ row lock (or is about to
 -- take it with this very update).
@@ -1077,7 +1303,7 @@ create or replace function teguh._suspend(
 ) returns void
 language plpgsql as $$
 begin
-  execute format('delete from teguh.%I where run_id = $1', 'r_' || q) using p_run_id;
+  perform teguh._end_lease(q, p_run_id);
   if p_wake_at is not null and p_wake_at <= now_ts and p_wake_event is null then
     perform teguh._make_ready(q, p_task_id, p_attempt, now_ts);
     perform pg_notify('teguh_' || q, 'wake');
@@ -1099,7 +1325,7 @@ declare
   nd boolean;
 begin
   execute format('delete from teguh.%I where task_id = $1', 'p_' || q) using p_task_id;
-  execute format('delete from teguh.%I where task_id = $1', 'r_' || q) using p_task_id;
+  perform teguh._end_task_lease(q, p_task_id);
   execute format('delete from teguh.%I where task_id = $1', 'w_' || q) using p_task_id;
   execute format($q$
     update teguh.%I
@@ -1151,7 +1377,7 @@ begin
   execute format('select max_attempts, retry_strategy, cancellation, first_started_at, notify_done '
                  'from teguh.%I where task_id = $1', 't_' || q)
     into t using p_task_id;
-  execute format('delete from teguh.%I where run_id = $1', 'r_' || q) using p_run_id;
+  perform teguh._end_lease(q, p_run_id);
 
   if t.max_attempts is not null and p_attempt >= t.max_attempts then
     perform teguh._fail_for_good(q, p_task_id, p_reason, now_ts);
@@ -1368,7 +1594,8 @@ begin
     ), ins as (
       insert into teguh.%1$I as t
         (task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation,
-         idempotency_key, priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at)
+         idempotency_key, priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at,
+         concurrency_key, rate_limit_key)
       select i.task_id, i.item->>'task_name', coalesce(i.item->'params', 'null'::jsonb),
              nullif(i.item->'headers', 'null'::jsonb), nullif(i.item->'retry_strategy', 'null'::jsonb),
              case when jsonb_typeof(i.item->'max_attempts') = 'number'
@@ -1376,7 +1603,8 @@ begin
              nullif(i.item->'cancellation', 'null'::jsonb),
              i.item->>'idempotency_key', coalesce((i.item->>'priority')::int, 0), 'pending', 1, $2,
              i.later, coalesce((i.item->>'notify_done')::boolean, false),
-             $2 + make_interval(secs => (i.item->'cancellation'->>'max_delay')::float8)
+             $2 + make_interval(secs => (i.item->'cancellation'->>'max_delay')::float8),
+             i.item->>'concurrency_key', i.item->>'rate_limit_key'
         from input i
        order by i.pos
       %3$s
@@ -1420,6 +1648,14 @@ begin
 end
 $$;
 
+-- Sets queue q's has_limits (a first spawn with a concurrency_key, or a task
+-- type registered with a limit): from then on its claims take the limited
+-- path. Locks: the queue's teguh.queues row (waits, by the update).
+create or replace function teguh._set_has_limits(q text) returns void
+language sql as $$
+  update teguh.queues set has_limits = true where queue_name = q and not has_limits
+$$;
+
 -- spawn_task(q, task_name, params, options): spawns one task (the work is in
 -- the queue's _spawn_<q>). options holds spawn options (docs/sql-interface.md),
 -- never task_name or params. Returns (task_id, null, 1, true); when the
@@ -1428,9 +1664,13 @@ $$;
 -- give come from the task's registered type (teguh.task_types), and a task
 -- with no max_attempts from either gets the queue's default_max_attempts
 -- (25 unless set_queue_options changed it); max_attempts 0 is unlimited.
--- Locks: none on existing rows; inserts the t_ row and, when the task is
---   ready now, its p_ row. An idempotency key held by an uncommitted spawn
---   makes the insert wait for that transaction.
+-- concurrency_key and rate_limit_key are stored on the task for the claim's
+-- limits (docs/flow-control.md).
+-- Locks: none on existing rows, except the first spawn with a
+--   concurrency_key in a queue without limits, which sets the queue's
+--   has_limits (its teguh.queues row, waits); inserts the t_ row and, when
+--   the task is ready now, its p_ row. An idempotency key held by an
+--   uncommitted spawn makes the insert wait for that transaction.
 -- Notifies: teguh_<q> 'spawn' when the task is ready now (not for a delayed
 --   task nor for an existing key).
 create or replace function teguh.spawn_task(q text, task_name text, params jsonb, options jsonb default '{}')
@@ -1440,9 +1680,13 @@ declare
   qrow record;
 begin
   -- the queue check and the queue's spawn settings in one read
-  select qq.default_max_attempts, qq.has_task_types into qrow from teguh.queues qq where qq.queue_name = q;
+  select qq.default_max_attempts, qq.has_task_types, qq.has_limits into qrow
+    from teguh.queues qq where qq.queue_name = q;
   if not found then
     perform teguh._check_queue(q);
+  end if;
+  if not qrow.has_limits and jsonb_typeof(options->'concurrency_key') = 'string' then
+    perform teguh._set_has_limits(q);
   end if;
   perform teguh._check_payload('params', params);
   perform teguh._check_payload('headers', options->'headers');
@@ -1470,9 +1714,14 @@ language plpgsql as $$
 declare
   qrow record;
 begin
-  select qq.default_max_attempts, qq.has_task_types into qrow from teguh.queues qq where qq.queue_name = q;
+  select qq.default_max_attempts, qq.has_task_types, qq.has_limits into qrow
+    from teguh.queues qq where qq.queue_name = q;
   if not found then
     perform teguh._check_queue(q);
+  end if;
+  if not qrow.has_limits and jsonb_typeof(items) = 'array'
+     and jsonb_path_exists(items, '$[*].concurrency_key ? (@.type() == "string")') then
+    perform teguh._set_has_limits(q);
   end if;
   if pg_column_size(items) > 65536 then  -- each item's params and headers (docs/limits.md)
     perform teguh._check_payload(format('items[%s].params', x.pos - 1), x.item->'params'),
@@ -1497,8 +1746,12 @@ $$;
 -- sweeps that are due, each limited to qty rows. Sets synchronous_commit off
 -- for the caller's transaction: a lost claim only makes its tasks claimable
 -- again.
+-- On a queue with flow-control limits (docs/flow-control.md) it hands out
+-- no task over its type's concurrency, its concurrency key's
+-- key_concurrency (default 1) or its rate limit; those stay pending in order.
 -- Locks: never waits for a row; see _claim_<q> (sweeps, then p_ and t_ rows,
---   skip locked).
+--   skip locked; with limits, first the queue's limits lock, which it waits
+--   for, and teguh.rate_limits rows).
 -- Notifies: teguh_<q> 'wake' when the sweeps readied more than it claimed,
 --   plus what the sweeps send (teguh_<q> 'retry', teguh_done).
 create or replace function teguh.claim_runs(q text, worker_id text, claim_timeout int default 30, qty int default 1)
@@ -1508,8 +1761,8 @@ language plpgsql as $$
 declare
   qrow record;
 begin
-  -- the queue check and its pause state in one read
-  select qq.paused, qq.paused_task_types into qrow from teguh.queues qq where qq.queue_name = q;
+  -- the queue check, its pause state and its limits flag in one read
+  select qq.paused, qq.paused_task_types, qq.has_limits into qrow from teguh.queues qq where qq.queue_name = q;
   if not found then
     perform teguh._check_queue(q);
   end if;
@@ -1520,8 +1773,8 @@ begin
   if qty is null or qty < 1 or qty > 10000 then
     raise exception 'qty must be between 1 and 10000, not %', qty using errcode = 'TG004';
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5)', '_claim_' || q)
-    using worker_id, claim_timeout, qty, qrow.paused, qrow.paused_task_types;
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5, $6)', '_claim_' || q)
+    using worker_id, claim_timeout, qty, qrow.paused, qrow.paused_task_types, qrow.has_limits;
 end
 $$;
 
@@ -1581,7 +1834,7 @@ begin
      where task_id = $1
     returning notify_done$q$, 't_' || q)
     into nd using run.task_id, result, teguh.current_time();
-  execute format('delete from teguh.%I where run_id = $1', 'r_' || q) using run_id;
+  perform teguh._end_lease(q, run_id);
   if nd then
     perform teguh._notify_done(q, run.task_id);
   end if;
@@ -1642,7 +1895,7 @@ begin
   perform teguh._check_queue(q);
   select * into run from teguh._lock_run(q, run_id);
   perform teguh._lock_task(q, run.task_id);
-  execute format('delete from teguh.%I where run_id = $1', 'r_' || q) using run_id;
+  perform teguh._end_lease(q, run_id);
   perform teguh._fail_for_good(
     q, run.task_id,
     case when jsonb_typeof(reason) = 'object' then reason || '{"non_retryable": true}'::jsonb else reason end,
@@ -2061,7 +2314,7 @@ begin
   loop
     begin
       execute format('delete from teguh.%I where task_id = $1', 'p_' || q) using task_id;
-      execute format('delete from teguh.%I where task_id = $1', 'r_' || q) using task_id;
+      perform teguh._end_task_lease(q, task_id);
       execute format('delete from teguh.%I where task_id = $1', 'w_' || q) using task_id;
       execute format('select state from teguh.%I where task_id = $1 for update', 't_' || q)
         into st using task_id;
@@ -2139,7 +2392,7 @@ begin
     return query select * from teguh._spawn(q, jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
       'task_name', t.task_name, 'params', t.params, 'headers', t.headers,
       'retry_strategy', t.retry_strategy, 'cancellation', t.cancellation, 'priority', t.priority,
-      'notify_done', t.notify_done,
+      'notify_done', t.notify_done, 'concurrency_key', t.concurrency_key, 'rate_limit_key', t.rate_limit_key,
       'max_attempts', coalesce((options->>'max_attempts')::int, t.max_attempts)))));
     return;
   end if;
@@ -2297,8 +2550,8 @@ $$;
 -- writer wins, and a registered type keeps its pause state and its
 -- registered_at. Types are never deleted here (an older worker may still
 -- run them). Raises TG002, TG004 (one bad element: nothing written).
--- Locks: the queue's teguh.queues row when it had no task type yet (waits,
---   by the update), then the types' teguh.task_types rows (waits, by the
+-- Locks: the queue's teguh.queues row when it had no task type yet, or no
+--   limit and one of types has one (waits, by the update), then the types' teguh.task_types rows (waits, by the
 --   upsert): queues -> task_types, as pause_task_type.
 -- Notifies: nobody.
 create or replace function teguh.register_task_types(q text, types jsonb, version text default null)
@@ -2353,8 +2606,16 @@ begin
     raise exception 'task types named more than once: %', bad using errcode = 'TG004';
   end if;
 
-  -- spawns look types up once the queue has any
-  update teguh.queues set has_task_types = true where queue_name = q and not has_task_types;
+  -- spawns look types up once the queue has any; claims take the limited
+  -- path once a type has a limit
+  update teguh.queues
+     set has_task_types = true,
+         has_limits = has_limits or jsonb_path_exists(types,
+           '$[*] ? (@.concurrency != null || @.key_concurrency != null || @.rate_limit != null)')
+   where queue_name = q
+     and (not has_task_types
+          or not has_limits and jsonb_path_exists(types,
+           '$[*] ? (@.concurrency != null || @.key_concurrency != null || @.rate_limit != null)'));
   insert into teguh.task_types as tt
     (queue_name, task_name, defaults, concurrency, key_concurrency, rate_limit, version, registered_at, updated_at)
   select q, x.item->>'task_name',
@@ -2543,16 +2804,25 @@ end
 $regrant$;
 
 -- The earliest moment something in the queue falls due; index scans only
--- (in the queue's own _due_<q>).
+-- (in the queue's own _due_<q>), and on a queue with limits also when the
+-- next token of a rate bucket that held a task back is due.
 -- Null when nothing is due. Idle workers wait at most until then.
 -- Locks: none. Notifies: nobody.
 create or replace function teguh.next_due(q text) returns timestamptz
 language plpgsql as $$
 declare
   due timestamptz;
+  limited boolean;
 begin
-  perform teguh._check_queue(q);
+  select qq.has_limits into limited from teguh.queues qq where qq.queue_name = q;
+  if not found then
+    perform teguh._check_queue(q);
+  end if;
   execute format('select teguh.%I()', '_due_' || q) into due;
+  if limited then
+    due := least(due, (select min(rl.blocked_until) from teguh.rate_limits rl
+                        where rl.queue_name = q and rl.blocked_until is not null));
+  end if;
   return due;
 end
 $$;
@@ -2759,6 +3029,8 @@ begin
     perform teguh._ensure_queue_tables(qn);
     -- signatures of 0.1's generated functions (now with the pause and spawn defaults)
     execute format('drop function if exists teguh.%I(text, int, int)', '_claim_' || qn);
+    -- 0.2's claim before flow control
+    execute format('drop function if exists teguh.%I(text, int, int, boolean, text[])', '_claim_' || qn);
     execute format('drop function if exists teguh.%I(text, jsonb, jsonb)', '_spawn_' || qn);
     execute teguh._hot_path_sql(qn);
   end loop;

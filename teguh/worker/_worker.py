@@ -368,7 +368,7 @@ class Worker:
         limit = client.max_payload_bytes
         home = queue in self._home_queues()
         types = [
-            task_type(name, task.defaults, limit)
+            task_type(name, {**task.defaults, **task.limits}, limit)
             for name, task in sorted(tasks.items())
             if name != CATCH_ALL and (task.queue == queue if task.queue else home)
         ]

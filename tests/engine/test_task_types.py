@@ -237,7 +237,7 @@ def test_reinstall_upgrades_a_queue_of_an_older_version(db):
     functions, without leaving an overload behind."""
     db.run("select teguh.create_queue('old')")
     db.run("drop function teguh._spawn_old(text, jsonb, jsonb, int, boolean)")
-    db.run("drop function teguh._claim_old(text, int, int, boolean, text[])")
+    db.run("drop function teguh._claim_old(text, int, int, boolean, text[], boolean)")
     db.run(
         "create function teguh._spawn_old(p_task_name text, p_params jsonb, p_options jsonb)"
         " returns int language sql as 'select 1'"

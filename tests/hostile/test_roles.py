@@ -189,7 +189,7 @@ def test_producer_worker_and_admin_get_exactly_their_rights(
                 "select count(*) from teguh.t_jobs",
                 "delete from teguh.p_jobs",
                 "select teguh._check_name('a', 'b')",
-                "select * from teguh._claim_jobs('x', 30, 1, false, null)",
+                "select * from teguh._claim_jobs('x', 30, 1, false, null, false)",
                 "select * from teguh._spawn_jobs('t', '1', '{}', 25, false)",
                 "select teguh.grant_admin(current_user)",
                 "create table teguh.evil (x int)",
