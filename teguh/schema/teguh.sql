@@ -941,8 +941,14 @@ begin
   -- skipped here keeps its p_ row for the next claim. (The limited walk
   -- locked them already.)
   if not p_limits then
+    -- A keyed task is never handed out here: the spawn that made the first
+    -- one turned the queue's has_limits on, but a claim that read the flag
+    -- just before would otherwise start it unchecked. It keeps its p_ row,
+    -- and the spawn's notification brings a claim that takes the limited path.
     select array_agg(x.task_id) into v_ids
-      from (select t.task_id from teguh.%3$I t where t.task_id = any(v_ids) for update skip locked) x;
+      from (select t.task_id from teguh.%3$I t
+             where t.task_id = any(v_ids) and t.concurrency_key is null
+               for update skip locked) x;
     if v_ids is null then
       return;
     end if;

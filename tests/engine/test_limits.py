@@ -76,6 +76,19 @@ def test_a_concurrency_key_defaults_to_one_at_a_time_even_for_an_unregistered_ty
     assert [r["task_id"] for r in eng.claim(qty=10)] == [a2]
 
 
+def test_a_claim_that_read_the_flag_before_the_first_keyed_spawn_leaves_keyed_tasks(eng):
+    # The race: a claim reads has_limits (false), then the first keyed spawns
+    # commit, then the claim picks. Calling the per-queue claim with
+    # p_limits => false is that claim's view.
+    plain = eng.spawn("sync")["task_id"]
+    keyed = [eng.spawn("sync", concurrency_key="customer:1")["task_id"] for _ in range(2)]
+    assert has_limits(eng)
+    stale = eng.sql.dicts(f"select * from teguh._claim_{eng.q}('w-stale', 60, 10, false, '{{}}', false)")
+    assert [r["task_id"] for r in stale] == [plain], "keyed tasks wait for a limited claim"
+    runs = eng.claim(qty=10)
+    assert [r["task_id"] for r in runs] == [keyed[0]], "then one at a time for the key"
+
+
 def test_key_concurrency_and_type_concurrency_together(eng):
     register(eng, {"task_name": "sync", "key_concurrency": 2, "concurrency": 3})
     eng.spawn_many([{"task_name": "sync", "concurrency_key": k} for k in ["a", "a", "a", "b", "b"]])
