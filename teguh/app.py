@@ -184,11 +184,7 @@ class App:
                 return False
             if not replace and (self._client is not None or self._dsn is not None):
                 return False
-            if self._client is not None:
-                # the old pool must not keep serving calls on the previous database
-                self._client.close()
-                self._client = None
-            self._dsn = dsn
+            self._switch_dsn(dsn)
             return True
 
     def set_dsn(self, dsn: str | None) -> bool:
@@ -203,11 +199,16 @@ class App:
             dsn = dsn or None
             if dsn == self._dsn:
                 return False
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-            self._dsn = dsn
+            self._switch_dsn(dsn)
             return True
+
+    def _switch_dsn(self, dsn: str | None) -> None:
+        # Caller holds _client_lock. The old pool must not keep serving calls
+        # on the previous database.
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._dsn = dsn
 
     @property
     def dsn(self) -> str | None:
