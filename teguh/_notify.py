@@ -151,10 +151,6 @@ class PollingWaiter:
         self.payloads: list[str] = []
 
     @property
-    def _rfd(self) -> int:
-        return self._pipe.rfd
-
-    @property
     def connected(self) -> bool:
         """Always false: there is no LISTEN connection."""
         return False
@@ -233,10 +229,6 @@ class ListenWaiter:
         """How many times a lost connection was replaced."""
         self.payloads: list[str] = []
         """The payloads of the notifications that ended the last `wait()` with `NOTIFIED`."""
-
-    @property
-    def _rfd(self) -> int:
-        return self._pipe.rfd
 
     @property
     def connected(self) -> bool:
