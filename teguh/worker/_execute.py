@@ -63,6 +63,8 @@ Without it, a handler that always fails would be retried in a hot loop. An
 explicit `NoRetry()` strategy still retries at once.
 """
 
+DEFAULT_BACKOFF = _backoff.Backoff(DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX)
+
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 """Deadlock and serialization failure: the transaction was rolled back and may be repeated."""
 
@@ -252,17 +254,7 @@ class RunExecutor:
     def _snooze(self, run: Run, delay: float | datetime) -> None:
         if run.state.cancelled or run.state.lost:
             return
-        try:
-            retrying(lambda: self._client.snooze_run(run.queue, run.run_id, delay))
-        except Cancelled:
-            run.log.info("cancelled before its snooze was recorded")
-        except LeaseLost:
-            run.log.warning("lost its lease before its snooze was recorded")
-        except Exception as exc:
-            run.log.error(
-                "could not record the snooze (%s); the lease will expire and the task retry",
-                error_message(exc),
-            )
+        self._record(run, "snooze", lambda: self._client.snooze_run(run.queue, run.run_id, delay))
 
     def _timed_out_for_good(self, run: Run, seconds: float) -> None:
         """Record the timeout of a handler that did not unwind (called by `Deadlines`, in its own thread)."""
@@ -287,7 +279,7 @@ class RunExecutor:
         if run.state.cancelled or run.state.lost:
             return
         if delay is None and at is None and not run.row.get("retry_strategy"):
-            delay = min(DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_BASE * 2 ** min(run.row["attempt"] - 1, 20))
+            delay = DEFAULT_BACKOFF.delay(run.row["attempt"])
         if final:
             run.log.error("failed for good (non-retryable) at attempt %d: %s", run.row["attempt"],
                           reason.get("message"))
@@ -295,15 +287,21 @@ class RunExecutor:
             run.log.error(
                 "failed for good after %d attempt(s): %s", run.row["attempt"], reason.get("message")
             )
+        self._record(run, "failure", lambda: self._fail_now(run, reason, delay, at, final))
+
+    @staticmethod
+    def _record(run: Run, what: str, call: Any) -> None:
+        """Commit a run's outcome (`what`: "failure", "snooze"), retrying transient errors; never raises."""
         try:
-            retrying(lambda: self._fail_now(run, reason, delay, at, final))
+            retrying(call)
         except Cancelled:
-            run.log.info("cancelled before its failure was recorded")
+            run.log.info("cancelled before its %s was recorded", what)
         except LeaseLost:
-            run.log.warning("lost its lease before its failure was recorded")
-        except Exception as exc:
+            run.log.warning("lost its lease before its %s was recorded", what)
+        except Exception as exc:  # the handler thread must outlive any error
             run.log.error(
-                "could not record the failure (%s); the lease will expire and the task retry",
+                "could not record the %s (%s); the lease will expire and the task retry",
+                what,
                 error_message(exc),
             )
 

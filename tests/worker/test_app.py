@@ -148,3 +148,9 @@ def test_worker_uses_no_deprecated_tenacity_api(dsn: str) -> None:
     finally:
         worker.client.close()
         app.client.close()
+
+
+def test_the_default_backoff_doubles_from_one_second_to_five_minutes() -> None:
+    from teguh.worker._execute import DEFAULT_BACKOFF
+
+    assert [DEFAULT_BACKOFF.delay(n) for n in (1, 2, 3, 9, 10, 1000)] == [1, 2, 4, 256, 300, 300]
