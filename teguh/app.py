@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _coroutines, _validate
+from . import _validate
 from ._options import SPAWN_OPTIONS, task_limits
 from ._time import to_seconds
 from .errors import InvalidArgument, TeguhError
@@ -384,6 +384,9 @@ class App:
         """A sync handler's result as it is; an async handler's coroutine run to its result."""
         if not inspect.iscoroutine(result):
             return result
+        # imported here: asyncio costs ~18 ms, and most apps' handlers are sync
+        from . import _coroutines
+
         try:
             return self.run_coroutine(result)
         except BaseException as exc:
@@ -403,6 +406,8 @@ class App:
         async calls come back to the handler thread). Whatever the coroutine
         raises, control-flow signals included, is raised unchanged.
         """
+        from . import _coroutines
+
         return _coroutines.run(coro)
 
     def handler_for(self, task_name: str) -> Task | None:
