@@ -100,17 +100,6 @@ class _EagerBackend:
     def __init__(self, runner: EagerRunner) -> None:
         self._runner = runner
 
-    def set_checkpoint(
-        self,
-        queue: str,
-        task_id: str,
-        step_name: str,
-        state: Any,
-        owner_run_id: str,
-        extend_claim_by: Any = 0,
-    ) -> None:
-        self._runner._task(task_id).checkpoints[step_name] = _roundtrip(state, f"step {step_name!r}")
-
     def _set_checkpoint_json(
         self,
         queue: str,
