@@ -27,6 +27,7 @@ from .errors import (
     PermissionDenied,
     QueueNotFound,
     RetryAfter,
+    ScheduleNotFound,
     SchemaNotInstalled,
     Snooze,
     Suspended,
@@ -35,6 +36,7 @@ from .errors import (
     TimeoutExceeded,
 )
 from .retry import Exponential, Fixed, NoRetry
+from .schedules import ScheduleInfo
 from .worker import Worker
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "EmitResult",
     "TaskResult",
     "TaskType",
+    "ScheduleInfo",
     # Retry strategies
     "Fixed",
     "Exponential",
@@ -70,6 +73,7 @@ __all__ = [
     "ConnectionLost",
     "CannotConnect",
     "NoDatabaseConfigured",
+    "ScheduleNotFound",
     # Raised by handlers to steer retries (TeguhError)
     "NonRetryable",
     "RetryAfter",
