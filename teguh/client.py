@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from . import _json, _sql, _validate
+from . import _faults, _json, _sql, _validate
 from . import schedules as _schedules
 from ._backoff import Backoff
 from ._connection import ClientBase, schema_sql
@@ -1244,6 +1244,8 @@ class Client(ClientBase):
                 cur.execute(_sql.FIRE_SCHEDULE, args)
                 return cur.fetchall()
 
+            if _faults.ARMED is not None:
+                _faults.hit("before_fire_schedule")
             try:
                 fired = self._run("fire_schedule", fire)
             except TeguhError as exc:
@@ -1251,6 +1253,8 @@ class Client(ClientBase):
                 logger.warning("schedule %s could not fire (%s)", row["name"], exc)
                 continue
             if fired:
+                if _faults.ARMED is not None:
+                    _faults.hit("after_fire_schedule")
                 logger.debug("schedule %s fired %d task(s)", row["name"], len(fired))
         seconds = self._run(
             "next_schedule_due", lambda cur: scalar(cur, _sql.SECONDS_UNTIL_SCHEDULE, wanted), retry=True
