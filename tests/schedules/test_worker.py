@@ -115,3 +115,25 @@ def test_a_paused_schedule_wakes_no_worker_and_fires_nothing(app: App, start_wor
     assert tasks_of(app, "p") == []
     app.client.resume_schedule("p")
     eventually(lambda: tasks_of(app, "p"), timeout=10, what="fires once resumed")
+
+
+@pytest.mark.parametrize(("catch_up", "expected"), [("skip", 0), ("one", 1), ("all", 10)])
+def test_catch_up_after_a_downtime_of_ten_ticks(
+    app: App, start_worker: Any, catch_up: str, expected: int
+) -> None:
+    now = app.client.database_time()
+    start = now - timedelta(minutes=9, seconds=45)  # ticks at start + k min: ten are past, the last 45 s ago
+    app.client.create_schedule("down", "tick", every=60, start_at=start, catch_up=catch_up, queue=Q)
+    with app.client.transaction() as conn, conn.cursor() as cur:
+        # as if no worker had run since the first tick
+        cur.execute("update teguh.schedules set next_run_at = %s where name = 'down'", (start,))
+    start_worker()
+    eventually(
+        lambda: app.client.list_schedules()[0].next_run_at == start + timedelta(minutes=10),
+        timeout=10,
+        what="the worker handled the missed window",
+    )
+    fired = [datetime.fromisoformat(t["headers"]["scheduled_for"]) for t in tasks_of(app, "down")]
+    assert len(fired) == expected
+    if catch_up == "one":
+        assert fired == [start + timedelta(minutes=9)], "one task, for the latest tick of the window"
