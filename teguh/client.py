@@ -1236,7 +1236,12 @@ class Client(ClientBase):
 
         failures = 0
         for row in self._run("due_schedules", due, retry=True):
-            ticks, following = _schedules.plan(row, row["now"])
+            try:
+                ticks, following = _schedules.plan(row, row["now"])
+            except Exception as exc:  # a row written by hand with a bad zone or expression
+                failures += 1
+                logger.warning("schedule %s: cannot compute its ticks (%s)", row["name"], exc)
+                continue
             ticks_json = _json.dumps(ticks, "ticks", max_bytes=None)
             args = (row["name"], row["next_run_at"], ticks_json, following)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 
 from .. import _backoff
-from .._notify import NOTIFIED, RECONNECTED
+from .._notify import NOTIFIED, RECONNECTED, TIMEOUT
 from ..errors import PermissionDenied, TeguhError, error_message
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ logger = logging.getLogger("teguh.worker")
 
 SCHEDULE_PAYLOAD = "schedule"
 """The payload on `teguh_<queue>` announcing a schedule change (see `teguh.put_schedules`)."""
+
+HELD_RETRY = 0.02
+"""Seconds before looking again at a schedule still due after a firing round."""
 
 FIRE_BACKOFF = _backoff.Backoff(1.0, 30.0)
 """Waits after a failed firing (a dropped queue, a lost database): a broken schedule cannot spin."""
@@ -87,6 +90,8 @@ class ScheduleFirer:
     def __init__(self, client: Client, queues: Sequence[str]) -> None:
         self._client = client
         self._queues = list(queues)
+        self.polling = False
+        """Set when the worker polls (no NOTIFY arrives, e.g. behind PgBouncer): re-read after each wait."""
         self.enabled = True
         """False while no schedule spawns on the queues (set by a read finding none, cleared by a change)."""
         self._dirty = True
@@ -95,7 +100,11 @@ class ScheduleFirer:
 
     def noticed(self, result: str, payloads: Sequence[str]) -> None:
         """After a wait: a schedule change (or a reconnect, which may have lost one) means re-read."""
-        if result == RECONNECTED or (result == NOTIFIED and SCHEDULE_PAYLOAD in payloads):
+        if (
+            result == RECONNECTED
+            or (result == NOTIFIED and SCHEDULE_PAYLOAD in payloads)
+            or (self.polling and result == TIMEOUT)
+        ):
             self.enabled = True
             self._dirty = True
 
@@ -127,6 +136,9 @@ class ScheduleFirer:
             seconds = pause if seconds is None else max(seconds, pause)
         else:
             self._failures = 0
-        now = time.monotonic()
-        self._deadline = None if seconds is None else now + max(seconds, 0.0)
+        if seconds is not None and seconds <= 0:
+            # still due after firing: another worker holds it (skip locked) or more than a
+            # read's worth were due; look again shortly rather than spin
+            seconds = HELD_RETRY
+        self._deadline = None if seconds is None else time.monotonic() + seconds
         return seconds

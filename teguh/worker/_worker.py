@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 
 from .. import _backoff, _dsn, _faults, _json
-from .._notify import TIMEOUT, Waiter, open_queue_waiter
+from .._notify import TIMEOUT, PollingWaiter, Waiter, open_queue_waiter
 from .._options import task_type
 from ..errors import Cancelled, LeaseLost, PermissionDenied, QueueNotFound, TeguhError, error_message
 from ._completer import Completer
@@ -303,6 +303,7 @@ class Worker:
             # LISTEN may need a direct connection when the pool goes through PgBouncer
             listen_dsn = self.listen_dsn or (self.app.client if self._owns_client else client).listen_dsn
             self._listener = open_queue_waiter(client, self.queues, listen_dsn, self.poll_interval)
+            self._schedules.polling = isinstance(self._listener, PollingWaiter)
             if self._stopping:
                 self._listener.wake()
             if self.claim_timeout > 0:
