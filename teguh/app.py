@@ -497,7 +497,7 @@ class App:
         start (and delete the app's schedules the code no longer defines), and
         exactly one task is spawned per tick whatever the number of workers
         (docs/schedules.md). `cron` is 5 fields (or `@hourly`-style aliases, or
-        6 with seconds last); `every` is seconds or a timedelta (>= 1 s).
+        6 with seconds first); `every` is seconds or a timedelta (>= 1 s).
         `overlap="skip"`: no task while the previous one is not terminal.
         `catch_up` ("skip", "one", "all", at most `max_catch_up`): what fires for
         ticks missed during a downtime. `jitter`: each task waits up to that
