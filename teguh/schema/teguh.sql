@@ -3451,7 +3451,8 @@ declare
                                     'set_queue_options', 'pause_queue', 'resume_queue', 'pause_task_type',
                                     'resume_task_type'];
 begin
-  -- schedules (section "Section: schedules"): workers fire and upsert, admins operate
+  -- schedules (section "Section: schedules"): producers read, workers fire and upsert, admins operate
+  producer := producer || array['list_schedules'];
   worker := worker || array['put_schedules', 'list_schedules', 'next_schedule_due', 'due_schedules',
                             'fire_schedule'];
   admin := admin || array['put_schedules', 'list_schedules', 'delete_schedule', 'pause_schedule',
