@@ -167,8 +167,8 @@ def rows_as_dicts(cur: Any) -> list[dict[str, Any]]:
 
 # --- schedules ---
 
-PUT_SCHEDULES = "select teguh.put_schedules(%s, %s, %s::jsonb, %s)"
-"""Upsert schedules (owner, version, items, prune); 'ok' or 'stale' (a later version owns them)."""
+PUT_SCHEDULES = "select teguh.put_schedules(%s, %s, %s::jsonb, %s, %s::text[])"
+"""Upsert schedules (owner, version, items, prune, handled); 'ok' or 'stale' (a later version owns them)."""
 
 DELETE_SCHEDULE = "select teguh.delete_schedule(%s)"
 PAUSE_SCHEDULE = "select teguh.pause_schedule(%s)"

@@ -1207,17 +1207,21 @@ class Client(ClientBase):
         *,
         prune: bool,
         queues: Mapping[str, str],
+        handled: Sequence[str] | None = None,
     ) -> str:
         """Upsert schedules (first ticks computed on the database clock); 'ok', or 'stale' (nothing written).
 
         `queues` maps each schedule's name to its queue. With `prune`, the
-        owner's schedules not in `schedules` are deleted.
+        owner's schedules not in `schedules` are deleted (only those of the
+        `handled` tasks, when given).
         """
         now = self.database_time()
         items = [s.item(queues[s.name], now, self.max_payload_bytes) for s in schedules]
         items_json = _json.dumps(items, "schedules", max_bytes=None)
+        tasks = None if handled is None else list(handled)
         return self._run(
-            "put_schedules", lambda cur: scalar(cur, _sql.PUT_SCHEDULES, owner, version, items_json, prune)
+            "put_schedules",
+            lambda cur: scalar(cur, _sql.PUT_SCHEDULES, owner, version, items_json, prune, tasks),
         )
 
     def _fire_due_schedules(self, queues: Sequence[str] | None) -> tuple[float | None, int]:

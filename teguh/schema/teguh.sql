@@ -3094,14 +3094,17 @@ $$;
 -- after now, computed by the caller). An existing row keeps its paused flag,
 -- last run and, unless its timetable (cron, every, timezone, start_at,
 -- end_at) changed, its next_run_at. With prune, the owner's rows not in
--- items are deleted. Returns 'ok', or 'stale' (and writes nothing) when a
+-- items are deleted, only those whose task is in handled when it is given
+-- (the tasks the app has handlers for: another app with the same owner but
+-- other tasks keeps its rows). Returns 'ok', or 'stale' (and writes nothing) when a
 -- later version of the same owner has been seen: an old worker restarting
 -- during a rolling deploy neither resurrects nor deletes schedules.
 -- Raises TG002 (a queue does not exist), TG004 (a bad item).
 -- Locks: the owner's teguh.schedule_owners rows (insert), each upserted or
 --   deleted schedule row (waits).
 -- Notifies: teguh_<q> 'schedule' for each queue with an upserted or deleted row.
-create or replace function teguh.put_schedules(p_owner text, p_version text, items jsonb, prune boolean)
+create or replace function teguh.put_schedules(p_owner text, p_version text, items jsonb, prune boolean,
+                                               handled text[] default null)
 returns text
 language plpgsql as $$
 declare
@@ -3157,6 +3160,7 @@ begin
       delete from teguh.schedules s
        where s.owner = p_owner
          and s.name not in (select x->>'name' from jsonb_array_elements(items) as x)
+         and (handled is null or s.task_name = any(handled))
       returning s.queue_name
     )
     select coalesce(queues, '{}') || coalesce(array_agg(distinct gone.queue_name), '{}') into queues from gone;

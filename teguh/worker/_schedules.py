@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("teguh.worker")
 
+CATCH_ALL = "*"
+"""The catch-all handler's name (`teguh.app.CATCH_ALL`, not imported: the app imports the worker)."""
+
 SCHEDULE_PAYLOAD = "schedule"
 """The payload on `teguh_<queue>` announcing a schedule change (see `teguh.put_schedules`)."""
 
@@ -44,10 +47,10 @@ def sync_app_schedules(client: Client, app: Any) -> None:
     """Upsert the app's schedules and delete the ones its code no longer defines (at worker start).
 
     The app is identified by its queue (`App.queue`): its workers own the
-    schedules they wrote. With `App(version=...)`, a worker whose version first
-    appeared before another of the same app is old code in a rolling deploy
-    and writes nothing (see docs/schedules.md). An app without any schedule
-    prunes only when the database holds schedules it owned.
+    schedules they wrote, and delete those of its tasks the code no longer
+    schedules. With `App(version=...)`, a worker whose version first appeared
+    before another of the same app is old code in a rolling deploy and writes
+    nothing (see docs/schedules.md).
 
     Raises:
         InvalidArgument: a schedule names a task no handler registers (nothing written).
@@ -59,9 +62,16 @@ def sync_app_schedules(client: Client, app: Any) -> None:
     check()
     owner = app.queue
     queues = {name: s.queue or app.queue_of(s.task_name) for name, s in schedules.items()}
+    tasks = app.tasks
+    # prune only the schedules of tasks this app handles: another app on the same home queue
+    # (with other tasks) keeps its own; a catch-all handles them all
+    handled = None if CATCH_ALL in tasks else sorted(tasks)
+    # an app without schedules takes no part in the version order (it would make its
+    # neighbours' workers look old)
+    version = getattr(app, "version", None) if schedules else None
     try:
         status = client._put_schedules(
-            owner, getattr(app, "version", None), list(schedules.values()), prune=True, queues=queues
+            owner, version, list(schedules.values()), prune=True, queues=queues, handled=handled
         )
     except PermissionDenied:
         logger.warning(

@@ -137,3 +137,22 @@ def test_catch_up_after_a_downtime_of_ten_ticks(
     assert len(fired) == expected
     if catch_up == "one":
         assert fired == [start + timedelta(minutes=9)], "one task, for the latest tick of the window"
+
+
+def test_an_app_prunes_only_the_schedules_of_its_own_tasks(dsn: str, app: App, start_worker: Any) -> None:
+    app.schedule("ours", "tick", every=3600)
+    start_worker().stop()
+    neighbour = App(dsn, queue=Q)  # same home queue, other tasks, no schedules
+    neighbour.task("other")(lambda params: params)
+    try:
+        start_worker(neighbour).stop()
+        assert [s.name for s in neighbour.client.list_schedules()] == ["ours"]
+    finally:
+        neighbour.client.close()
+    dropped = App(dsn, queue=Q)  # the next release of the first app: the schedule is gone, the task stays
+    dropped.task("tick")(lambda params: params)
+    try:
+        start_worker(dropped).stop()
+        assert dropped.client.list_schedules() == []
+    finally:
+        dropped.client.close()
