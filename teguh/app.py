@@ -550,8 +550,9 @@ class App:
     def check_schedules(self) -> None:
         """Raise `InvalidArgument` when a schedule names a task no handler of this app registers.
 
-        Workers call it at start, before writing any schedule (`app.schedule()`
-        checks at the call too; this catches a handler removed since).
+        Workers call it at start, before writing any schedule: `app.schedule()`
+        checks at the call, and this repeats it for apps whose `handler_for`
+        changes afterwards (a subclass resolving handlers its own way).
         """
         for schedule in self.schedules.values():
             if self.handler_for(schedule.task_name) is None:
