@@ -2396,7 +2396,8 @@ begin
   if nd then
     perform teguh._notify_done(q, task_id);
   end if;
-  if par is not null then
+  -- not while a cancel cascade cancels the parent too (_cancel_children)
+  if par is not null and coalesce(current_setting('teguh.cascade', true), '') <> 'on' then
     perform teguh._children_ended(q, array[task_id], now_ts);
   end if;
 end
@@ -3330,8 +3331,13 @@ begin
 end
 $$;
 
--- _cancel_children(q, task_id, now_ts): cancels the unfinished children of
--- a task of queue q, in every queue, with their own children (cancel_task).
+-- _cancel_children(q, task_id): cancels the unfinished children of a task
+-- of queue q, in every queue, with their own children (cancel_task). The
+-- children's ends do not count down their parents' waits (the setting
+-- teguh.cascade, transaction-local, is 'on' meanwhile): their parents are
+-- being cancelled and their waits deleted, and taking a parent's wait row
+-- here, before the next child's rows, would invert the lock order against a
+-- child completing at that moment.
 -- Locks: as cancel_task, for each child in turn (queues in name order,
 --   children in task_id order).
 create or replace function teguh._cancel_children(q text, p_task_id uuid) returns void
@@ -3339,7 +3345,9 @@ language plpgsql as $$
 declare
   cq text;
   kid uuid;
+  outer_cascade text := coalesce(current_setting('teguh.cascade', true), '');
 begin
+  perform set_config('teguh.cascade', 'on', true);
   for cq in select queue_name from teguh.queues order by queue_name loop
     for kid in execute format(
         'select task_id from teguh.%I where parent_task_id = $1 and parent_queue = $2 '
@@ -3349,6 +3357,7 @@ begin
       perform teguh.cancel_task(cq, kid, true);
     end loop;
   end loop;
+  perform set_config('teguh.cascade', outer_cascade, true);
 end
 $$;
 
@@ -3362,8 +3371,8 @@ $$;
 -- Locks: as teguh._cancel_task (the task's p_, r_, w_ rows, then its t_
 --   row), for each child first; then the task's child_waits row (delete).
 -- Notifies: teguh_done for each task cancelled that was spawned with
---   notify_done; teguh_<q> 'wake' when a cancelled child was the last one
---   its waiting parent waited for.
+--   notify_done; teguh_<parent queue> 'wake' when the task is a child and
+--   was the last one its waiting parent waited for.
 create or replace function teguh.cancel_task(q text, task_id uuid, children boolean default true) returns void
 language plpgsql as $$
 #variable_conflict use_variable

@@ -119,3 +119,29 @@ def test_a_crash_between_the_batch_spawn_and_its_checkpoint_spawns_nothing_twice
     result = app.client.wait_for_result(Q, spawned.task_id, timeout=60)
     assert (result.state, result.result) == ("completed", [0, 1, 4, 9, 16])
     assert _children(app, spawned.task_id, Q) == 5
+
+
+@pytest.mark.timeout(120)
+def test_cancelling_a_parent_while_its_children_complete_on_two_processes(
+    dsn: str, app: teguh.App, spawn_process: Any
+) -> None:
+    # children ending in batches on two processes race the cascade over them:
+    # a lock taken in the wrong order would show as a deadlock error here
+    for _ in range(2):
+        spawn_process(dsn, concurrency=8, batch_size=20)
+    ledger = _ledger(dsn)
+    for round_ in range(3):
+        spawned = app.client.spawn_task(Q, "fan-out", {"child": "noop", "n": 300})
+        eventually(lambda s=spawned: ledger.count("fan-out-run", s.task_id) >= 1, 30)
+        eventually(lambda s=spawned: _children(app, s.task_id, Q) == 300, 30)
+        app.client.cancel_task(Q, spawned.task_id)
+        assert app.client.get_task_result(Q, spawned.task_id).state == "cancelled", round_
+        with app.client.transaction() as conn, conn.cursor() as cur:
+            cur.execute(
+                f"select count(*) from teguh.t_{Q} where parent_task_id = %s "
+                "and state not in ('completed', 'cancelled')",
+                (spawned.task_id,),
+            )
+            assert cur.fetchone()[0] == 0
+            cur.execute("select count(*) from teguh.child_waits")
+            assert cur.fetchone()[0] == 0
