@@ -1258,6 +1258,7 @@ begin
   delete from teguh.queues where queue_name = q;
   delete from teguh.task_types where queue_name = q;
   delete from teguh.rate_limits where queue_name = q;
+  delete from teguh.child_waits where parent_queue = q;
   perform teguh._rebuild_tasks_view();
   foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
