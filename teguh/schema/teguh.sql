@@ -8,7 +8,9 @@
 -- * Row locks on existing rows are taken in the order e_ -> p_ -> r_ -> w_ -> t_.
 -- * Sweeps (expired leases, due sleepers, cancellation deadlines) never wait:
 --   they lock with SKIP LOCKED and leave busy rows to a later sweep, so they can
---   not take part in a deadlock whatever order they touch rows in.
+--   not take part in a deadlock whatever order they touch rows in. (One
+--   exception: a child task's end waits for its parent's rows; see section
+--   "Composition" for why that cannot deadlock.)
 -- * New p_, r_, w_ and c_ rows of a task are inserted while its t_ row is
 --   locked, or while its r_ row is locked by the run writing them (checkpoints).
 -- * Every insert into p_ is `on conflict (task_id) do nothing`.
@@ -3094,7 +3096,12 @@ $$;
 -- task_id order) before it touches its wait row or its own r_ and t_ rows;
 -- cancel_task cancels children before their parent. A transaction ending
 -- children of several parents takes the parents' rows in (queue, task_id)
--- order.
+-- order. A sweep that ends a child (lease recovery failing it for good, a
+-- deadline cancelling it) therefore waits for its parent's rows, an
+-- exception to "sweeps never wait": it waits upward only, and the holders of
+-- a parent's rows (other children's ends, the parent's await_children after
+-- its children's rows, cancel_task after the children) never wait for a
+-- child's rows while holding them, so no cycle can form.
 
 -- The open waits of parents: the children still open when the wait began
 -- (children, which never changes) and how many of them have not ended yet
