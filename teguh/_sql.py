@@ -187,3 +187,18 @@ SECONDS_UNTIL_SCHEDULE = (
     "select extract(epoch from teguh.next_schedule_due(%s::text[]) - teguh.current_time())::float8"
 )
 """Seconds until the earliest tick of an active schedule of some queues (negative: overdue; null: none)."""
+
+# --- composition ---
+
+SPAWN_CHILDREN = "select * from teguh.spawn_children(%s, %s, %s::uuid, %s::uuid, %s::jsonb)"
+"""Spawn tasks as children of a running task (their parent link set), in one statement."""
+
+AWAIT_CHILDREN = "select * from teguh.await_children(%s, %s::uuid, %s::uuid, %s, %s::jsonb, %s::int)"
+"""A durable wait for children: (should_suspend, outcomes, timed_out)."""
+
+CANCEL_TASK_CHILDREN = "select teguh.cancel_task(%s, %s::uuid, %s::boolean)"
+"""`cancel_task` saying whether the task's unfinished children are cancelled with it."""
+
+REPORT_PROGRESS = "select teguh.report_progress(%s, %s::uuid, %s::uuid, %s::jsonb)"
+GET_TASK_PROGRESS = "select * from teguh.get_task_progress(%s, %s::uuid)"
+"""A task's last progress report and its parent link (progress, parent_task_id, parent_queue)."""
