@@ -163,3 +163,14 @@ def rows_as_dicts(cur: Any) -> list[dict[str, Any]]:
     """The remaining rows of the cursor's result, each as a dict by column name."""
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+# --- topics ---
+
+BIND_TOPICS = "select teguh.bind_topics(%s::jsonb)"
+"""Upsert topic bindings (a starting worker's app bindings, or one `Client.bind`) in one statement."""
+
+UNBIND_TOPIC = "select teguh.unbind_topic(%s, %s, %s)"
+LIST_TOPIC_BINDINGS = "select * from teguh.list_topic_bindings()"
+PUBLISH = "select * from teguh.publish(%s, %s::jsonb, %s)"
+"""Spawn one task per binding matching the topic; one row per spawn:."""
