@@ -34,6 +34,7 @@ from .errors import (
     TeguhError,
     TimeoutExceeded,
 )
+from .flows import Flow, FlowFailed
 from .retry import Exponential, Fixed, NoRetry
 from .worker import Worker
 
@@ -43,6 +44,7 @@ __all__ = [
     "Task",
     "TaskContext",
     "Worker",
+    "Flow",
     # The client and the schema
     "Client",
     "install",
@@ -70,6 +72,7 @@ __all__ = [
     "ConnectionLost",
     "CannotConnect",
     "NoDatabaseConfigured",
+    "FlowFailed",
     # Raised by handlers to steer retries (TeguhError)
     "NonRetryable",
     "RetryAfter",
