@@ -70,7 +70,8 @@ class Ledger:
 
     def rows(self, what: str) -> list[tuple[int, float, float]]:
         """`(pid, started_at, ended_at)` of each record of `what`."""
-        return [tuple(r) for r in self._query("select pid, started_at, ended_at from flow_ledger where what = %s", (what,))]
+        query = "select pid, started_at, ended_at from flow_ledger where what = %s order by id"
+        return [tuple(r) for r in self._query(query, (what,))]
 
 
 def build_app(dsn: str) -> tuple[teguh.App, dict[str, teguh.Flow]]:

@@ -1,4 +1,4 @@
-"""Flows across worker processes: branches overlap on two workers; a SIGKILLed flow resumes without re-runs."""
+"""Flows across worker processes: branches overlap on two workers; a SIGKILLed flow resumes, no re-runs."""
 
 from __future__ import annotations
 
