@@ -16,6 +16,8 @@ from .context import TaskContext
 from .errors import (
     Cancelled,
     CannotConnect,
+    ChildFailed,
+    ChildTimeout,
     ConnectionLost,
     EventTimeout,
     InvalidArgument,
@@ -75,6 +77,8 @@ __all__ = [
     "FlowFailed",
     # Raised by handlers to steer retries (TeguhError)
     "NonRetryable",
+    "ChildFailed",
+    "ChildTimeout",
     "RetryAfter",
     "Snooze",
     # Control-flow signals (BaseException, not errors)

@@ -164,6 +164,21 @@ def rows_as_dicts(cur: Any) -> list[dict[str, Any]]:
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+# --- composition ---
+
+SPAWN_CHILDREN = "select * from teguh.spawn_children(%s, %s, %s::uuid, %s::uuid, %s::jsonb)"
+"""Spawn tasks as children of a running task (their parent link set), in one statement."""
+
+AWAIT_CHILDREN = "select * from teguh.await_children(%s, %s::uuid, %s::uuid, %s, %s::jsonb, %s::int)"
+"""A durable wait for children: (should_suspend, outcomes, timed_out)."""
+
+CANCEL_TASK_CHILDREN = "select teguh.cancel_task(%s, %s::uuid, %s::boolean)"
+"""`cancel_task` saying whether the task's unfinished children are cancelled with it."""
+
+REPORT_PROGRESS = "select teguh.report_progress(%s, %s::uuid, %s::uuid, %s::jsonb)"
+GET_TASK_PROGRESS = "select * from teguh.get_task_progress(%s, %s::uuid)"
+"""A task's last progress report and its parent link (progress, parent_task_id, parent_queue)."""
+
 
 # --- topics ---
 
@@ -173,4 +188,4 @@ BIND_TOPICS = "select teguh.bind_topics(%s::jsonb)"
 UNBIND_TOPIC = "select teguh.unbind_topic(%s, %s, %s)"
 LIST_TOPIC_BINDINGS = "select * from teguh.list_topic_bindings()"
 PUBLISH = "select * from teguh.publish(%s, %s::jsonb, %s)"
-"""Spawn one task per binding matching the topic; one row per spawn:."""
+"""Spawn one task per binding matching the topic: one row (queue_name, task_name, spawn columns) each."""

@@ -777,17 +777,23 @@ class Client(ClientBase):
 
         return self._run("emit_event", emit, conn=conn, retry=True, queue=queue)
 
-    def cancel_task(self, queue: str, task_id: str, *, conn: Any = None) -> None:
+    def cancel_task(self, queue: str, task_id: str, *, children: bool = True, conn: Any = None) -> None:
         """Cancel a task that has not finished; a finished task is left as is.
+
+        With `children` (the default), its unfinished child tasks (spawned
+        with `ctx.spawn_task` or `ctx.map`, in any queue) are cancelled too,
+        and theirs (docs/composition.md).
 
         Raises:
             TaskNotFound: no such task.
         """
         queue = _validate.queue_name(queue)
         task_id = _validate.task_uuid(task_id, "task_id")
+        if not isinstance(children, bool):
+            raise InvalidArgument(f"children must be True or False, not {children!r}")
         self._run(
             "cancel_task",
-            lambda cur: cur.execute(_sql.CANCEL_TASK, (queue, task_id)),
+            lambda cur: cur.execute(_sql.CANCEL_TASK_CHILDREN, (queue, task_id, children)),
             conn=conn,
             retry=True,
             queue=queue,
@@ -1100,6 +1106,133 @@ class Client(ClientBase):
         `teguh.testing.FakeClock`'s fake time.
         """
         self._pool.drain()
+
+    # --- composition ---
+
+    def _spawn_children(
+        self,
+        queue: str,
+        parent_queue: str,
+        parent_task_id: str,
+        parent_run_id: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        conn: Any = None,
+    ) -> list[SpawnResult]:
+        """`spawn_tasks` for a running task: the tasks created are its children (TaskContext's spawns).
+
+        Raises:
+            InvalidArgument: an item is malformed (nothing is written).
+            Cancelled, LeaseLost: `parent_run_id` no longer holds the parent.
+        """
+        queue = _validate.queue_name(queue)
+        parent_queue = _validate.queue_name(parent_queue)
+        parent_task_id = _validate.task_uuid(parent_task_id, "parent_task_id")
+        parent_run_id = _validate.task_uuid(parent_run_id, "parent_run_id")
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+            raise TypeError("items must be a list of dicts")
+        items_json = self._spawn_tasks_json(items) or self._spawn_tasks_json_per_item(items)
+        if items_json is None:
+            return []
+
+        def spawn(cur: Any) -> list[SpawnResult]:
+            cur.execute(_sql.SPAWN_CHILDREN, (queue, parent_queue, parent_task_id, parent_run_id, items_json))
+            return [_spawn_result(row) for row in cur.fetchall()]
+
+        return self._run(
+            "spawn_children",
+            spawn,
+            conn=conn,
+            queue=parent_queue,
+            task_id=parent_task_id,
+            run_id=parent_run_id,
+        )
+
+    def _await_children(
+        self,
+        queue: str,
+        task_id: str,
+        run_id: str,
+        step_name: str,
+        children: Sequence[tuple[str, str]],
+        timeout: int | None = None,
+        *,
+        conn: Any = None,
+    ) -> tuple[bool, list[dict[str, Any]] | None, bool]:
+        """A durable wait for children, as step `step_name` (TaskContext.wait_for, gather and map).
+
+        `children` are (queue, task_id) pairs. Returns (should_suspend,
+        outcomes, timed_out): outcomes is one `{"state", "result", "failure"}`
+        per child, in order, once every child is terminal; with
+        should_suspend the run has ended and the task sleeps until the last
+        child ends (or `timeout` seconds pass).
+
+        Raises:
+            InvalidArgument: a task given is not a child of this task (nothing written).
+            Cancelled, LeaseLost: the run no longer holds the task.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+        run_id = _validate.task_uuid(run_id, "run_id")
+        step_name = _validate.name(step_name, "step_name")
+        pairs = [[_validate.queue_name(q), _validate.task_uuid(t, "child task_id")] for q, t in children]
+        seconds = None if timeout is None else to_whole_seconds(timeout, "timeout")
+        payload = _json.dumps(pairs, "children", max_bytes=None)
+
+        def wait(cur: Any) -> tuple[bool, Any, bool]:
+            cur.execute(_sql.AWAIT_CHILDREN, (queue, task_id, run_id, step_name, payload, seconds))
+            return cur.fetchone()
+
+        should_suspend, outcomes, timed_out = self._run(
+            "await_children", wait, conn=conn, queue=queue, task_id=task_id, run_id=run_id
+        )
+        return bool(should_suspend), outcomes, bool(timed_out)
+
+    def _report_progress(
+        self, queue: str, task_id: str, run_id: str, progress_json: str, *, conn: Any = None
+    ) -> None:
+        """Store a running task's progress (JSON text built by `TaskContext.report_progress`)."""
+        self._run(
+            "report_progress",
+            lambda cur: cur.execute(_sql.REPORT_PROGRESS, (queue, task_id, run_id, progress_json)),
+            conn=conn,
+            queue=queue,
+            task_id=task_id,
+            run_id=run_id,
+        )
+
+    def get_progress(self, queue: str, task_id: str, *, conn: Any = None) -> dict[str, Any] | None:
+        """The last progress a task reported with `ctx.report_progress`, or None.
+
+        A dict with `done`, `total`, `message` and `updated_at` (an ISO
+        timestamp of the database clock). Each report replaces the previous
+        one; every report is announced on the `teguh_progress` channel as
+        `'<queue>:<task_id>'`.
+
+        Raises:
+            TaskNotFound: no such task.
+        """
+        return self._get_task_links(queue, task_id, conn=conn)[0]
+
+    def _get_task_links(
+        self, queue: str, task_id: str, *, conn: Any = None
+    ) -> tuple[dict[str, Any] | None, str | None, str | None]:
+        """(progress, parent_task_id, parent_queue) of a task; for `TaskInfo` and `get_progress`.
+
+        Raises:
+            TaskNotFound: no such task.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+
+        def read(cur: Any) -> tuple[Any, Any, Any]:
+            cur.execute(_sql.GET_TASK_PROGRESS, (queue, task_id))
+            return cur.fetchone()
+
+        progress, parent_id, parent_queue = self._run(
+            "get_task_progress", read, conn=conn, retry=True, queue=queue, task_id=task_id
+        )
+        return progress, None if parent_id is None else str(parent_id), parent_queue
 
     # --- topics ---
 

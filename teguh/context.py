@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from . import _faults, _json, _time, _validate
-from .errors import Cancelled, LeaseLost, Suspended
+from .errors import Cancelled, ChildFailed, ChildTimeout, InvalidArgument, LeaseLost, Suspended
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from .results import EmitResult, SpawnResult
 
@@ -89,24 +89,31 @@ class RunCalls(Protocol):
         """Extend a run's lease; raises `Cancelled` or `LeaseLost` if the run no longer holds its task."""
         ...
 
-    def spawn_task(
+    def _spawn_children(
         self,
         queue: str,
-        task_name: str,
-        params: Any = None,
-        *,
-        headers: Mapping[str, Any] | None = None,
-        retry_strategy: Any = None,
-        max_attempts: int | None = None,
-        cancellation: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        available_at: datetime | None = None,
-        notify_done: bool = False,
-        priority: int | None = None,
-        concurrency_key: str | None = None,
-        rate_limit_key: str | None = None,
-    ) -> SpawnResult:
-        """Enqueue a task (a context passes a derived `idempotency_key`)."""
+        parent_queue: str,
+        parent_task_id: str,
+        parent_run_id: str,
+        items: Sequence[Mapping[str, Any]],
+    ) -> list[SpawnResult]:
+        """Enqueue tasks as children of the running task; results in input order."""
+        ...
+
+    def _await_children(
+        self,
+        queue: str,
+        task_id: str,
+        run_id: str,
+        step_name: str,
+        children: Sequence[tuple[str, str]],
+        timeout: int | None = None,
+    ) -> tuple[bool, list[dict[str, Any]] | None, bool]:
+        """Wait for children under a step name; returns (should_suspend, outcomes, timed_out)."""
+        ...
+
+    def _report_progress(self, queue: str, task_id: str, run_id: str, progress_json: str) -> None:
+        """Store the running task's progress (last value wins; not a checkpoint)."""
         ...
 
 
@@ -172,8 +179,10 @@ class TaskContext:
         self._checkpoints = dict(checkpoints)
         self._claim_timeout = claim_timeout
         self._state = state or RunState()
-        self._seen: set[str] = set()
+        self._seen: dict[str, int] = {}
         self._spawns: dict[str, int] = {}
+        # the queue of each child this run spawned (or replayed), by task id
+        self._child_queues: dict[str, str] = {}
         self.log = log or logging.LoggerAdapter(
             logger, {"queue": queue, "task_id": task_id, "run_id": run_id, "attempt": attempt}
         )
@@ -201,14 +210,15 @@ class TaskContext:
             )
 
     def _claim_step(self, name: str) -> str:
+        """The checkpoint name of this use of step `name`: `name`, then `name#2`, `name#3`, ...
+
+        Replays make the same calls in the same order, so the n-th use of a
+        name finds the n-th use's checkpoint.
+        """
         name = _validate.name(name, "step name")
-        if name in self._seen:
-            raise ValueError(
-                f"step {name!r} was already used in this run of task {self.task_name!r}: "
-                "step names must be unique within a task"
-            )
-        self._seen.add(name)
-        return name
+        n = self._seen.get(name, 0) + 1
+        self._seen[name] = n
+        return name if n == 1 else f"{name}#{n}"
 
     # -- durable primitives -------------------------------------------------
 
@@ -220,8 +230,10 @@ class TaskContext:
         tuple comes back as a list), the first time as on replays, so code after
         the step sees the same value either way.
 
+        A name used again in the same run is numbered (`fetch`, `fetch#2`, ...),
+        so a step may sit in a loop; replays match the uses by their order.
+
         Raises:
-            ValueError: `name` was already used in this run.
             TypeError: the result is not JSON serialisable (nothing is stored),
                 or `fn` returned an awaitable (use `await ctx.astep(...)`).
             Cancelled, LeaseLost: the task was cancelled or this run lost it.
@@ -386,12 +398,169 @@ class TaskContext:
         target = queue or self.queue
 
         def spawn() -> dict[str, Any]:
-            result = self._client.spawn_task(target, task_name, params, **options)
+            item = {"task_name": task_name, "params": params, **options}
+            (result,) = self._client._spawn_children(target, self.queue, self.task_id, self.run_id, [item])
             return {"task_id": result.task_id, "attempt": result.attempt, "created": result.created}
 
         from .results import SpawnResult
 
         stored = self.step(step_name, spawn)
+        self._child_queues[stored["task_id"]] = target
         return SpawnResult(
             task_id=stored["task_id"], run_id=None, attempt=stored["attempt"], created=stored["created"]
         )
+
+    # -- composition: waiting for children, progress ------------------------
+
+    def wait_for(self, child: SpawnResult | str, timeout: Any = None) -> Any:
+        """Return the result of a child task, suspending this task until the child ends.
+
+        `child` is what `spawn_task` returned (or its task id). The task sleeps
+        durably (no worker slot is held) and is woken by the child's end;
+        replays return the stored outcome at once.
+
+        Raises:
+            ChildFailed: the child failed or was cancelled.
+            ChildTimeout: `timeout` (seconds or timedelta) passed first.
+            InvalidArgument: `child` is not a child of this task.
+            Suspended: the task now waits (the handler unwinds and runs again later).
+        """
+        return self._wait_children("$wait", [child], timeout)[0]
+
+    def gather(self, children: Iterable[SpawnResult | str], timeout: Any = None) -> list[Any]:
+        """Wait for all of `children` (like `wait_for`); their results in the given order.
+
+        The task is woken once, when the last child ends. If a child failed or
+        was cancelled, `ChildFailed` names the first such child in the given order.
+        """
+        return self._wait_children("$gather", list(children), timeout)
+
+    def map(
+        self,
+        step: str,
+        task_name: str,
+        items: Iterable[Any],
+        *,
+        queue: str | None = None,
+        **spawn_options: Any,
+    ) -> list[Any]:
+        """Spawn one child `task_name` per item (its params) and gather their results, in order.
+
+        The children are spawned in one statement under the step `step`, with
+        idempotency keys derived from it, so a replay never spawns them twice.
+        `spawn_options` are `spawn_task`'s (not `idempotency_key`).
+
+        Raises:
+            ChildFailed: as `gather`.
+            TypeError: `idempotency_key` among the spawn options.
+        """
+        task_name = _validate.name(task_name, "task name")
+        if "idempotency_key" in spawn_options:
+            raise TypeError("map derives each child's idempotency_key; do not pass one")
+        params_list = list(items)
+        target = queue or self.queue
+        name = self._start_step(step)
+        if name in self._checkpoints:
+            ids = self._checkpoints[name]
+        else:
+            base = f"{self.task_id}:{name}"
+
+            def spawn_all() -> list[str]:
+                batch = [
+                    {"task_name": task_name, "params": p, "idempotency_key": f"{base}:{i}", **spawn_options}
+                    for i, p in enumerate(params_list)
+                ]
+                if not batch:
+                    return []
+                spawned = self._client._spawn_children(target, self.queue, self.task_id, self.run_id, batch)
+                return [r.task_id for r in spawned]
+
+            ids = self._checkpoint(name, spawn_all())
+        for task_id in ids:
+            self._child_queues[task_id] = target
+        return self._wait_children("$gather", ids, None)
+
+    def _wait_children(self, kind: str, children: list[Any], timeout: Any) -> list[Any]:
+        self._check()
+        pairs = [self._child_ref(c) for c in children]
+        name = self._claim_step(kind)
+        if name in self._checkpoints:
+            outcomes = self._checkpoints[name]
+        else:
+            seconds = None if timeout is None else _time.to_whole_seconds(timeout, "timeout")
+            if not pairs:
+                return []
+            should_suspend, outcomes, timed_out = self._client._await_children(
+                self.queue, self.task_id, self.run_id, name, pairs, seconds
+            )
+            if timed_out:
+                err = ChildTimeout(
+                    f"children of step {name!r} did not all end before the timeout",
+                    queue=self.queue,
+                    task_id=self.task_id,
+                    run_id=self.run_id,
+                )
+                err.step_name = name
+                raise err
+            if should_suspend:
+                self.log.debug("waiting for %d child task(s) (step %r)", len(pairs), name)
+                raise Suspended(
+                    f"waiting for {len(pairs)} child task(s)",
+                    queue=self.queue,
+                    task_id=self.task_id,
+                    run_id=self.run_id,
+                )
+            self._checkpoints[name] = outcomes
+        results = []
+        for (queue, task_id), outcome in zip(pairs, outcomes or [], strict=True):
+            if outcome["state"] != "completed":
+                failure = outcome.get("failure")
+                said = failure.get("message") if isinstance(failure, dict) else None
+                detail = f": {said}" if said else ""
+                raise ChildFailed(
+                    f"child task {task_id} ended {outcome['state']}{detail}",
+                    queue=queue,
+                    task_id=task_id,
+                    state=outcome["state"],
+                    failure=failure,
+                )
+            results.append(outcome.get("result"))
+        return results
+
+    def _child_ref(self, child: Any) -> tuple[str, str]:
+        task_id = getattr(child, "task_id", child)
+        task_id = _validate.task_uuid(task_id, "child")
+        return self._child_queues.get(task_id, self.queue), task_id
+
+    def report_progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Store how far this task got (shown by `Client.get_progress`, `teguh task show`, the dashboard).
+
+        Not a checkpoint: cheap, the last report wins, and it is kept when the
+        task ends. Each report is announced on the `teguh_progress` channel.
+
+        Raises:
+            InvalidArgument: `done` or `total` is not a finite number >= 0, or
+                `message` is not a string.
+        """
+        self._check()
+        value = {
+            "done": _progress_number(done, "done"),
+            "total": None if total is None else _progress_number(total, "total"),
+            "message": _progress_message(message),
+        }
+        text = _json.dumps(value, "progress", max_bytes=self._client.max_payload_bytes)
+        self._client._report_progress(self.queue, self.task_id, self.run_id, text)
+
+
+def _progress_message(message: Any) -> str | None:
+    if message is not None and not isinstance(message, str):
+        raise InvalidArgument(f"message must be a string, not {type(message).__name__}")
+    return message
+
+
+def _progress_number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        raise InvalidArgument(f"{field} must be a number >= 0, not {value!r}")
+    if value == float("inf"):
+        raise InvalidArgument(f"{field} must be finite")
+    return value

@@ -42,6 +42,8 @@ __all__ = [
     "LeaseLost",
     "TimeoutExceeded",
     "NonRetryable",
+    "ChildFailed",
+    "ChildTimeout",
     "RetryAfter",
     "Snooze",
     "is_connection_lost",
@@ -237,6 +239,44 @@ class NonRetryable(TeguhError):
     the task fails now, whatever attempts are left. Its failure reason has
     `"non_retryable": true`.
     """
+
+
+class ChildFailed(NonRetryable):
+    """A child task a handler waited for (`ctx.wait_for`, `gather`, `map`) failed or was cancelled.
+
+    Attributes: `task_id` (the child's), `queue` (the child's), `state`
+    (`"failed"` or `"cancelled"`) and `failure` (the child's failure reason,
+    a dict, or None). It derives from `NonRetryable`: uncaught, the parent
+    fails at once, since a retry would read the same stored outcome; catch
+    it to compensate or go on without the child.
+    """
+
+    state: str | None = None
+    failure: Any = None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        state: str | None = None,
+        failure: Any = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, **details)
+        self.state = state
+        self.failure = failure
+
+
+class ChildTimeout(TeguhError, TimeoutError):
+    """`ctx.wait_for`, `gather` or `map` waited longer than its `timeout` for its children.
+
+    `pending` lists the ids of the children that had not ended then (None on
+    a replay, which reads the timeout from the step's checkpoint). The
+    children keep running; cancel them with `Client.cancel_task` if needed.
+    """
+
+    step_name: str | None = None
+    pending: list[str] | None = None
 
 
 class RetryAfter(TeguhError):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _validate
-from .errors import InvalidArgument, NonRetryable
+from .errors import ChildFailed, InvalidArgument, NonRetryable
 
 if TYPE_CHECKING:
     from .app import App, Task
@@ -343,8 +343,6 @@ class Flow:
         self, ctx: TaskContext, inp: Any, wave: list[tuple[FlowStep, dict[str, Any]]], done: dict[str, Any]
     ) -> None:
         """Spawn the wave's steps as children and gather them into `done`; a failure fails the flow."""
-        from .errors import ChildFailed
-
         children = [
             ctx.spawn_task(step.task_name, {"input": inp, "up": up}, queue=step.queue or ctx.queue)
             for step, up in wave
@@ -366,8 +364,6 @@ class Flow:
         self, ctx: TaskContext, inp: Any, done: Mapping[str, Any], step: str, state: str, failure: Any
     ) -> None:
         """Run the on_failure step (if any) as a child, then fail the flow for good (`FlowFailed`)."""
-        from .errors import ChildFailed
-
         message = failure.get("message") if isinstance(failure, Mapping) else None
         text = f"flow {self.name!r}: step {step!r} {state}" + (f": {message}" if message else "")
         if self.on_failure is not None:

@@ -49,6 +49,7 @@
 --   Cancel, retry, leases                  cancel_task, retry_task, extend_claim(s)
 --   Queue options, task types, pause       set_queue_options, register_task_types, pause_queue, ...
 --   Reading, timers, maintenance           reads, next_due, ticker, cleanup, start, stop
+--   Section: composition                   child_waits, spawn_children, await_children, cancel cascade, progress
 --   Topics                                 teguh.topic_bindings, bind_topics, unbind_topic, publish
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
@@ -234,6 +235,20 @@ end
 $changed$;
 
 drop function if exists teguh._spawn(text, jsonb);
+
+-- cancel_task(q, task_id) gained `children boolean default true` (section
+-- "Composition"); its grants are given back after it is re-created.
+do $changed$
+declare
+  fn regprocedure := to_regprocedure('teguh.cancel_task(text, uuid)');
+begin
+  if fn is not null then
+    perform set_config('teguh._regrant_cancel_task',
+                       (select coalesce(proacl::text, '') from pg_proc where oid = fn), true);
+    execute format('drop function %s', fn);
+  end if;
+end
+$changed$;
 
 -- ---------------------------------------------------------------------------
 -- Clock, ids, version
@@ -657,6 +672,20 @@ begin
   perform teguh._ensure_index('(cancelled_run_id) where cancelled_run_id is not null',
                  't_' || q || '_cr', 't_' || q);
 
+  -- composition (docs/composition.md): a child's parent (set by spawn_children,
+  -- null for plain tasks, so the guarded hooks in the terminal transitions
+  -- cost nothing), and the last progress a run reported. Nullable, no
+  -- default: a catalog change only. The partial index finds a parent's
+  -- children (cancel cascades); plain tasks have no entry in it.
+  if not exists (select 1 from pg_attribute
+                  where attrelid = format('teguh.%I', 't_' || q)::regclass
+                    and attname = 'parent_task_id' and not attisdropped) then
+    execute format('alter table teguh.%I add column parent_task_id uuid, add column parent_queue text, '
+                   'add column progress jsonb', 't_' || q);
+  end if;
+  perform teguh._ensure_index('(parent_task_id) where parent_task_id is not null',
+                 't_' || q || '_pa', 't_' || q);
+
   -- dispatch: insert and delete only
   execute format($ddl$
     create table if not exists teguh.%I (
@@ -1017,6 +1046,7 @@ declare
   v_runs uuid[];
   v_tasks uuid[];
   v_done uuid[];
+  v_kids uuid[];
   v_slot boolean;
 begin
   -- lease rows first, then task rows: r_ -> t_; every statement probes by key
@@ -1042,11 +1072,16 @@ begin
              wake_event = null, deadline_at = null
         from ended join input on input.run_id = ended.run_id
        where t.task_id = any(v_tasks) and t.task_id = ended.task_id
-      returning t.task_id, t.notify_done
+      returning t.task_id, t.notify_done, t.parent_task_id
     )
-    select array_agg(done.task_id) filter (where done.notify_done) into v_done from done;
+    select array_agg(done.task_id) filter (where done.notify_done),
+           array_agg(done.task_id) filter (where done.parent_task_id is not null)
+      into v_done, v_kids from done;
     if v_done is not null then
       perform pg_notify('teguh_done', %7$L || ':' || d::text) from unnest(v_done) as d;
+    end if;
+    if v_kids is not null then
+      perform teguh._children_ended(%7$L, v_kids, now_ts);
     end if;
   end if;
 
@@ -1330,6 +1365,7 @@ create or replace function teguh._cancel(q text, p_task_id uuid, now_ts timestam
 language plpgsql as $$
 declare
   nd boolean;
+  par uuid;
 begin
   execute format('delete from teguh.%I where task_id = $1', 'p_' || q) using p_task_id;
   perform teguh._end_task_lease(q, p_task_id);
@@ -1339,10 +1375,13 @@ begin
        set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
            available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
      where task_id = $1 and state not in ('completed', 'failed', 'cancelled')
-    returning notify_done$q$, 't_' || q)
-    into nd using p_task_id, now_ts;
+    returning notify_done, parent_task_id$q$, 't_' || q)
+    into nd, par using p_task_id, now_ts;
   if nd then
     perform teguh._notify_done(q, p_task_id);
+  end if;
+  if par is not null then
+    perform teguh._children_ended(q, array[p_task_id], now_ts);
   end if;
   return nd is not null;
 end
@@ -1356,13 +1395,17 @@ returns void
 language plpgsql as $$
 declare
   nd boolean;
+  par uuid;
 begin
   execute format('update teguh.%I set state = ''failed'', failure_reason = $3, finished_at = $2, '
                  'available_at = null, wake_event = null, deadline_at = null where task_id = $1 '
-                 'returning notify_done', 't_' || q)
-    into nd using p_task_id, now_ts, p_reason;
+                 'returning notify_done, parent_task_id', 't_' || q)
+    into nd, par using p_task_id, now_ts, p_reason;
   if nd then
     perform teguh._notify_done(q, p_task_id);
+  end if;
+  if par is not null then
+    perform teguh._children_ended(q, array[p_task_id], now_ts);
   end if;
 end
 $$;
@@ -2297,13 +2340,16 @@ $$;
 --   left such a row behind, it rolls back to a savepoint (releasing the t_
 --   lock) and goes round again.
 -- Notifies: teguh_done when the task was spawned with notify_done.
-create or replace function teguh.cancel_task(q text, task_id uuid) returns void
+-- (The work of cancel_task for one task, its children left alone: cancel_task
+-- and its cascade over children are in section "Composition".)
+create or replace function teguh._cancel_task(q text, task_id uuid) returns void
 language plpgsql as $$
 #variable_conflict use_variable
 declare
   now_ts timestamptz := teguh.current_time();
   st text;
   nd boolean;
+  par uuid;
   leftovers boolean;
 begin
   perform teguh._check_queue(q);
@@ -2346,10 +2392,13 @@ begin
        set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
            available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
      where task_id = $1
-    returning notify_done$q$, 't_' || q)
-    into nd using task_id, now_ts;
+    returning notify_done, parent_task_id$q$, 't_' || q)
+    into nd, par using task_id, now_ts;
   if nd then
     perform teguh._notify_done(q, task_id);
+  end if;
+  if par is not null then
+    perform teguh._children_ended(q, array[task_id], now_ts);
   end if;
 end
 $$;
@@ -3024,6 +3073,388 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Section: composition
+-- ---------------------------------------------------------------------------
+-- Child tasks a parent can wait for, cancellation that cascades to them, and
+-- progress reports (docs/composition.md). A child is a task of any queue
+-- whose t_ row names its parent (parent_task_id, parent_queue: set by
+-- spawn_children, null for every other task). A parent waiting for children
+-- has one teguh.child_waits row and sleeps; each awaited child's terminal
+-- transition (_done_<q>, _fail_for_good, _cancel, _cancel_task) counts it
+-- down through _children_ended, and the child that brings it to zero makes
+-- the parent ready, in its own transaction: one wake-up per wait, however
+-- many children.
+--
+-- Lock order (adds to the header's): the t_ rows of children are locked
+-- before anything of their parent (its child_waits row, then its r_, then
+-- its t_ row). A child's end holds its own r_ and t_ rows and then takes
+-- the parent's child_waits row and, for the last child, the parent's t_
+-- row; await_children share-locks the children's t_ rows (in queue and
+-- task_id order) before it touches its wait row or its own r_ and t_ rows;
+-- cancel_task cancels children before their parent. A transaction ending
+-- children of several parents takes the parents' rows in (queue, task_id)
+-- order.
+
+-- The open waits of parents: the children still open when the wait began
+-- (children, which never changes) and how many of them have not ended yet
+-- (remaining). Deleted when the wait ends.
+create table if not exists teguh.child_waits (
+  parent_queue text not null,
+  parent_task_id uuid not null,
+  run_id uuid not null,
+  step_name text not null,
+  children uuid[] not null,
+  remaining int not null,
+  timeout_at timestamptz,
+  created_at timestamptz not null,
+  primary key (parent_queue, parent_task_id)
+);
+
+-- _children_ended(q, task_ids, now_ts): tasks of queue q that are children
+-- reached a terminal state; counts them down in their parents' open waits
+-- and makes a sleeping parent whose count reached zero ready. Caller holds
+-- the children's t_ rows.
+-- Locks: the parents' child_waits rows (waits, by the update, in parent
+--   order), then for a count at zero the parent's t_ row (waits).
+-- Notifies: teguh_<parent queue> 'wake' for each parent it made ready.
+create or replace function teguh._children_ended(q text, p_task_ids uuid[], now_ts timestamptz)
+returns void
+language plpgsql as $$
+declare
+  rec record;
+  left_open int;
+  att int;
+begin
+  for rec in execute format(
+      'select task_id, parent_queue, parent_task_id from teguh.%I '
+      'where task_id = any($1) and parent_task_id is not null '
+      'order by parent_queue, parent_task_id, task_id', 't_' || q)
+    using p_task_ids
+  loop
+    update teguh.child_waits w set remaining = w.remaining - 1
+     where w.parent_queue = rec.parent_queue and w.parent_task_id = rec.parent_task_id
+       and w.remaining > 0 and rec.task_id = any(w.children)
+    returning w.remaining into left_open;
+    continue when left_open is null or left_open > 0;
+    delete from teguh.child_waits w
+     where w.parent_queue = rec.parent_queue and w.parent_task_id = rec.parent_task_id;
+    att := null;
+    execute format('select attempts from teguh.%I where task_id = $1 and state = ''sleeping'' for update',
+                   't_' || rec.parent_queue)
+      into att using rec.parent_task_id;
+    if att is not null then
+      perform teguh._make_ready(rec.parent_queue, rec.parent_task_id, att, now_ts);
+      perform pg_notify('teguh_' || rec.parent_queue, 'wake');
+    end if;
+  end loop;
+end
+$$;
+
+-- spawn_children(q, parent_queue, parent_task_id, parent_run_id, items):
+-- spawn_tasks(q, items) for a running parent: the tasks created are its
+-- children (their parent_task_id and parent_queue are set), which it can
+-- wait for with await_children and which cancel_task cancels with it.
+-- Returns spawn_tasks' rows. AB001/AB002 when parent_run_id does not hold
+-- the parent's lease (nothing is spawned).
+-- Locks: the parent's r_ row (waits, shared: a cancel of the parent waits
+--   for this spawn and then sees its children), then as spawn_tasks; updates
+--   the new children's t_ rows (one more row version per child).
+-- Notifies: as spawn_tasks.
+create or replace function teguh.spawn_children(
+  q text, parent_queue text, parent_task_id uuid, parent_run_id uuid, items jsonb
+) returns table(task_id uuid, run_id uuid, attempt int, created boolean)
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  held boolean;
+  ids uuid[];
+  atts int[];
+  made boolean[];
+begin
+  perform teguh._check_queue(parent_queue);
+  execute format('select true from teguh.%I where run_id = $1 and task_id = $2 for share', 'r_' || parent_queue)
+    into held using parent_run_id, parent_task_id;
+  if held is null then
+    perform teguh._raise_lease_error(parent_queue, parent_run_id);
+  end if;
+  select array_agg(x.task_id order by x.pos), array_agg(x.attempt order by x.pos),
+         array_agg(x.created order by x.pos)
+    into ids, atts, made
+    from teguh.spawn_tasks(q, items) with ordinality as x(task_id, run_id, attempt, created, pos);
+  if true = any(made) then
+    execute format('update teguh.%I set parent_task_id = $1, parent_queue = $2 '
+                   'where task_id = any($3) and parent_task_id is null', 't_' || q)
+      using parent_task_id, parent_queue,
+            (select array_agg(u.id) from unnest(ids, made) as u(id, made) where u.made);
+  end if;
+  return query select u.id, null::uuid, u.att, u.made
+                 from unnest(ids, atts, made) with ordinality as u(id, att, made, pos) order by u.pos;
+end
+$$;
+
+-- await_children(q, task_id, run_id, step_name, children, timeout): a
+-- durable wait, as step step_name, for children of the task (children: a
+-- JSON array of [queue, task_id] pairs). Returns (should_suspend, outcomes,
+-- timed_out). When every child is terminal, outcomes is a JSON array, in
+-- the order given, of {"state", "result", "failure"} objects (read from the
+-- children's rows, one query per queue) and becomes the step's checkpoint.
+-- Else the wait is recorded in teguh.child_waits, the run ends and the task
+-- sleeps until the last child ends (or the timeout, seconds, passes: then a
+-- later call returns timed_out and records it). A step seen before answers
+-- from its checkpoint. TG004 when a task given is not a child of this task
+-- (nothing written); AB001/AB002 without a lease.
+-- Locks: the children's t_ rows (shared, waits; per queue in name order, in
+--   task_id order), then the task's child_waits row (by its delete), its r_
+--   row (waits), its t_ row (waits); inserts a c_ or child_waits row and
+--   deletes the r_ row when it suspends. Share-locking the children first
+--   makes a child ending meanwhile either be seen ended here or see the
+--   wait recorded: no wake-up is lost.
+-- Notifies: nobody.
+create or replace function teguh.await_children(
+  q text, task_id uuid, run_id uuid, step_name text, children jsonb, timeout int default null
+) returns table(should_suspend boolean, outcomes jsonb, timed_out boolean)
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  now_ts timestamptz := teguh.current_time();
+  cp record;
+  held boolean;
+  cq text;
+  found_rows jsonb := '{}'::jsonb;
+  part jsonb;
+  bad record;
+  open_ids uuid[];
+  result_list jsonb;
+  old_wait record;
+  run record;
+  wait_until timestamptz;
+begin
+  perform teguh._check_queue(q);
+  perform teguh._check_name('step name', step_name);
+  if timeout is not null and timeout < 0 then
+    raise exception 'await timeout must be >= 0 seconds, not %', timeout using errcode = 'TG004';
+  end if;
+  if children is null or jsonb_typeof(children) <> 'array' or exists (
+       select 1 from jsonb_array_elements(children) c
+        where jsonb_typeof(c) <> 'array' or jsonb_array_length(c) <> 2
+           or jsonb_typeof(c->0) <> 'string' or jsonb_typeof(c->1) <> 'string'
+           or (c->>1) !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$') then
+    raise exception 'children must be a JSON array of [queue, task_id] pairs' using errcode = 'TG004';
+  end if;
+
+  -- a step seen before answers from its checkpoint
+  execute format('select state, status from teguh.%I where task_id = $1 and checkpoint_name = $2', 'c_' || q)
+    into cp using task_id, step_name;
+  if cp.status is not null then
+    execute format('select exists (select 1 from teguh.%I where run_id = $1 and task_id = $2)', 'r_' || q)
+      into held using run_id, task_id;
+    if not held then
+      perform teguh._raise_lease_error(q, run_id);
+    end if;
+    return query select false, cp.state, cp.status = 'timed_out';
+    return;
+  end if;
+
+  -- the children, share-locked, queue by queue
+  for cq in select distinct c->>0 from jsonb_array_elements(children) c order by 1 loop
+    perform teguh._check_queue(cq);
+    execute format($q$
+      select coalesce(jsonb_object_agg($3 || ':' || x.task_id::text, jsonb_build_object(
+               'state', x.state, 'result', x.result, 'failure', x.failure_reason,
+               'child', x.parent_task_id = $2 and x.parent_queue = $4)), '{}'::jsonb)
+        from (select t.task_id, t.state, t.result, t.failure_reason, t.parent_task_id, t.parent_queue
+                from teguh.%I t
+               where t.task_id = any($1)
+               order by t.task_id
+                 for share) x$q$, 't_' || cq)
+      into part
+      using (select array_agg((c->>1)::uuid) from jsonb_array_elements(children) c where c->>0 = cq),
+            task_id, cq, q;
+    found_rows := found_rows || part;
+  end loop;
+  select c->>0 as queue, c->>1 as id into bad
+    from jsonb_array_elements(children) c
+   where coalesce((found_rows->((c->>0) || ':' || ((c->>1)::uuid)::text)->>'child')::boolean, false) = false
+   limit 1;
+  if bad.id is not null then
+    raise exception 'task % of queue "%" is not a child of task % of queue "%"', bad.id, bad.queue, task_id, q
+      using errcode = 'TG004';
+  end if;
+  select array_agg(distinct (c->>1)::uuid) into open_ids
+    from jsonb_array_elements(children) c
+   where found_rows->((c->>0) || ':' || ((c->>1)::uuid)::text)->>'state'
+         not in ('completed', 'failed', 'cancelled');
+
+  -- the wait recorded by an earlier run (it timed out, or woke the task
+  -- while this call was on its way)
+  delete from teguh.child_waits w where w.parent_queue = q and w.parent_task_id = task_id
+  returning w.timeout_at into old_wait;
+
+  execute format('select task_id, attempt from teguh.%I where run_id = $1 and task_id = $2 for update', 'r_' || q)
+    into run using run_id, task_id;
+  if run.task_id is null then
+    perform teguh._raise_lease_error(q, run_id);
+  end if;
+  perform teguh._lock_task(q, task_id);
+
+  if open_ids is null then
+    select jsonb_agg((found_rows->((c.item->>0) || ':' || ((c.item->>1)::uuid)::text)) - 'child'
+                     order by c.pos)
+      into result_list
+      from jsonb_array_elements(children) with ordinality as c(item, pos);
+    result_list := coalesce(result_list, '[]'::jsonb);
+    execute format($q$
+      insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+      values ($1, $2, $3, 'committed', 'event', $4, $5)
+      on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
+      using task_id, step_name, result_list, run_id, now_ts;
+    return query select false, result_list, false;
+    return;
+  end if;
+
+  wait_until := coalesce(old_wait.timeout_at, now_ts + make_interval(secs => timeout));
+  if timeout = 0 or wait_until <= now_ts then
+    execute format($q$
+      insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+      values ($1, $2, null, 'timed_out', 'event', $3, $4)
+      on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
+      using task_id, step_name, run_id, now_ts;
+    return query select false, null::jsonb, true;
+    return;
+  end if;
+
+  insert into teguh.child_waits (parent_queue, parent_task_id, run_id, step_name, children, remaining,
+                                 timeout_at, created_at)
+  values (q, task_id, run_id, step_name, open_ids, cardinality(open_ids), wait_until, now_ts);
+  perform teguh._suspend(q, run_id, task_id, run.attempt, wait_until, now_ts);
+  return query select true, null::jsonb, false;
+end
+$$;
+
+-- _cancel_children(q, task_id, now_ts): cancels the unfinished children of
+-- a task of queue q, in every queue, with their own children (cancel_task).
+-- Locks: as cancel_task, for each child in turn (queues in name order,
+--   children in task_id order).
+create or replace function teguh._cancel_children(q text, p_task_id uuid) returns void
+language plpgsql as $$
+declare
+  cq text;
+  kid uuid;
+begin
+  for cq in select queue_name from teguh.queues order by queue_name loop
+    for kid in execute format(
+        'select task_id from teguh.%I where parent_task_id = $1 and parent_queue = $2 '
+        'and state not in (''completed'', ''failed'', ''cancelled'') order by task_id', 't_' || cq)
+      using p_task_id, q
+    loop
+      perform teguh.cancel_task(cq, kid, true);
+    end loop;
+  end loop;
+end
+$$;
+
+-- cancel_task(q, task_id, children default true): cancels a task that has not finished
+-- (a finished one is left alone); its running run, if any, learns it at its
+-- next call (AB001). With children, first and last its unfinished children
+-- (those spawned with spawn_children, in any queue, and theirs) are
+-- cancelled too: children before their parent (the section's lock order),
+-- and again after it, for a child its last run spawned meanwhile. Raises
+-- TG003 for an unknown task.
+-- Locks: as teguh._cancel_task (the task's p_, r_, w_ rows, then its t_
+--   row), for each child first; then the task's child_waits row (delete).
+-- Notifies: teguh_done for each task cancelled that was spawned with
+--   notify_done; teguh_<q> 'wake' when a cancelled child was the last one
+--   its waiting parent waited for.
+create or replace function teguh.cancel_task(q text, task_id uuid, children boolean default true) returns void
+language plpgsql as $$
+#variable_conflict use_variable
+begin
+  perform teguh._check_queue(q);
+  if children then
+    execute format('select 1 from teguh.%I where task_id = $1', 't_' || q) using task_id;
+    if not found then
+      raise exception 'task % not found in queue "%"', task_id, q using errcode = 'TG003';
+    end if;
+    perform teguh._cancel_children(q, task_id);
+  end if;
+  perform teguh._cancel_task(q, task_id);
+  if children then
+    perform teguh._cancel_children(q, task_id);
+    delete from teguh.child_waits w where w.parent_queue = q and w.parent_task_id = task_id;
+  end if;
+end
+$$;
+
+-- Gives cancel_task back to the roles that could execute it before the
+-- block near the top dropped its two-argument form.
+do $regrant$
+declare
+  acl text := current_setting('teguh._regrant_cancel_task', true);
+  grantee regrole;
+begin
+  if coalesce(acl, '') = '' then
+    return;
+  end if;
+  for grantee in select a.grantee::regrole from aclexplode(acl::aclitem[]) a
+                  where a.privilege_type = 'EXECUTE' and a.grantee <> 0 and a.grantee <> a.grantor loop
+    execute format('grant execute on function teguh.cancel_task(text, uuid, boolean) to %s', grantee);
+  end loop;
+  perform set_config('teguh._regrant_cancel_task', '', true);
+end
+$regrant$;
+
+-- report_progress(q, task_id, run_id, progress): stores a running task's
+-- progress (a JSON value; an object gets updated_at, the database time);
+-- not a checkpoint, the last report wins. AB001/AB002 when run_id is not
+-- the task's current run. Raises TG005 over the size limit.
+-- Locks: the task's t_ row (waits, by the update; a HOT update).
+-- Notifies: teguh_progress '<q>:<task_id>'.
+create or replace function teguh.report_progress(q text, task_id uuid, run_id uuid, progress jsonb)
+returns void
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  n int;
+begin
+  perform teguh._check_queue(q);
+  perform teguh._check_payload('progress', progress);
+  if jsonb_typeof(progress) = 'object' then
+    progress := progress || jsonb_build_object('updated_at', teguh.current_time());
+  end if;
+  execute format('update teguh.%I set progress = $3 where task_id = $1 and last_run_id = $2 '
+                 'and state = ''running''', 't_' || q)
+    using task_id, run_id, progress;
+  get diagnostics n = row_count;
+  if n = 0 then
+    perform teguh._raise_lease_error(q, run_id);
+  end if;
+  perform pg_notify('teguh_progress', q || ':' || task_id::text);
+end
+$$;
+
+-- get_task_progress(q, task_id): a task's last progress report (null when
+-- none) and its parent (null for a task that is not a child). Raises TG003
+-- for an unknown task.
+-- Locks: none. Notifies: nobody.
+create or replace function teguh.get_task_progress(q text, p_task_id uuid)
+returns table(progress jsonb, parent_task_id uuid, parent_queue text)
+language plpgsql stable as $$
+#variable_conflict use_variable
+declare
+  n int;
+begin
+  perform teguh._check_queue(q);
+  return query execute format('select progress, parent_task_id, parent_queue from teguh.%I where task_id = $1',
+                              't_' || q)
+    using p_task_id;
+  get diagnostics n = row_count;
+  if n = 0 then
+    raise exception 'task % not found in queue "%"', p_task_id, q using errcode = 'TG003';
+  end if;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Section: Topics (docs/composition.md, "Topics")
 -- ---------------------------------------------------------------------------
 -- A publish spawns one task per binding whose pattern matches the topic, in
@@ -3288,13 +3719,14 @@ language plpgsql immutable as $$
 declare
   producer text[] := array['version', 'current_time', 'list_queues',
                            'spawn_task', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
-                           'get_task_info', 'list_task_types', 'get_queue_options',
+                           'get_task_info', 'list_task_types', 'get_queue_options', 'get_task_progress',
                            'publish', 'bind_topics', 'list_topic_bindings'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
                                      'fail_run_non_retryable', 'snooze_run',
                                      'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
                                      'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',
-                                     'extend_claim', 'extend_claims', 'next_due', 'register_task_types'];
+                                     'extend_claim', 'extend_claims', 'next_due', 'register_task_types',
+                                     'spawn_children', 'await_children', 'report_progress'];
   admin text[] := producer || array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'next_due',
                                     'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop',
                                     'set_queue_options', 'pause_queue', 'resume_queue', 'pause_task_type',

@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _json, _time, _validate
 from ..context import TaskContext
-from ..errors import Cancelled, EventTimeout, LeaseLost, Snooze, Suspended, TaskNotFound, TeguhError
+from ..errors import (
+    Cancelled,
+    EventTimeout,
+    InvalidArgument,
+    LeaseLost,
+    Snooze,
+    Suspended,
+    TaskNotFound,
+    TeguhError,
+)
 from ..results import TERMINAL_STATES, EmitResult, SpawnResult, TaskResult
 from . import _advance
 
@@ -40,6 +49,14 @@ logger = logging.getLogger("teguh.testing")
 @dataclass
 class _Wait:
     event_name: str
+    timeout_at: datetime | None
+    timed_out: bool = False
+
+
+@dataclass
+class _ChildWait:
+    step_name: str
+    children: list[str]
     timeout_at: datetime | None
     timed_out: bool = False
 
@@ -67,6 +84,9 @@ class EagerTask:
     checkpoints: dict[str, Any] = field(default_factory=dict)
     sleeps: dict[str, datetime] = field(default_factory=dict)
     waits: dict[str, _Wait] = field(default_factory=dict)
+    parent_task_id: str | None = None
+    progress: Any = None
+    child_wait: _ChildWait | None = None
 
     def as_result(self) -> TaskResult:
         """This task as the `TaskResult` a real `get_task_result` would return."""
@@ -164,6 +184,64 @@ class _EagerBackend:
 
     def spawn_task(self, queue: str, task_name: str, params: Any = None, **options: Any) -> SpawnResult:
         return self._runner._spawn(queue, task_name, params, options)
+
+    def _spawn_children(
+        self,
+        queue: str,
+        parent_queue: str,
+        parent_task_id: str,
+        parent_run_id: str,
+        items: Any,
+    ) -> list[SpawnResult]:
+        runner = self._runner
+        spawned = []
+        for item in items:
+            options = {k: v for k, v in item.items() if k not in ("task_name", "params")}
+            result = runner._spawn(queue, item["task_name"], item.get("params"), options)
+            if result.created:
+                runner._tasks[result.task_id].parent_task_id = parent_task_id
+            spawned.append(result)
+        return spawned
+
+    def _await_children(
+        self,
+        queue: str,
+        task_id: str,
+        run_id: str,
+        step_name: str,
+        children: Any,
+        timeout: int | None = None,
+    ) -> tuple[bool, list[dict[str, Any]] | None, bool]:
+        runner = self._runner
+        task = runner._task(task_id)
+        kids = []
+        for _, child_id in children:
+            kid = runner._tasks.get(str(child_id))
+            if kid is None or kid.parent_task_id != task.task_id:
+                raise InvalidArgument(f"task {child_id} is not a child of task {task_id}")
+            kids.append(kid)
+        wait = task.child_wait
+        if wait is not None and wait.step_name == step_name and wait.timed_out:
+            task.child_wait = None
+            return False, None, True
+        if all(k.state in TERMINAL_STATES for k in kids):
+            task.child_wait = None
+            outcomes = [{"state": k.state, "result": k.result, "failure": k.failure} for k in kids]
+            task.checkpoints[step_name] = outcomes
+            return False, outcomes, False
+        if timeout == 0:
+            return False, None, True
+        if wait is None or wait.step_name != step_name:
+            timeout_at = None if timeout is None else runner.now + timedelta(seconds=timeout)
+            task.child_wait = _ChildWait(step_name, [k.task_id for k in kids], timeout_at)
+        return True, None, False
+
+    def _report_progress(self, queue: str, task_id: str, run_id: str, progress_json: str) -> None:
+        task = self._runner._task(task_id)
+        progress = json.loads(progress_json)
+        if isinstance(progress, dict):
+            progress["updated_at"] = self._runner.now.isoformat()
+        task.progress = progress
 
 
 class EagerRunner:
@@ -334,6 +412,9 @@ class EagerRunner:
                 for wait in task.waits.values():
                     if wait.timeout_at is not None and wait.timeout_at <= self.now and not wait.timed_out:
                         wait.timed_out = due = True
+                kids = task.child_wait
+                if kids is not None and kids.timeout_at is not None and kids.timeout_at <= self.now:
+                    kids.timed_out = due = True
                 if due:
                     task.wake_at = None
                     self._ready.append(task)
@@ -341,13 +422,27 @@ class EagerRunner:
             self._drain()
             return woken
 
-    def cancel_task(self, task_id: str) -> None:
-        """Cancel a task that has not finished (a sleeping task never wakes)."""
+    def cancel_task(self, task_id: str, *, children: bool = True) -> None:
+        """Cancel a task that has not finished (a sleeping task never wakes).
+
+        With `children` (the default) its unfinished children are cancelled
+        first, as `Client.cancel_task` does.
+        """
         with self._lock:
             task = self._task(task_id)
+            if children:
+                for kid in list(self._tasks.values()):
+                    if kid.parent_task_id == task.task_id and kid.state not in TERMINAL_STATES:
+                        self.cancel_task(kid.task_id, children=True)
             if task.state not in TERMINAL_STATES:
                 task.state = "cancelled"
                 task.cancelled_at = task.finished_at = self.now
+                self._child_ended(task)
+            self._drain()
+
+    def progress(self, task_id: str) -> Any:
+        """The last progress a task reported (`ctx.report_progress`), like `Client.get_progress`."""
+        return self._task(task_id).progress
 
     def result(self, task_id: str) -> TaskResult:
         """The state and outcome of a task, like `Client.get_task_result`.
@@ -421,6 +516,18 @@ class EagerRunner:
                         self._ready.append(task)
         return EmitResult(True, self.now, True)
 
+    def _child_ended(self, task: EagerTask) -> None:
+        # the engine's _children_ended: the last awaited child wakes its parent
+        parent = self._tasks.get(task.parent_task_id) if task.parent_task_id else None
+        if parent is None or parent.state != "sleeping" or parent.child_wait is None:
+            return
+        if task.task_id not in parent.child_wait.children:
+            return
+        if all(self._tasks[k].state in TERMINAL_STATES for k in parent.child_wait.children):
+            parent.child_wait = None
+            if parent not in self._ready:
+                self._ready.append(parent)
+
     def _drain(self) -> None:
         if self._draining:
             return  # an outer call is already running the queue (a spawn inside a handler)
@@ -474,6 +581,7 @@ class EagerRunner:
         except (Cancelled, LeaseLost):
             task.state = "cancelled"
             task.cancelled_at = task.finished_at = self.now
+            self._child_ended(task)
             return
         except Exception as exc:
             task.state = "failed"
@@ -483,11 +591,13 @@ class EagerRunner:
                 "message": str(exc),
                 "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
             }
+            self._child_ended(task)
             if self.propagate:
                 raise
             return
         task.state = "completed"
         task.finished_at = self.now
+        self._child_ended(task)
 
 
 def eager(

@@ -31,8 +31,8 @@ def alive(proc: Any) -> None:
 @pytest.mark.chaos
 @pytest.mark.timeout(90)
 def test_independent_branches_run_concurrently_on_two_worker_processes(dsn, flows, ledger, processes):
-    # one slot each: the two branches can only overlap if both processes run one
-    procs = [processes(dsn, concurrency=1, poll_interval=5) for _ in range(2)]
+    # one slot and no prefetch each: the branches can only overlap if each process runs one
+    procs = [processes(dsn, concurrency=1, prefetch=0, poll_interval=5) for _ in range(2)]
     flow = flows["parallel"]
     spawned = flow.spawn({"n": 1, "seconds": 1.5}, notify_done=True)
 
