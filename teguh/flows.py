@@ -333,11 +333,19 @@ class Flow:
         condition = step.condition
         if condition is None:
             return True
-        try:
-            return bool(ctx.step(_CONDITION_STEP.format(step.name), lambda: bool(condition(up))))
-        except Exception as exc:
-            self._fail(ctx, inp, done, step.name, "failed", {"name": type(exc).__name__, "message": str(exc)})
-            raise  # not reached: _fail raises
+
+        def decide() -> dict[str, Any]:
+            # an error is recorded like a decision, so a replay fails the step the same way
+            try:
+                return {"holds": bool(condition(up))}
+            except Exception as exc:
+                logger.warning("flow %s: the condition of step %s raised %r", self.name, step.name, exc)
+                return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+
+        decision = ctx.step(_CONDITION_STEP.format(step.name), decide)
+        if "error" in decision:
+            self._fail(ctx, inp, done, step.name, "failed", decision["error"])
+        return bool(decision.get("holds"))
 
     def _run_wave(
         self, ctx: TaskContext, inp: Any, wave: list[tuple[FlowStep, dict[str, Any]]], done: dict[str, Any]

@@ -7,8 +7,10 @@ from typing import Any
 
 import psycopg2
 import pytest
+from _support.polling import eventually
 
 import teguh
+from teguh.testing import eager
 
 from .conftest import Q
 
@@ -28,7 +30,11 @@ def run_flow(app: teguh.App, flow: teguh.Flow, inp: Any, timeout: float = 30) ->
     return app.client.wait_for_result(Q, spawned.task_id, timeout=timeout)
 
 
-def test_a_diamond_runs_each_step_once_with_its_dependencies_results(app, threads):
+def spawned_id(db, task_name: str) -> str:
+    return db.value("select task_id::text from teguh.t_jobs where task_name = %s", task_name)
+
+
+def test_a_diamond_runs_each_step_once_with_its_dependencies_results(app, threads, db):
     calls: list[tuple[str, Any]] = []
     lock = threading.Lock()
 
@@ -66,6 +72,9 @@ def test_a_diamond_runs_each_step_once_with_its_dependencies_results(app, thread
     assert sorted(name for name, _ in calls) == ["a", "b", "c", "d"]  # each step once
     assert dict(calls)["d"] == {"b": 30, "c": {"c": 4, "task": "diamond.c"}}
     assert dict(calls)["a"] == {}
+    # every step is a child task of the flow's task
+    parents = db.all("select task_name, parent_task_id::text from teguh.t_jobs where task_name <> 'diamond'")
+    assert sorted(parents) == [(f"diamond.{s}", spawned_id(db, "diamond")) for s in "abcd"]
 
 
 def test_a_false_condition_skips_the_step_and_the_steps_that_depend_only_on_it(app, threads):
@@ -161,3 +170,41 @@ def test_spawning_a_flow_in_a_rolled_back_transaction_spawns_nothing(app, dsn):
         conn.close()
     with pytest.raises(teguh.TaskNotFound):
         app.client.get_task_result(Q, spawned.task_id)
+
+
+def test_cancelling_a_flow_cancels_its_running_steps(app, threads, db):
+    started = threading.Event()
+    flow = teguh.Flow("f", app=app)
+
+    @flow.step("long")
+    def long(inp, up, ctx):
+        started.set()
+        while True:  # until cancelled: the context call raises Cancelled
+            ctx.heartbeat()
+            threading.Event().wait(0.05)
+
+    flow.step("after", depends_on=["long"])(lambda inp, up: "never")
+    threads(app, concurrency=2)
+    spawned = flow.spawn(None, notify_done=True)
+    assert started.wait(15)
+    app.client.cancel_task(Q, spawned.task_id)
+
+    assert app.client.wait_for_result(Q, spawned.task_id, timeout=15).state == "cancelled"
+
+    def steps() -> list[tuple[str, str]]:
+        query = "select task_name, state from teguh.t_jobs where parent_task_id = %s::uuid"
+        return db.all(query, spawned.task_id)
+
+    eventually(lambda: steps() == [("f.long", "cancelled")], what=lambda: str(steps()))
+
+
+def test_a_flow_runs_in_eager_mode():
+    app = teguh.App("postgresql://nobody@invalid.invalid/none", queue=Q)
+    flow = teguh.Flow("f", app=app)
+    flow.step("a")(lambda inp, up: inp + 1)
+    flow.step("b", depends_on=["a"])(lambda inp, up: up["a"] * 2)
+    flow.step("c", depends_on=["a"], condition=lambda up: up["a"] > 100)(lambda inp, up: "big")
+    with eager(app) as runner:
+        spawned = flow.spawn(1)
+        result = runner.result(spawned.task_id)
+    assert (result.state, result.result) == ("completed", {"a": 2, "b": 4})
