@@ -122,6 +122,12 @@ def test_bad_input_is_refused_and_nothing_is_written(client, db):
         db.run("select * from teguh.publish('a.*', 'null')")
     assert info.value.pgcode == "TG004"
     assert client.list_bindings() == []
+    # a derived key ("<key>:<task_name>") over the limit is refused by the engine: nothing spawned
+    client.bind("a.b", "first", queue="audit")
+    client.bind("a.b", "second", queue="jobs")
+    with pytest.raises(teguh.InvalidArgument, match="idempotency key is too long"):
+        client.publish("a.b", None, idempotency_key="k" * 1018)  # fits "first", not "second"
+    assert tasks(db, "audit") == [] and tasks(db, "jobs") == []
 
 
 def test_dropping_a_queue_drops_its_bindings(client):
