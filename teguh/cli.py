@@ -659,11 +659,17 @@ def task_show(ctx: click.Context, queue: str, task_id: str) -> None:
 @task_group.command("cancel")
 @click.argument("queue")
 @click.argument("task_id")
+@click.option(
+    "--children/--no-children",
+    default=True,
+    show_default=True,
+    help="Also cancel the task's unfinished child tasks (and theirs).",
+)
 @click.pass_context
-def task_cancel(ctx: click.Context, queue: str, task_id: str) -> None:
+def task_cancel(ctx: click.Context, queue: str, task_id: str, children: bool) -> None:
     """Cancel a task that has not finished (a finished task is left as it is)."""
     client = _client(ctx)
-    client.cancel_task(queue, task_id)
+    client.cancel_task(queue, task_id, children=children)
     click.echo(f"task {task_id}: {client.get_task_result(queue, task_id).state}")
 
 

@@ -412,10 +412,12 @@ class TaskContext:
 
     # -- composition: waiting for children, progress ------------------------
 
-    def wait_for(self, child: SpawnResult | str, timeout: Any = None) -> Any:
+    def wait_for(self, child: SpawnResult | str | tuple[str, str], timeout: Any = None) -> Any:
         """Return the result of a child task, suspending this task until the child ends.
 
-        `child` is what `spawn_task` returned (or its task id). The task sleeps
+        `child` is what `spawn_task` returned, its task id (a child of this
+        task's queue, or one whose spawn this run made or replayed), or a
+        `(queue, task_id)` pair. The task sleeps
         durably (no worker slot is held) and is woken by the child's end;
         replays return the stored outcome at once.
 
@@ -427,7 +429,9 @@ class TaskContext:
         """
         return self._wait_children("$wait", [child], timeout)[0]
 
-    def gather(self, children: Iterable[SpawnResult | str], timeout: Any = None) -> list[Any]:
+    def gather(
+        self, children: Iterable[SpawnResult | str | tuple[str, str]], timeout: Any = None
+    ) -> list[Any]:
         """Wait for all of `children` (like `wait_for`); their results in the given order.
 
         The task is woken once, when the last child ends. If a child failed or
@@ -528,8 +532,10 @@ class TaskContext:
         return results
 
     def _child_ref(self, child: Any) -> tuple[str, str]:
-        task_id = getattr(child, "task_id", child)
-        task_id = _validate.task_uuid(task_id, "child")
+        if isinstance(child, tuple) and len(child) == 2:
+            # (queue, task_id): a child whose spawn this run has not replayed
+            return _validate.queue_name(child[0]), _validate.task_uuid(child[1], "child")
+        task_id = _validate.task_uuid(getattr(child, "task_id", child), "child")
         return self._child_queues.get(task_id, self.queue), task_id
 
     def report_progress(self, done: float, total: float | None = None, message: str | None = None) -> None:

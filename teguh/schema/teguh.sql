@@ -8,7 +8,9 @@
 -- * Row locks on existing rows are taken in the order e_ -> p_ -> r_ -> w_ -> t_.
 -- * Sweeps (expired leases, due sleepers, cancellation deadlines) never wait:
 --   they lock with SKIP LOCKED and leave busy rows to a later sweep, so they can
---   not take part in a deadlock whatever order they touch rows in.
+--   not take part in a deadlock whatever order they touch rows in. (One
+--   exception: a child task's end waits for its parent's rows; see section
+--   "Composition" for why that cannot deadlock.)
 -- * New p_, r_, w_ and c_ rows of a task are inserted while its t_ row is
 --   locked, or while its r_ row is locked by the run writing them (checkpoints).
 -- * Every insert into p_ is `on conflict (task_id) do nothing`.
@@ -1259,6 +1261,7 @@ begin
   delete from teguh.queues where queue_name = q;
   delete from teguh.task_types where queue_name = q;
   delete from teguh.rate_limits where queue_name = q;
+  delete from teguh.child_waits where parent_queue = q;
   perform teguh._rebuild_tasks_view();
   foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
@@ -2397,7 +2400,8 @@ begin
   if nd then
     perform teguh._notify_done(q, task_id);
   end if;
-  if par is not null then
+  -- not while a cancel cascade cancels the parent too (_cancel_children)
+  if par is not null and coalesce(current_setting('teguh.cascade', true), '') <> 'on' then
     perform teguh._children_ended(q, array[task_id], now_ts);
   end if;
 end
@@ -3093,7 +3097,12 @@ $$;
 -- task_id order) before it touches its wait row or its own r_ and t_ rows;
 -- cancel_task cancels children before their parent. A transaction ending
 -- children of several parents takes the parents' rows in (queue, task_id)
--- order.
+-- order. A sweep that ends a child (lease recovery failing it for good, a
+-- deadline cancelling it) therefore waits for its parent's rows, an
+-- exception to "sweeps never wait": it waits upward only, and the holders of
+-- a parent's rows (other children's ends, the parent's await_children after
+-- its children's rows, cancel_task after the children) never wait for a
+-- child's rows while holding them, so no cycle can form.
 
 -- The open waits of parents: the children still open when the wait began
 -- (children, which never changes) and how many of them have not ended yet
@@ -3331,8 +3340,13 @@ begin
 end
 $$;
 
--- _cancel_children(q, task_id, now_ts): cancels the unfinished children of
--- a task of queue q, in every queue, with their own children (cancel_task).
+-- _cancel_children(q, task_id): cancels the unfinished children of a task
+-- of queue q, in every queue, with their own children (cancel_task). The
+-- children's ends do not count down their parents' waits (the setting
+-- teguh.cascade, transaction-local, is 'on' meanwhile): their parents are
+-- being cancelled and their waits deleted, and taking a parent's wait row
+-- here, before the next child's rows, would invert the lock order against a
+-- child completing at that moment.
 -- Locks: as cancel_task, for each child in turn (queues in name order,
 --   children in task_id order).
 create or replace function teguh._cancel_children(q text, p_task_id uuid) returns void
@@ -3340,7 +3354,9 @@ language plpgsql as $$
 declare
   cq text;
   kid uuid;
+  outer_cascade text := coalesce(current_setting('teguh.cascade', true), '');
 begin
+  perform set_config('teguh.cascade', 'on', true);
   for cq in select queue_name from teguh.queues order by queue_name loop
     for kid in execute format(
         'select task_id from teguh.%I where parent_task_id = $1 and parent_queue = $2 '
@@ -3350,6 +3366,7 @@ begin
       perform teguh.cancel_task(cq, kid, true);
     end loop;
   end loop;
+  perform set_config('teguh.cascade', outer_cascade, true);
 end
 $$;
 
@@ -3363,8 +3380,8 @@ $$;
 -- Locks: as teguh._cancel_task (the task's p_, r_, w_ rows, then its t_
 --   row), for each child first; then the task's child_waits row (delete).
 -- Notifies: teguh_done for each task cancelled that was spawned with
---   notify_done; teguh_<q> 'wake' when a cancelled child was the last one
---   its waiting parent waited for.
+--   notify_done; teguh_<parent queue> 'wake' when the task is a child and
+--   was the last one its waiting parent waited for.
 create or replace function teguh.cancel_task(q text, task_id uuid, children boolean default true) returns void
 language plpgsql as $$
 #variable_conflict use_variable

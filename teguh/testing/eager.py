@@ -429,16 +429,19 @@ class EagerRunner:
         first, as `Client.cancel_task` does.
         """
         with self._lock:
-            task = self._task(task_id)
-            if children:
-                for kid in list(self._tasks.values()):
-                    if kid.parent_task_id == task.task_id and kid.state not in TERMINAL_STATES:
-                        self.cancel_task(kid.task_id, children=True)
-            if task.state not in TERMINAL_STATES:
-                task.state = "cancelled"
-                task.cancelled_at = task.finished_at = self.now
-                self._child_ended(task)
+            self._cancel(self._task(task_id), children)
             self._drain()
+
+    def _cancel(self, task: EagerTask, children: bool) -> None:
+        # children first, as the engine does; a parent they wake is cancelled before it runs
+        if children:
+            for kid in list(self._tasks.values()):
+                if kid.parent_task_id == task.task_id and kid.state not in TERMINAL_STATES:
+                    self._cancel(kid, True)
+        if task.state not in TERMINAL_STATES:
+            task.state = "cancelled"
+            task.cancelled_at = task.finished_at = self.now
+            self._child_ended(task)
 
     def progress(self, task_id: str) -> Any:
         """The last progress a task reported (`ctx.report_progress`), like `Client.get_progress`."""

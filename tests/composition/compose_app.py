@@ -5,8 +5,9 @@
 runs a worker of `build_app(DSN)` in the main thread (SIGTERM stops it).
 Handlers write each run to the `ledger` table through their own autocommit
 connection, so the test process sees the runs of a process it killed.
-Options besides the worker's: `hold_child` (seconds a `slow-child` run
-sleeps, so a test can kill the process mid-run).
+Options besides the worker's: `hold_child` and `hold_work` (seconds a
+`slow-child` run, and the work step of a `busy-parent`, sleep, so a test can
+kill the process mid-run).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Ledger:
         return self._query(query, (what, task_id))[0][0]
 
 
-def build_app(dsn: str, hold_child: float = 0.0) -> App:
+def build_app(dsn: str, hold_child: float = 0.0, hold_work: float = 0.0) -> App:
     app = App(dsn, queue=Q)
     ledger = Ledger(dsn)
 
@@ -85,20 +86,38 @@ def build_app(dsn: str, hold_child: float = 0.0) -> App:
         ledger.record(ctx.task_id, f"slow-child-done:{params}")
         return params * 10
 
+    @app.task("noop")
+    def noop(params: Any) -> Any:
+        return params
+
     @app.task("fan-out")
     def fan_out(params: Any, ctx: Any) -> Any:
         ledger.record(ctx.task_id, "fan-out-run")
-        results = ctx.map("children", params["child"], list(range(params["n"])))
+        results = ctx.map("children", params["child"], list(range(params["n"])), queue=params.get("queue"))
         ledger.record(ctx.task_id, "fan-out-gathered")
-        return {"sum": sum(results), "n": len(results)}
+        return results
+
+    @app.task("busy-parent")
+    def busy_parent(params: Any, ctx: Any) -> Any:
+        # spawns its children, then works while they run (a kill lands here)
+        ledger.record(ctx.task_id, "busy-parent-run")
+        kids = [ctx.spawn_task(params["child"], i, queue=params.get("queue")) for i in range(params["n"])]
+        ctx.step("work", _work, ledger, ctx.task_id, hold_work)
+        return ctx.gather(kids)
 
     return app
+
+
+def _work(ledger: Ledger, task_id: str, hold: float) -> bool:
+    ledger.record(task_id, "work-start")
+    time.sleep(hold)
+    return True
 
 
 def main() -> None:
     dsn = sys.argv[1]
     options = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
-    app = build_app(dsn, hold_child=options.pop("hold_child", 0.0))
+    app = build_app(dsn, hold_child=options.pop("hold_child", 0.0), hold_work=options.pop("hold_work", 0.0))
     queues = options.pop("queues", None)
     worker = app.worker(queues=queues, **options) if queues else app.worker(**options)
     worker.run()

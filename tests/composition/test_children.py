@@ -53,10 +53,11 @@ def test_gather_keeps_order_and_children_may_live_on_another_queue(app: teguh.Ap
 
     @app.task("parent")
     def parent(params: Any, ctx: teguh.TaskContext) -> Any:
+        third = ctx.spawn_task("slow", 3, queue=SIDE)
         kids = [
             ctx.spawn_task("slow", 1, queue=SIDE),
-            ctx.spawn_task("fast", 2),
-            ctx.spawn_task("slow", 3, queue=SIDE),
+            ctx.spawn_task("fast", 2).task_id,
+            (SIDE, third.task_id),  # a (queue, task_id) pair works too
         ]
         return ctx.gather(kids)
 
