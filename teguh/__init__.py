@@ -37,6 +37,7 @@ from .errors import (
     TeguhError,
     TimeoutExceeded,
 )
+from .flows import Flow, FlowFailed
 from .retry import Exponential, Fixed, NoRetry
 from .schedules import ScheduleInfo
 from .worker import Worker
@@ -47,6 +48,7 @@ __all__ = [
     "Task",
     "TaskContext",
     "Worker",
+    "Flow",
     # The client and the schema
     "Client",
     "install",
@@ -76,6 +78,7 @@ __all__ = [
     "CannotConnect",
     "NoDatabaseConfigured",
     "ScheduleNotFound",
+    "FlowFailed",
     # Raised by handlers to steer retries (TeguhError)
     "NonRetryable",
     "ChildFailed",

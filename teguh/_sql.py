@@ -202,3 +202,14 @@ CANCEL_TASK_CHILDREN = "select teguh.cancel_task(%s, %s::uuid, %s::boolean)"
 REPORT_PROGRESS = "select teguh.report_progress(%s, %s::uuid, %s::uuid, %s::jsonb)"
 GET_TASK_PROGRESS = "select * from teguh.get_task_progress(%s, %s::uuid)"
 """A task's last progress report and its parent link (progress, parent_task_id, parent_queue)."""
+
+
+# --- topics ---
+
+BIND_TOPICS = "select teguh.bind_topics(%s::jsonb)"
+"""Upsert topic bindings (a starting worker's app bindings, or one `Client.bind`) in one statement."""
+
+UNBIND_TOPIC = "select teguh.unbind_topic(%s, %s, %s)"
+LIST_TOPIC_BINDINGS = "select * from teguh.list_topic_bindings()"
+PUBLISH = "select * from teguh.publish(%s, %s::jsonb, %s)"
+"""Spawn one task per binding matching the topic: one row (queue_name, task_name, spawn columns) each."""

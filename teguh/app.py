@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _validate
+from . import _validate, topics
 from ._options import SPAWN_OPTIONS, task_limits
 from ._time import to_seconds
 from .errors import InvalidArgument, TeguhError
@@ -152,6 +152,7 @@ class App:
         self._tasks: dict[str, Task] = {}
         self._around_run: list[Callable[[TaskContext], contextlib.AbstractContextManager[Any]]] = []
         self._eager_runner: EagerSpawner | None = None
+        self._bindings: dict[tuple[str, str, str | None], None] = {}  # (pattern, task, queue), in order
 
     @property
     def client(self) -> Client:
@@ -560,3 +561,49 @@ class App:
                     f"schedule {schedule.name!r} names task {schedule.task_name!r}, "
                     "which no handler of this app registers"
                 )
+
+    # --- topics ---
+
+    def bind(self, pattern: str, task_name: str, *, queue: str | None = None) -> None:
+        """Bind the topic `pattern` to `task_name`: a matching `publish` spawns the task.
+
+        `*` matches one dot-separated word, `#` zero or more
+        (`app.bind("orders.*", "audit-order")`). The binding is stored in the
+        database by this app's workers when they start (on the task's queue:
+        `queue`, else its handler's, else the app's), like task types; use
+        `Client.bind` to bind without a worker. Binding twice is harmless.
+
+        Raises:
+            InvalidArgument: an empty word or a wildcard inside a word.
+        """
+        pattern = topics.check_pattern(pattern)
+        task_name = _validate.name(task_name, "task_name")
+        if queue is not None:
+            queue = _validate.queue_name(queue)
+        self._bindings[(pattern, task_name, queue)] = None
+
+    def topic_bindings(self) -> list[dict[str, str]]:
+        """The app's bindings as `teguh.bind_topics` takes them, each with its queue resolved."""
+        return [
+            {"pattern": pattern, "task_name": task_name, "queue": queue or self.queue_of(task_name)}
+            for pattern, task_name, queue in self._bindings
+        ]
+
+    def publish(
+        self, topic: str, params: Any = None, *, conn: Any = None, idempotency_key: str | None = None
+    ) -> list[SpawnResult]:
+        """Spawn one task per stored binding matching `topic`, in one transaction (`Client.publish`).
+
+        In eager mode (`teguh.testing`), the app's own bindings are matched
+        here instead, and each task runs at once through the eager runner.
+        """
+        if self._eager_runner is None:
+            return self.client.publish(topic, params, conn=conn, idempotency_key=idempotency_key)
+        topic = topics.check_topic(topic)
+        bound = self.topic_bindings()
+        targets = sorted({(b["queue"], b["task_name"]) for b in bound if topics.matches(b["pattern"], topic)})
+        results = []
+        for queue, task_name in targets:
+            keyed = {} if idempotency_key is None else {"idempotency_key": f"{idempotency_key}:{task_name}"}
+            results.append(self.spawn_task(task_name, params, queue=queue, **keyed))
+        return results

@@ -821,5 +821,56 @@ def schedule_delete(ctx: click.Context, name: str) -> None:
     click.echo(f"schedule {name} deleted")
 
 
+# --- topics ---
+
+
+@main.group("topic")
+def topic_group() -> None:
+    """List, bind and unbind topic bindings, and publish (docs/composition.md, "Topics")."""
+
+
+@topic_group.command("list")
+@click.pass_context
+def topic_list(ctx: click.Context) -> None:
+    """Print every binding (pattern, task_name, queue, created_at, updated_at) as a JSON list."""
+    _echo_json([dataclasses.asdict(b) for b in _client(ctx).list_bindings()])
+
+
+@topic_group.command("bind")
+@click.argument("pattern")
+@click.argument("task_name")
+@click.option("--queue", "-q", default="default", show_default=True, help="The queue the task is spawned on.")
+@click.pass_context
+def topic_bind(ctx: click.Context, pattern: str, task_name: str, queue: str) -> None:
+    """Bind PATTERN to TASK_NAME: every matching publish spawns it (`*` one word, `#` any)."""
+    _client(ctx).bind(pattern, task_name, queue=queue)
+    click.echo(f"{pattern} -> {task_name} on queue {queue}")
+
+
+@topic_group.command("unbind")
+@click.argument("pattern")
+@click.argument("task_name")
+@click.option("--queue", "-q", default="default", show_default=True, help="The binding's queue.")
+@click.pass_context
+def topic_unbind(ctx: click.Context, pattern: str, task_name: str, queue: str) -> None:
+    """Remove a binding (workers never do: one dropped from the code stays until unbound)."""
+    if not _client(ctx).unbind(pattern, task_name, queue=queue):
+        # a typo must not look like success
+        click.echo(f"teguh: error: no binding {pattern} -> {task_name} on queue {queue}", err=True)
+        ctx.exit(1)
+    click.echo(f"unbound {pattern} -> {task_name} on queue {queue}")
+
+
+@topic_group.command("publish")
+@click.argument("topic")
+@click.argument("params", required=False)
+@click.option("--idempotency-key", default=None, help="Each spawned task gets KEY:<task_name>.")
+@click.pass_context
+def topic_publish(ctx: click.Context, topic: str, params: str | None, idempotency_key: str | None) -> None:
+    """Spawn one task per binding matching TOPIC, with PARAMS (JSON, @FILE or -); prints their ids."""
+    results = _client(ctx).publish(topic, _json_arg(params, "params"), idempotency_key=idempotency_key)
+    _echo_json([dataclasses.asdict(r) for r in results])
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

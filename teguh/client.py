@@ -26,6 +26,7 @@ from ._time import require_aware, to_seconds, to_whole_seconds
 from .errors import EventTimeout, InvalidArgument, ScheduleNotFound, TaskNotFound, TeguhError
 from .results import ClaimedRun, EmitResult, SpawnResult, TaskResult, TaskType
 from .schedules import ScheduleInfo
+from .topics import TopicBinding, check_pattern, check_topic
 
 logger = logging.getLogger("teguh.client")
 
@@ -1408,6 +1409,88 @@ class Client(ClientBase):
             "get_task_progress", read, conn=conn, retry=True, queue=queue, task_id=task_id
         )
         return progress, None if parent_id is None else str(parent_id), parent_queue
+
+    # --- topics ---
+
+    def bind(self, pattern: str, task_name: str, *, queue: str = "default", conn: Any = None) -> None:
+        """Bind `pattern` to `task_name` on `queue`: every later matching `publish` spawns that task.
+
+        Stored in the database (an existing binding is kept), so producers
+        with no worker of their own (another service, the CLI) can bind too;
+        `App.bind` is the same, registered by the app's workers when they
+        start. `*` matches one dot-separated word, `#` zero or more.
+
+        Raises:
+            InvalidArgument: the pattern has an empty word or a wildcard inside
+                a word (nothing written).
+            QueueNotFound: the queue does not exist.
+        """
+        binding = {
+            "pattern": check_pattern(pattern),
+            "task_name": _validate.name(task_name, "task_name"),
+            "queue": _validate.queue_name(queue),
+        }
+        self._bind_topics([binding], conn=conn)
+
+    def _bind_topics(self, bindings: list[dict[str, str]], *, conn: Any = None) -> None:
+        """Upsert topic bindings in one statement (a starting worker's call for its app's bindings)."""
+        text = _json.dumps(bindings, "topic bindings", max_bytes=None)
+        self._run("bind_topics", lambda cur: cur.execute(_sql.BIND_TOPICS, (text,)), conn=conn, retry=True)
+
+    def unbind(self, pattern: str, task_name: str, *, queue: str = "default", conn: Any = None) -> bool:
+        """Delete one binding; returns whether it existed.
+
+        Workers never delete bindings (an older worker may still run the
+        task during a deploy): a binding dropped from the code stays until
+        it is unbound here (docs/composition.md, "Topics").
+        """
+        pattern = check_pattern(pattern)
+        task_name = _validate.name(task_name, "task_name")
+        queue = _validate.queue_name(queue)
+        return bool(
+            self._run(
+                "unbind_topic",
+                lambda cur: scalar(cur, _sql.UNBIND_TOPIC, pattern, task_name, queue),
+                conn=conn,
+                retry=True,
+            )
+        )
+
+    def list_bindings(self, *, conn: Any = None) -> list[TopicBinding]:
+        """Every stored topic binding, by pattern, task name and queue."""
+
+        def fetch(cur: Any) -> list[TopicBinding]:
+            cur.execute(_sql.LIST_TOPIC_BINDINGS)
+            return [TopicBinding(p, t, q, c, u) for p, t, q, c, u in cur.fetchall()]
+
+        return self._run("list_topic_bindings", fetch, conn=conn, retry=True)
+
+    def publish(
+        self, topic: str, params: Any = None, *, conn: Any = None, idempotency_key: str | None = None
+    ) -> list[SpawnResult]:
+        """Spawn one task per binding whose pattern matches `topic`, all in one transaction.
+
+        With `conn=`, inside the caller's transaction: a rollback spawns
+        nothing. A task bound by two matching patterns is spawned once.
+        Results are in (queue, task name) order; no matching binding returns
+        an empty list. With `idempotency_key`, each task gets the key
+        `"<idempotency_key>:<task_name>"` in its queue, so publishing again
+        with the key spawns nothing new (`created=False`).
+
+        Raises:
+            InvalidArgument: an empty word or a wildcard in the topic, a bad
+                key (nothing written).
+        """
+        topic = check_topic(topic)
+        if idempotency_key is not None:
+            idempotency_key = _validate.name(idempotency_key, "idempotency_key")
+        params_json = _json.dumps(params, "params", max_bytes=self.max_payload_bytes)
+
+        def publish(cur: Any) -> list[SpawnResult]:
+            cur.execute(_sql.PUBLISH, (topic, params_json, idempotency_key))
+            return [_spawn_result(row[2:]) for row in cur.fetchall()]
+
+        return self._run("publish", publish, conn=conn)
 
 
 def _spawn_result(row: Any) -> SpawnResult:

@@ -53,6 +53,7 @@
 --   Reading, timers, maintenance           reads, next_due, ticker, cleanup, start, stop
 --   Section: schedules                     teguh.schedules; put_schedules, fire_schedule, ... (periodic tasks)
 --   Section: composition                   child_waits, spawn_children, await_children, cancel cascade, progress
+--   Topics                                 teguh.topic_bindings, bind_topics, unbind_topic, publish
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -3801,6 +3802,179 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Section: Topics (docs/composition.md, "Topics")
+-- ---------------------------------------------------------------------------
+-- A publish spawns one task per binding whose pattern matches the topic, in
+-- the caller's transaction. Topics are dot-separated words; a pattern's word
+-- `*` matches exactly one word, `#` zero or more (AMQP's topic rules). Each
+-- binding stores a regex built from its pattern when it is bound, so a
+-- publish is one scan of the (small) bindings table with `~`. Nothing here
+-- touches the claim, spawn or completion paths of tasks that are not
+-- published.
+
+-- Bindings: pattern -> (queue, task). Upserted by starting workers for their
+-- app's `App.bind` calls and by `Client.bind`; never deleted except by
+-- unbind_topic or with their queue (the foreign key). regex is
+-- teguh._topic_regex(pattern), matched against '.' || topic.
+create table if not exists teguh.topic_bindings (
+  pattern text not null,
+  task_name text not null,
+  queue_name text not null references teguh.queues (queue_name) on delete cascade,
+  regex text not null,
+  created_at timestamptz not null,
+  updated_at timestamptz not null,
+  primary key (pattern, task_name, queue_name)
+);
+
+-- Checks a pattern (wildcards true) or a topic (false): not blank, at most
+-- 1024 bytes, words non-empty and without whitespace; `*` and `#` only as
+-- whole words of a pattern. Raises TG004 naming what is wrong.
+create or replace function teguh._check_topic_words(what text, val text, wildcards boolean) returns void
+language plpgsql immutable as $$
+declare
+  word text;
+begin
+  perform teguh._check_name(what, val);
+  for word in select unnest(string_to_array(val, '.')) loop
+    if word = '' then
+      raise exception '% % has an empty word (a leading, trailing or doubled dot)', what, quote_literal(val)
+        using errcode = 'TG004';
+    end if;
+    if word ~ '[ \t\n\r\f\v]' then
+      raise exception '% %: word % contains whitespace', what, quote_literal(val), quote_literal(word)
+        using errcode = 'TG004';
+    end if;
+    if word ~ '[*#]' then
+      if not wildcards then
+        raise exception '% %: word % holds a wildcard; * and # belong in binding patterns', what,
+          quote_literal(val), quote_literal(word) using errcode = 'TG004';
+      end if;
+      if word not in ('*', '#') then
+        raise exception '% %: word % mixes a wildcard with other characters; * and # must be whole words',
+          what, quote_literal(val), quote_literal(word) using errcode = 'TG004';
+      end if;
+    end if;
+  end loop;
+end
+$$;
+
+-- The regex a pattern matches '.' || topic with: each word is a dot and the
+-- word, `*` one dot-word, `#` any number of them, literal words escaped.
+create or replace function teguh._topic_regex(pattern text) returns text
+language sql immutable as $$
+  select '^' || string_agg(case x.w when '*' then '\.[^.]+'
+                                    when '#' then '(?:\.[^.]+)*'
+                                    else '\.' || regexp_replace(x.w, '([\\^$.|?*+()\[\]{}])', '\\\1', 'g')
+                           end, '' order by x.n) || '$'
+    from unnest(string_to_array(pattern, '.')) with ordinality as x(w, n)
+$$;
+
+-- A newer release may build regexes differently: bring stored ones up to date.
+update teguh.topic_bindings set regex = teguh._topic_regex(pattern)
+ where regex is distinct from teguh._topic_regex(pattern);
+
+-- bind_topics(bindings): upserts bindings, a JSON array of objects
+-- {"pattern", "task_name", "queue"}; an existing binding keeps its
+-- created_at. Raises TG002 (unknown queue), TG004 (a bad element: nothing
+-- written).
+-- Locks: the bindings' teguh.topic_bindings rows (waits, by the upsert), and
+--   a key share lock on their queues' teguh.queues rows (the foreign key).
+-- Notifies: nobody.
+create or replace function teguh.bind_topics(bindings jsonb) returns void
+language plpgsql as $$
+declare
+  item jsonb;
+  pos bigint;
+  bad text;
+  now_ts timestamptz := teguh.current_time();
+begin
+  if bindings is null or jsonb_typeof(bindings) <> 'array' then
+    raise exception 'topic bindings must be a JSON array' using errcode = 'TG004';
+  end if;
+  for item, pos in select x.item, x.pos from jsonb_array_elements(bindings) with ordinality as x(item, pos) loop
+    if jsonb_typeof(item) <> 'object' then
+      raise exception 'topic binding % must be a JSON object', pos using errcode = 'TG004';
+    end if;
+    select string_agg(k, ', ') into bad from jsonb_object_keys(item) k
+     where k not in ('pattern', 'task_name', 'queue');
+    if bad is not null then
+      raise exception 'topic binding % has unknown keys: %', pos, bad using errcode = 'TG004';
+    end if;
+    if jsonb_typeof(item->'pattern') is distinct from 'string'
+       or jsonb_typeof(item->'task_name') is distinct from 'string'
+       or jsonb_typeof(item->'queue') is distinct from 'string' then
+      raise exception 'topic binding % needs string pattern, task_name and queue', pos using errcode = 'TG004';
+    end if;
+    perform teguh._check_topic_words('topic pattern', item->>'pattern', true);
+    perform teguh._check_name('task name', item->>'task_name');
+    perform teguh._check_queue(item->>'queue');
+  end loop;
+  insert into teguh.topic_bindings as tb (pattern, task_name, queue_name, regex, created_at, updated_at)
+  select distinct on (x->>'pattern', x->>'task_name', x->>'queue')
+         x->>'pattern', x->>'task_name', x->>'queue', teguh._topic_regex(x->>'pattern'), now_ts, now_ts
+    from jsonb_array_elements(bindings) x
+   order by x->>'pattern', x->>'task_name', x->>'queue'
+  on conflict (pattern, task_name, queue_name) do update
+     set regex = excluded.regex, updated_at = excluded.updated_at;
+end
+$$;
+
+-- unbind_topic(pattern, task_name, q): deletes one binding; returns whether
+-- it existed.
+-- Locks: the binding's teguh.topic_bindings row (waits, by the delete).
+-- Notifies: nobody.
+create or replace function teguh.unbind_topic(pattern text, task_name text, q text) returns boolean
+language plpgsql as $$
+declare
+  n int;
+begin
+  delete from teguh.topic_bindings tb
+   where tb.pattern = unbind_topic.pattern and tb.task_name = unbind_topic.task_name and tb.queue_name = q;
+  get diagnostics n = row_count;
+  return n > 0;
+end
+$$;
+
+-- list_topic_bindings(): every binding, by pattern, task and queue.
+-- Locks: none. Notifies: nobody.
+create or replace function teguh.list_topic_bindings()
+returns table(pattern text, task_name text, queue_name text, created_at timestamptz, updated_at timestamptz)
+language sql stable as $$
+  select tb.pattern, tb.task_name, tb.queue_name, tb.created_at, tb.updated_at
+    from teguh.topic_bindings tb order by 1, 2, 3
+$$;
+
+-- publish(topic, params, idempotency_key): spawns, through spawn_task, one
+-- task per (queue, task) with a binding matching topic (two patterns of one
+-- task matching the same topic spawn it once), in (queue, task) order, and
+-- returns one row per spawn. With idempotency_key, each task gets the key
+-- '<idempotency_key>:<task_name>', so a repeated publish returns the tasks
+-- of the first (created false). No match: no row. Raises TG004 (a bad topic
+-- or key: nothing written), and what spawn_task raises.
+-- Locks: as spawn_task, per matching binding.
+-- Notifies: as spawn_task, per matching binding (teguh_<q> 'spawn').
+create or replace function teguh.publish(topic text, params jsonb, idempotency_key text default null)
+returns table(queue_name text, task_name text, task_id uuid, run_id uuid, attempt int, created boolean)
+language plpgsql as $$
+declare
+  b record;
+begin
+  perform teguh._check_topic_words('topic', topic, false);
+  if idempotency_key is not null then
+    perform teguh._check_name('idempotency_key', idempotency_key);
+  end if;
+  for b in select distinct tb.queue_name as q, tb.task_name as t
+             from teguh.topic_bindings tb where '.' || topic ~ tb.regex order by 1, 2 loop
+    return query
+      select b.q, b.t, s.task_id, s.run_id, s.attempt, s.created
+        from teguh.spawn_task(b.q, b.t, params,
+               case when idempotency_key is null then '{}'::jsonb
+                    else jsonb_build_object('idempotency_key', idempotency_key || ':' || b.t) end) s;
+  end loop;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install
 -- ---------------------------------------------------------------------------
 
@@ -3892,7 +4066,8 @@ language plpgsql immutable as $$
 declare
   producer text[] := array['version', 'current_time', 'list_queues',
                            'spawn_task', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
-                           'get_task_info', 'list_task_types', 'get_queue_options', 'get_task_progress'];
+                           'get_task_info', 'list_task_types', 'get_queue_options', 'get_task_progress',
+                           'publish', 'bind_topics', 'list_topic_bindings'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
                                      'fail_run_non_retryable', 'snooze_run',
                                      'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
@@ -3902,7 +4077,7 @@ declare
   admin text[] := producer || array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'next_due',
                                     'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop',
                                     'set_queue_options', 'pause_queue', 'resume_queue', 'pause_task_type',
-                                    'resume_task_type'];
+                                    'resume_task_type', 'unbind_topic'];
 begin
   -- schedules (section "Section: schedules"): producers read, workers fire and upsert, admins operate
   producer := producer || array['list_schedules'];

@@ -300,6 +300,7 @@ class Worker:
                 self._register_task_types(client, queue)
             sync_app_schedules(client, self.app)
             self._schedules = ScheduleFirer(client, self.queues)
+            self._register_topic_bindings(client)
             # LISTEN may need a direct connection when the pool goes through PgBouncer
             listen_dsn = self.listen_dsn or (self.app.client if self._owns_client else client).listen_dsn
             self._listener = open_queue_waiter(client, self.queues, listen_dsn, self.poll_interval)
@@ -387,6 +388,26 @@ class Worker:
                 "the handlers' defaults (run teguh.grant_worker for this role again)",
                 queue,
                 extra={"queue": queue},
+            )
+
+    def _register_topic_bindings(self, client: Client) -> None:
+        """Upsert the app's topic bindings on the queues this worker serves, in one statement.
+
+        Like task types: every starting worker writes its app's bindings (the
+        others' queues are their workers' to bind), and none deletes any, since
+        an older worker may still run a task whose binding newer code dropped
+        (`Client.unbind` removes one).
+        """
+        bindings = getattr(self.app, "topic_bindings", None)
+        served = [b for b in (bindings() if bindings is not None else []) if b["queue"] in self.queues]
+        if not served:
+            return
+        try:
+            client._bind_topics(served)
+        except PermissionDenied:
+            logger.warning(
+                "this role may not bind topics: publishes will not reach this app's bound tasks "
+                "(run teguh.grant_worker for this role again)"
             )
 
     def _wake(self) -> None:
