@@ -11,9 +11,11 @@ import logging
 
 from ._version import __version__
 from .app import App, Task
+from .batches import Batch, BatchInfo, BatchItem
 from .client import ClaimedRun, Client, EmitResult, SpawnResult, TaskResult, TaskType, install, schema_sql
 from .context import TaskContext
 from .errors import (
+    BatchNotFound,
     Cancelled,
     CannotConnect,
     ConnectionLost,
@@ -53,6 +55,9 @@ __all__ = [
     "EmitResult",
     "TaskResult",
     "TaskType",
+    "Batch",
+    "BatchInfo",
+    "BatchItem",
     # Retry strategies
     "Fixed",
     "Exponential",
@@ -70,6 +75,7 @@ __all__ = [
     "ConnectionLost",
     "CannotConnect",
     "NoDatabaseConfigured",
+    "BatchNotFound",
     # Raised by handlers to steer retries (TeguhError)
     "NonRetryable",
     "RetryAfter",

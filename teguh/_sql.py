@@ -163,3 +163,17 @@ def rows_as_dicts(cur: Any) -> list[dict[str, Any]]:
     """The remaining rows of the cursor's result, each as a dict by column name."""
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+# --- batches ---
+
+SPAWN_BATCH = (
+    "select batch_id, task_ids::text[] from teguh.spawn_batch(%s, %s, %s::jsonb, %s::jsonb, %s, %s)"
+)
+"""Spawn a batch; one row (batch_id, the items' task ids in input order)."""
+
+GET_BATCH = "select * from teguh.get_batch(%s::uuid)"
+"""A batch's counts, state and times; no row for an unknown batch."""
+
+BATCH_RESULTS = "select * from teguh.batch_results(%s::uuid, %s, %s::uuid)"
+"""A page of a batch's items in task id order (keyset: after the given task id)."""

@@ -1,0 +1,121 @@
+"""Batches at the SQL level: spawn, counts through every state, fail_fast, reopen, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg2
+import pytest
+
+Q = "bq"
+
+
+@pytest.fixture
+def q(db):
+    db.run("select teguh.create_queue(%s)", Q)
+    return db
+
+
+def spawn(db, items, options=None, on_failure="continue", on_complete=None, task="item"):
+    row = db.one(
+        "select batch_id, task_ids::text[] from teguh.spawn_batch(%s, %s, %s::jsonb, %s::jsonb, %s, %s)",
+        Q, task, json.dumps(items), json.dumps(options or {}), on_failure, on_complete,
+    )
+    return str(row[0]), [str(t) for t in row[1]]
+
+
+def info(db, batch_id):
+    return db.dicts("select * from teguh.get_batch(%s::uuid)", batch_id)[0]
+
+
+def claim(db, qty=1):
+    return db.dicts("select * from teguh.claim_runs(%s, 'w', 30, %s)", Q, qty)
+
+
+def test_counts_through_every_state(q):
+    batch_id, _ = spawn(q, [1, 2, 3, 4], options={"max_attempts": 1}, on_complete="after")
+    b = info(q, batch_id)
+    assert (b["total"], b["pending"], b["running"], b["state"]) == (4, 4, 0, "running")
+    runs = claim(q, 3)
+    assert info(q, batch_id)["running"] == 3
+    q.run("select teguh.complete_run(%s, %s::uuid, '7'::jsonb)", Q, runs[0]["run_id"])
+    q.run("select teguh.fail_run(%s, %s::uuid, '{\"m\": 1}'::jsonb)", Q, runs[1]["run_id"])
+    q.run("select teguh.cancel_task(%s, %s::uuid)", Q, runs[2]["task_id"])
+    b = info(q, batch_id)
+    assert (b["pending"], b["running"], b["completed"], b["failed"], b["cancelled"]) == (1, 0, 1, 1, 1)
+    assert b["finished_at"] is None and b["on_complete_task_id"] is None
+    last = claim(q)
+    q.run("select teguh.complete_runs(%s, array[%s::uuid], array['1'::jsonb])", Q, last[0]["run_id"])
+    b = info(q, batch_id)
+    assert (b["pending"], b["completed"], b["state"]) == (0, 2, "failed")
+    assert b["finished_at"] is not None
+    done = q.dicts(
+        "select task_name, params from teguh.tasks where task_id = %s::uuid", str(b["on_complete_task_id"])
+    )
+    assert done[0]["task_name"] == "after"
+    assert done[0]["params"] == {
+        "batch_id": batch_id, "queue": Q, "task_name": "item", "state": "failed",
+        "total": 4, "completed": 2, "failed": 1, "cancelled": 1,
+    }
+
+
+def test_fail_fast_cancels_the_rest(q):
+    batch_id, _ = spawn(q, list(range(5)), options={"max_attempts": 1}, on_failure="fail_fast")
+    runs = claim(q, 2)
+    q.run("select teguh.fail_run(%s, %s::uuid, '\"boom\"'::jsonb)", Q, runs[0]["run_id"])
+    b = info(q, batch_id)
+    assert (b["failed"], b["cancelled"], b["pending"], b["running"], b["state"]) == (1, 4, 0, 0, "failed")
+    assert b["finished_at"] is not None
+    # the running one learns it at its next call
+    out = q.value("select outcome from teguh.complete_runs(%s, array[%s::uuid], array['1'::jsonb])",
+                  Q, runs[1]["run_id"])
+    assert out == "cancelled"
+
+
+def test_reopen_by_retry_task(q):
+    batch_id, ids = spawn(q, [1], options={"max_attempts": 1})
+    run = claim(q)[0]
+    q.run("select teguh.fail_run(%s, %s::uuid, '1'::jsonb)", Q, run["run_id"])
+    assert info(q, batch_id)["state"] == "failed"
+    q.run("select * from teguh.retry_task(%s, %s::uuid)", Q, ids[0])
+    b = info(q, batch_id)
+    assert (b["failed"], b["pending"], b["state"], b["finished_at"]) == (0, 1, "running", None)
+    run = claim(q)[0]
+    q.run("select teguh.complete_run(%s, %s::uuid)", Q, run["run_id"])
+    assert info(q, batch_id)["state"] == "completed"
+
+
+def test_rollback_spawns_nothing(q, dsn):
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute("select * from teguh.spawn_batch(%s, 'item', '[1, 2]'::jsonb)", (Q,))
+    conn.rollback()
+    conn.close()
+    assert q.value("select count(*) from teguh.batches") == 0
+    assert q.value("select count(*) from teguh.tasks") == 0
+
+
+@pytest.mark.parametrize(
+    ("items", "options", "on_failure", "message"),
+    [
+        ([1], {}, "stop", "on_failure must be"),
+        ([], {}, "continue", "at least one item"),
+        ({"a": 1}, {}, "continue", "JSON array"),
+        ([1], {"idempotency_key": "k"}, "continue", "idempotency_key"),
+    ],
+)
+def test_bad_input_writes_nothing(q, items, options, on_failure, message):
+    with pytest.raises(psycopg2.Error, match=message) as info_:
+        spawn(q, items, options=options, on_failure=on_failure)
+    assert info_.value.pgcode == "TG004"
+    assert q.value("select count(*) from teguh.batches") == 0
+
+
+def test_results_keyset_paging(q):
+    batch_id, ids = spawn(q, list(range(7)))
+    page = q.all("select task_id from teguh.batch_results(%s::uuid, 3)", batch_id)
+    seen = [str(r[0]) for r in page]
+    while page:
+        page = q.all("select task_id from teguh.batch_results(%s::uuid, 3, %s::uuid)", batch_id, seen[-1])
+        seen += [str(r[0]) for r in page]
+    assert sorted(seen) == sorted(ids) and len(seen) == 7
