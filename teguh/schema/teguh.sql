@@ -3125,16 +3125,12 @@ create index if not exists batch_ends_xact on teguh.batch_ends (xact);
 
 -- Records that count items of batch p_batch_id reached p_state (n = -1:
 -- left it, retry_task), to be counted when the transaction commits. A
--- 'retrying' item is recorded only in a fail_fast batch. Skipped while
--- _batch_cancel_rest cancels the batch's items (it counts them itself).
+-- 'retrying' item is recorded only in a fail_fast batch.
 -- Locks: none (an insert). Notifies: nobody.
 create or replace function teguh._batch_item_ended(p_batch_id uuid, p_state text, p_n int default 1)
 returns void
 language plpgsql as $$
 begin
-  if current_setting('teguh.batch_cancelling', true) = p_batch_id::text then
-    return;
-  end if;
   if p_state = 'retrying' then
     if not exists (select 1 from teguh.batches b where b.batch_id = p_batch_id and b.on_failure = 'fail_fast') then
       return;
@@ -3151,42 +3147,73 @@ create or replace function teguh._batch_items_ended(p_batch_ids uuid[], p_state 
 language sql as $$
   insert into teguh.batch_ends (xact, batch_id, state, n)
   select txid_current(), b, p_state, count(*) from unnest(p_batch_ids) as b
-   where b is distinct from nullif(current_setting('teguh.batch_cancelling', true), '')::uuid
    group by b
 $$;
 
 -- Cancels the items of batch p_batch_id (queue q) that have not ended and
--- that it can lock now; returns how many. Called by _batch_account for a
--- fail_fast batch that failed, holding the batch's row.
--- Locks: per item, its p_, r_ and w_ rows, then its t_ row, skip locked.
--- Notifies: as _cancel (teguh_done for items spawned with notify_done).
+-- that it can lock now, all in a few statements (a batch may hold 50,000
+-- items); returns how many. Called by _batch_account for a fail_fast batch
+-- that failed, holding the batch's row; as _cancel does, but for a set of
+-- items, and it counts them itself (no batch_ends rows).
+-- Locks: the items' t_ rows, then their p_, r_ and w_ rows, all skip locked;
+--   an item with a row another transaction holds is left alone (that
+--   transaction recounts the batch at its own commit).
+-- Notifies: teguh_done for items spawned with notify_done; teguh_<q> 'wake'
+--   when a cancelled run held a concurrency slot.
 create or replace function teguh._batch_cancel_rest(q text, p_batch_id uuid, now_ts timestamptz) returns int
 language plpgsql as $$
 declare
-  v_task uuid;
-  v_got int;
-  v_n int := 0;
+  v_ids uuid[];
+  v_busy uuid[];
+  v_slot boolean;
+  v_done uuid[];
+  v_n int;
+  prefix text;
 begin
   if to_regclass(format('teguh.%I', 't_' || q)) is null then
     return 0;  -- the queue was dropped
   end if;
-  perform set_config('teguh.batch_cancelling', p_batch_id::text, true);
-  for v_task in execute format(
-      'select t.task_id from teguh.%I t where t.batch_id = $1 '
-      'and t.state not in (''completed'', ''failed'', ''cancelled'') order by t.task_id', 't_' || q)
-    using p_batch_id
-  loop
-    continue when not teguh._try_lock_children(q, v_task);
-    execute format('select 1 from teguh.%I where task_id = $1 and state not in '
-                   '(''completed'', ''failed'', ''cancelled'') for update skip locked', 't_' || q)
-      into v_got using v_task;
-    continue when v_got is null;
-    if teguh._cancel(q, v_task, now_ts) then
-      v_n := v_n + 1;
+  execute format('select array_agg(x.task_id) from (select t.task_id from teguh.%I t where t.batch_id = $1 '
+                 'and t.state not in (''completed'', ''failed'', ''cancelled'') for update skip locked) x',
+                 't_' || q)
+    into v_ids using p_batch_id;
+  if v_ids is null then
+    return 0;
+  end if;
+  foreach prefix in array array['p_', 'r_', 'w_'] loop
+    -- rows present minus rows we could lock: held by another transaction
+    execute format('select array(select c.task_id from teguh.%1$I c where c.task_id = any($1) '
+                   'except select l.task_id from (select c2.task_id from teguh.%1$I c2 '
+                   'where c2.task_id = any($1) for update skip locked) l)', prefix || q)
+      into v_busy using v_ids;
+    if cardinality(v_busy) > 0 then
+      select array_agg(i) into v_ids from unnest(v_ids) as i where i <> all(v_busy);
+      if v_ids is null then
+        return 0;
+      end if;
     end if;
-    v_got := null;
   end loop;
-  perform set_config('teguh.batch_cancelling', '', true);
+  execute format('delete from teguh.%I where task_id = any($1)', 'p_' || q) using v_ids;
+  execute format('with x as (delete from teguh.%I r where r.task_id = any($1) returning r.task_name) '
+                 'select bool_or(x.task_name is not null) from x', 'r_' || q)
+    into v_slot using v_ids;
+  execute format('delete from teguh.%I where task_id = any($1)', 'w_' || q) using v_ids;
+  execute format($q$
+    with c as (
+      update teguh.%I
+         set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
+             available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
+       where task_id = any($1) and state not in ('completed', 'failed', 'cancelled')
+      returning task_id, notify_done
+    )
+    select count(*), array_agg(c.task_id) filter (where c.notify_done) from c$q$, 't_' || q)
+    into v_n, v_done using v_ids, now_ts;
+  if v_slot then
+    perform pg_notify('teguh_' || q, 'wake');
+  end if;
+  if v_done is not null then
+    perform teguh._notify_done(q, d) from unnest(v_done) as d;
+  end if;
   return v_n;
 end
 $$;

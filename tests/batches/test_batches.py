@@ -52,7 +52,7 @@ def test_continue_runs_every_item_and_reports_counts(app: App, dsn: str) -> None
     for i, task_id in enumerate(batch.task_ids):
         item = by_task[task_id]
         if i % 3 == 0:
-            assert item.state == "failed" and "item %d failed" % i in str(item.failure_reason)
+            assert item.state == "failed" and f"item {i} failed" in str(item.failure_reason)
         else:
             assert item.state == "completed" and item.result == {"n": i}
 
@@ -81,7 +81,6 @@ def test_rollback_of_the_callers_transaction_spawns_nothing(app: App, dsn: str) 
         conn.close()
     with pytest.raises(BatchNotFound):
         app.client.get_batch(batch.id)
-    assert app.client.get_task_result  # the client still works
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
@@ -114,7 +113,6 @@ def test_commit_of_the_callers_transaction_keeps_the_batch(app: App, dsn: str) -
 def test_bad_input_is_refused_and_writes_nothing(app: App, kwargs: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         app.spawn_batch("item", [{"n": 1}], **kwargs)
-    assert app.client.list_tasks if hasattr(app.client, "list_tasks") else True
     with pytest.raises(InvalidArgument, match="at least one item"):
         app.spawn_batch("item", [])
 
@@ -162,7 +160,7 @@ def test_two_commits_racing_on_the_last_two_items_spawn_on_complete_once(app: Ap
             try:
                 start.wait(10)
                 conn.commit()
-            except BaseException as exc:  # noqa: BLE001 (reported below)
+            except BaseException as exc:  # reported below
                 errors.append(exc)
 
         threads = [threading.Thread(target=commit, args=(c,)) for c in conns]
@@ -196,7 +194,8 @@ def test_worker_processes_racing_spawn_on_complete_exactly_once(
         items: list[Any] = [{"n": i} for i in range(60)]
         batches.append(app.spawn_batch("item", items, on_complete="after"))
     # one run at a time per process: the two meeting items must run in two processes
-    procs = [worker_processes(dsn, concurrency=1, prefetch=0, batch_size=1, poll_interval=30) for _ in range(3)]
+    options = {"concurrency": 1, "prefetch": 0, "batch_size": 1, "poll_interval": 30}
+    procs = [worker_processes(dsn, **options) for _ in range(3)]
     eventually(
         lambda: all(app.client.get_batch(b.id).finished for b in batches),
         timeout=90,

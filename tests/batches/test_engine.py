@@ -119,3 +119,87 @@ def test_results_keyset_paging(q):
         page = q.all("select task_id from teguh.batch_results(%s::uuid, 3, %s::uuid)", batch_id, seen[-1])
         seen += [str(r[0]) for r in page]
     assert sorted(seen) == sorted(ids) and len(seen) == 7
+
+
+def _commit_together(conns):
+    """Commit every connection at once (threads behind a barrier); returns the errors."""
+    import threading
+
+    barrier = threading.Barrier(len(conns))
+    errors = []
+
+    def commit(conn):
+        try:
+            barrier.wait(10)
+            conn.commit()
+        except Exception as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=commit, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return errors
+
+
+def test_fail_fast_reaches_an_item_retrying_in_a_concurrent_transaction(q, dsn):
+    """The failing commit cannot lock the retrying item; the retry's own commit cancels it."""
+    batch_id, (first, second) = spawn(q, [1, 2], options={"max_attempts": 3}, on_failure="fail_fast")
+    runs = {r["task_id"]: r["run_id"] for r in claim(q, 2)}
+    failing, retrying = psycopg2.connect(dsn), psycopg2.connect(dsn)
+    try:
+        with failing.cursor() as cur:
+            cur.execute("select teguh.fail_run_non_retryable(%s, %s::uuid, '1'::jsonb)", (Q, str(runs[first])))
+        with retrying.cursor() as cur:
+            cur.execute("select teguh.fail_run(%s, %s::uuid, '2'::jsonb)", (Q, str(runs[second])))
+        failing.commit()
+        assert q.value("select state from teguh.batches") == "failed"
+        assert q.value("select state from teguh.tasks where task_id = %s::uuid", second) == "running"
+        retrying.commit()
+    finally:
+        failing.close()
+        retrying.close()
+    assert q.value("select state from teguh.tasks where task_id = %s::uuid", second) == "cancelled"
+    b = info(q, batch_id)
+    assert (b["failed"], b["cancelled"], b["pending"], b["state"]) == (1, 1, 0, "failed")
+    assert b["finished_at"] is not None
+
+
+def test_transactions_ending_items_of_two_batches_in_opposite_orders_do_not_deadlock(q, dsn):
+    a, _ = spawn(q, [1, 2])
+    b, _ = spawn(q, [1, 2])
+    runs = claim(q, 4)
+    by_batch = {}
+    for r in runs:
+        bid = str(q.value("select batch_id from teguh.t_bq where task_id = %s::uuid", str(r["task_id"])))
+        by_batch.setdefault(bid, []).append(str(r["run_id"]))
+    one, two = psycopg2.connect(dsn), psycopg2.connect(dsn)
+    try:
+        for conn, order in ((one, (a, b)), (two, (b, a))):
+            index = 0 if conn is one else 1
+            for bid in order:
+                with conn.cursor() as cur:
+                    cur.execute("select teguh.complete_run(%s, %s::uuid)", (Q, by_batch[bid][index]))
+        assert _commit_together([one, two]) == []
+    finally:
+        one.close()
+        two.close()
+    for bid in (a, b):
+        assert (info(q, bid)["completed"], info(q, bid)["state"]) == (2, "completed")
+
+
+def test_plain_tasks_leave_no_batch_trace(q):
+    q.run("select teguh.spawn_task(%s, 'plain', '1'::jsonb)", Q)
+    run = claim(q)[0]
+    q.run("select teguh.complete_run(%s, %s::uuid)", Q, run["run_id"])
+    assert q.value("select batch_id from teguh.t_bq") is None
+    assert q.value("select count(*) from teguh.batch_ends") == 0
+    assert q.value("select count(*) from teguh.batches") == 0
+
+
+def test_on_complete_not_registered_when_the_queue_has_task_types(q):
+    q.run("""select teguh.register_task_types(%s, '[{"task_name": "item"}]'::jsonb)""", Q)
+    with pytest.raises(psycopg2.Error, match='on_complete names task "after"') as exc:
+        spawn(q, [1], on_complete="after")
+    assert exc.value.pgcode == "TG004"

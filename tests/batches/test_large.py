@@ -38,9 +38,7 @@ def test_fifty_thousand_items_spawn_in_one_call(app: App, dsn: str) -> None:
     # fail_fast: the first failure cancels the 49,999 others in its commit
     (run,) = app.client.claim_task(Q, "w", qty=1)
     started = time.monotonic()
-    app.client.fail_run(Q, run.run_id, "boom", retry=False) if False else app.client._fail_run_non_retryable(
-        Q, run.run_id, '"boom"'
-    )
+    app.client._fail_run_non_retryable(Q, run.run_id, '"boom"')
     cancel_elapsed = time.monotonic() - started
     info = app.client.get_batch(batch.id)
     assert (info.failed, info.cancelled, info.pending, info.state) == (1, N - 1, 0, "failed")
