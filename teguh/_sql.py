@@ -175,5 +175,5 @@ SPAWN_BATCH = (
 GET_BATCH = "select * from teguh.get_batch(%s::uuid)"
 """A batch's counts, state and times; no row for an unknown batch."""
 
-BATCH_RESULTS = "select * from teguh.batch_results(%s::uuid, %s, %s::uuid)"
-"""A page of a batch's items in task id order (keyset: after the given task id)."""
+BATCH_RESULTS = "select * from teguh.batch_results(%s::uuid, %s, %s::uuid, %s)"
+"""A page of a batch's items in task id order (keyset: after the given task id; optionally of one state)."""

@@ -22,7 +22,7 @@ from ._notify import DISCONNECTED, NOTIFIED, ListenWaiter
 from ._options import SPAWN_OPTIONS, spawn_options
 from ._sql import scalar
 from ._time import require_aware, to_seconds, to_whole_seconds
-from .batches import Batch, BatchInfo, BatchItem, batch_info, batch_item, batch_request
+from .batches import TASK_STATES, Batch, BatchInfo, BatchItem, batch_info, batch_item, batch_request
 from .errors import BatchNotFound, EventTimeout, InvalidArgument, TaskNotFound
 from .results import ClaimedRun, EmitResult, SpawnResult, TaskResult, TaskType
 
@@ -1169,26 +1169,35 @@ class Client(ClientBase):
         return self._run("get_batch", fetch, conn=conn, retry=True)
 
     def batch_results(
-        self, batch_id: str, *, limit: int = 100, after: str | None = None, conn: Any = None
+        self,
+        batch_id: str,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        state: str | None = None,
+        conn: Any = None,
     ) -> list[BatchItem]:
         """A page of a batch's items (task id, state, attempts, result, failure), in task id order.
 
         Pass the last item's `task_id` as `after` for the next page (keyset
-        paging: stable while items change state). Items deleted by
-        `cleanup_tasks` are no longer listed; the counts of `get_batch` keep them.
+        paging: stable while items change state); `state` keeps only items in
+        that state (`"failed"`: the failures). Items deleted by `cleanup_tasks`
+        are no longer listed; the counts of `get_batch` keep them.
 
         Raises:
             BatchNotFound: no such batch.
-            InvalidArgument: limit outside 1..1000, or after not a task id.
+            InvalidArgument: limit outside 1..1000, after not a task id, an unknown state.
         """
         batch_id = _validate.task_uuid(batch_id, "batch_id")
         lim = _validate.integer(limit, "limit", minimum=1)
         if lim > 1000:
             raise InvalidArgument(f"limit must be between 1 and 1000, not {limit!r}")
         after_id = None if after is None else _validate.task_uuid(after, "after")
+        if state is not None and state not in TASK_STATES:
+            raise InvalidArgument(f"state must be one of {', '.join(TASK_STATES)}, not {state!r}")
 
         def fetch(cur: Any) -> list[BatchItem]:
-            cur.execute(_sql.BATCH_RESULTS, (batch_id, lim, after_id))
+            cur.execute(_sql.BATCH_RESULTS, (batch_id, lim, after_id, state))
             return [batch_item(row) for row in cur.fetchall()]
 
         return self._run("batch_results", fetch, conn=conn, retry=True)

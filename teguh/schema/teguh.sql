@@ -3440,13 +3440,15 @@ begin
 end
 $$;
 
--- batch_results(batch_id, lim, after): the batch's items (task id, state,
--- attempts, result, failure_reason, finished_at) in task id order, at most
--- lim (1 to 1000) after task id `after` (null: from the first): keyset
--- paging over index t_<q>_bi. Items removed by cleanup_tasks are not listed.
+-- batch_results(batch_id, lim, after, state): the batch's items (task id,
+-- state, attempts, result, failure_reason, finished_at) in task id order, at
+-- most lim (1 to 1000) after task id `after` (null: from the first): keyset
+-- paging over index t_<q>_bi; with state, only items in that state. Items
+-- removed by cleanup_tasks are not listed.
 -- Raises TGB01 for an unknown batch, TG004 for a bad lim.
 -- Locks: none. Notifies: nobody.
-create or replace function teguh.batch_results(p_batch_id uuid, lim int default 100, after uuid default null)
+create or replace function teguh.batch_results(p_batch_id uuid, lim int default 100, after uuid default null,
+                                               p_state text default null)
 returns table(task_id uuid, state text, attempts int, result jsonb, failure_reason jsonb,
               finished_at timestamptz)
 language plpgsql stable as $$
@@ -3466,10 +3468,10 @@ begin
   return query execute format($q$
     select t.task_id, t.state, t.attempts, t.result, t.failure_reason, t.finished_at
       from teguh.%I t
-     where t.batch_id = $1 and ($2::uuid is null or t.task_id > $2)
+     where t.batch_id = $1 and ($2::uuid is null or t.task_id > $2) and ($4::text is null or t.state = $4)
      order by t.batch_id, t.task_id
      limit $3$q$, 't_' || q)
-    using p_batch_id, after, lim;
+    using p_batch_id, after, lim, p_state;
 end
 $$;
 

@@ -110,11 +110,22 @@ def test_commit_of_the_callers_transaction_keeps_the_batch(app: App, dsn: str) -
         ({"queue": "nowhere"}, QueueNotFound, "nowhere"),
     ],
 )
-def test_bad_input_is_refused_and_writes_nothing(app: App, kwargs: dict, error: type, message: str) -> None:
+def test_bad_input_is_refused_and_writes_nothing(
+    app: App, dsn: str, kwargs: dict, error: type, message: str
+) -> None:
     with pytest.raises(error, match=message):
         app.spawn_batch("item", [{"n": 1}], **kwargs)
     with pytest.raises(InvalidArgument, match="at least one item"):
         app.spawn_batch("item", [])
+    with pytest.raises(TypeError, match=r"items\[1\]"):
+        app.spawn_batch("item", [1, {2}])
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select (select count(*) from teguh.tasks), (select count(*) from teguh.batches)")
+            assert cur.fetchone() == (0, 0)
+    finally:
+        conn.close()
 
 
 def test_client_refuses_an_on_complete_no_worker_registered(app: App) -> None:
@@ -136,6 +147,10 @@ def test_unknown_batch_and_bad_paging(app: App) -> None:
         app.client.batch_results(batch.id, limit=0)
     with pytest.raises(InvalidArgument):
         app.client.batch_results(batch.id, limit=1001)
+    with pytest.raises(InvalidArgument, match="state must be one of"):
+        app.client.batch_results(batch.id, state="done")
+    assert app.client.batch_results(batch.id, state="completed") == []
+    assert [i.task_id for i in app.client.batch_results(batch.id, state="pending")] == list(batch.task_ids)
 
 
 def test_eager_mode_refuses_batches(app: App) -> None:

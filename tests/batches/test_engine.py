@@ -150,7 +150,9 @@ def test_fail_fast_reaches_an_item_retrying_in_a_concurrent_transaction(q, dsn):
     failing, retrying = psycopg2.connect(dsn), psycopg2.connect(dsn)
     try:
         with failing.cursor() as cur:
-            cur.execute("select teguh.fail_run_non_retryable(%s, %s::uuid, '1'::jsonb)", (Q, str(runs[first])))
+            cur.execute(
+                "select teguh.fail_run_non_retryable(%s, %s::uuid, '1'::jsonb)", (Q, str(runs[first]))
+            )
         with retrying.cursor() as cur:
             cur.execute("select teguh.fail_run(%s, %s::uuid, '2'::jsonb)", (Q, str(runs[second])))
         failing.commit()
