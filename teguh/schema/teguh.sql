@@ -2966,6 +2966,7 @@ begin
     )
     select count(*) from de$q$, 'e_' || q, 'w_' || q)
     into events_deleted using cutoff, lim;
+  perform teguh._cleanup_batches(q, cutoff, lim);
 end
 $$;
 
@@ -3333,6 +3334,18 @@ begin
   end if;
 end
 $batch_trigger$;
+
+-- Deletes up to lim batches of queue q that finished before cutoff (called
+-- by cleanup_tasks, with the queue's TTL). Their items go by the same TTL.
+-- Locks: those teguh.batches rows, skip locked. Notifies: nobody.
+create or replace function teguh._cleanup_batches(q text, cutoff timestamptz, lim int) returns void
+language sql as $$
+  delete from teguh.batches b
+   where b.batch_id in (select x.batch_id from teguh.batches x
+                         where x.queue_name = q and x.finished_at < cutoff
+                         order by x.created_at limit lim
+                           for update skip locked)
+$$;
 
 -- spawn_batch(q, task_name, items, options, on_failure, on_complete): spawns
 -- one task of task_name per element of items (a JSON array: each element is

@@ -205,3 +205,14 @@ def test_on_complete_not_registered_when_the_queue_has_task_types(q):
     with pytest.raises(psycopg2.Error, match='on_complete names task "after"') as exc:
         spawn(q, [1], on_complete="after")
     assert exc.value.pgcode == "TG004"
+
+
+def test_cleanup_deletes_finished_batches_past_the_ttl(q):
+    done, _ = spawn(q, [1])
+    run = claim(q)[0]
+    q.run("select teguh.complete_run(%s, %s::uuid)", Q, run["run_id"])
+    running, _ = spawn(q, [2])
+    q.fake_now("2099-01-01T00:00:00Z")
+    q.value("select teguh.cleanup_tasks(%s, 60)", Q)
+    assert [str(r[0]) for r in q.all("select batch_id from teguh.batches")] == [running]
+    assert q.dicts("select * from teguh.get_batch(%s::uuid)", done) == []
