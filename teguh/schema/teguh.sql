@@ -12,6 +12,9 @@
 -- * New p_, r_, w_ and c_ rows of a task are inserted while its t_ row is
 --   locked, or while its r_ row is locked by the run writing them (checkpoints).
 -- * Every insert into p_ is `on conflict (task_id) do nothing`.
+-- * A batch's teguh.batches row is locked only at commit, by the deferred
+--   trigger of teguh.batch_ends, after every other lock of the transaction and
+--   in batch_id order; nothing waits for a row after it (section "Batches").
 -- * The install lock, advisory key 7420581234, transaction scoped: this file
 --   takes it first, and create_queue (for a new queue) and drop_queue take it
 --   to serialise DDL. Nothing at run time takes it.
