@@ -3159,11 +3159,13 @@ $$;
 -- items); returns how many. Called by _batch_account for a fail_fast batch
 -- that failed, holding the batch's row; as _cancel does, but for a set of
 -- items, and it counts them itself (no batch_ends rows).
--- Locks: the items' t_ rows, then their p_, r_ and w_ rows, all skip locked;
---   an item with a row another transaction holds is left alone (that
---   transaction recounts the batch at its own commit).
+-- Locks: the items' t_ rows, then their p_, r_ and w_ rows, all skip locked.
+--   An item whose t_ row another transaction holds is left to it (if that
+--   transaction ends or retries the item, it recounts the batch at its own
+--   commit); an item whose p_, r_ or w_ row is held (a heartbeat, a claim)
+--   gets a deadline of now, so the next sweep cancels it.
 -- Notifies: teguh_done for items spawned with notify_done; teguh_<q> 'wake'
---   when a cancelled run held a concurrency slot.
+--   when a cancelled run held a concurrency slot or an item got a deadline.
 create or replace function teguh._batch_cancel_rest(q text, p_batch_id uuid, now_ts timestamptz) returns int
 language plpgsql as $$
 declare
@@ -3191,6 +3193,11 @@ begin
                    'where c2.task_id = any($1) for update skip locked) l)', prefix || q)
       into v_busy using v_ids;
     if cardinality(v_busy) > 0 then
+      -- we hold their t_ rows: a deadline of now makes the next claim's
+      -- sweep (_enforce_deadlines) cancel them, and wakes idle workers
+      execute format('update teguh.%I set deadline_at = $2 where task_id = any($1)', 't_' || q)
+        using v_busy, now_ts;
+      perform pg_notify('teguh_' || q, 'wake');
       select array_agg(i) into v_ids from unnest(v_ids) as i where i <> all(v_busy);
       if v_ids is null then
         return 0;

@@ -216,3 +216,23 @@ def test_cleanup_deletes_finished_batches_past_the_ttl(q):
     q.value("select teguh.cleanup_tasks(%s, 60)", Q)
     assert [str(r[0]) for r in q.all("select batch_id from teguh.batches")] == [running]
     assert q.dicts("select * from teguh.get_batch(%s::uuid)", done) == []
+
+
+def test_fail_fast_item_whose_lease_is_busy_gets_cancelled_by_the_next_sweep(q, dsn):
+    """A heartbeat holds the running item's lease row when the batch fails: a deadline, then a sweep."""
+    batch_id, (first, second) = spawn(q, [1, 2], options={"max_attempts": 1}, on_failure="fail_fast")
+    runs = {r["task_id"]: r["run_id"] for r in claim(q, 2)}
+    heartbeat = psycopg2.connect(dsn)
+    try:
+        with heartbeat.cursor() as cur:
+            cur.execute("select * from teguh.extend_claims(%s, array[%s::uuid], 30)", (Q, str(runs[second])))
+        q.run("select teguh.fail_run(%s, %s::uuid, '1'::jsonb)", Q, str(runs[first]))
+        assert q.value("select state from teguh.tasks where task_id = %s::uuid", second) == "running"
+        heartbeat.commit()
+    finally:
+        heartbeat.close()
+    assert info(q, batch_id)["state"] == "failed" and info(q, batch_id)["finished_at"] is None
+    claim(q)  # a claim runs the due sweeps
+    assert q.value("select state from teguh.tasks where task_id = %s::uuid", second) == "cancelled"
+    b = info(q, batch_id)
+    assert (b["failed"], b["cancelled"], b["running"]) == (1, 1, 0) and b["finished_at"] is not None
