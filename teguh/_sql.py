@@ -177,3 +177,6 @@ GET_BATCH = "select * from teguh.get_batch(%s::uuid)"
 
 BATCH_RESULTS = "select * from teguh.batch_results(%s::uuid, %s, %s::uuid, %s)"
 """A page of a batch's items in task id order (keyset: after the given task id; optionally of one state)."""
+
+LIST_BATCHES = "select * from teguh.list_batches(%s, %s, %s, %s::uuid)"
+"""Batches newest first (of one queue or all; of one state), as GET_BATCH's rows, keyset by batch id."""

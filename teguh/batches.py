@@ -19,7 +19,7 @@ from . import _json, _validate
 from ._options import SPAWN_OPTIONS, spawn_options
 from .errors import InvalidArgument
 
-__all__ = ["ON_FAILURE", "TASK_STATES", "Batch", "BatchInfo", "BatchItem", "batch_request"]
+__all__ = ["BATCH_STATES", "ON_FAILURE", "TASK_STATES", "Batch", "BatchInfo", "BatchItem", "batch_request"]
 
 ON_FAILURE = ("continue", "fail_fast")
 """A batch's policies: run every item whatever happens, or cancel the rest at the first failed item."""

@@ -22,7 +22,16 @@ from ._notify import DISCONNECTED, NOTIFIED, ListenWaiter
 from ._options import SPAWN_OPTIONS, spawn_options
 from ._sql import scalar
 from ._time import require_aware, to_seconds, to_whole_seconds
-from .batches import TASK_STATES, Batch, BatchInfo, BatchItem, batch_info, batch_item, batch_request
+from .batches import (
+    BATCH_STATES,
+    TASK_STATES,
+    Batch,
+    BatchInfo,
+    BatchItem,
+    batch_info,
+    batch_item,
+    batch_request,
+)
 from .errors import BatchNotFound, EventTimeout, InvalidArgument, TaskNotFound
 from .results import ClaimedRun, EmitResult, SpawnResult, TaskResult, TaskType
 
@@ -1201,6 +1210,37 @@ class Client(ClientBase):
             return [batch_item(row) for row in cur.fetchall()]
 
         return self._run("batch_results", fetch, conn=conn, retry=True)
+
+    def list_batches(
+        self,
+        queue: str | None = None,
+        *,
+        state: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        conn: Any = None,
+    ) -> list[BatchInfo]:
+        """Batches newest first, as `get_batch` returns them (of one queue, or of all).
+
+        Pass the last batch's `id` as `after` for the next (older) page;
+        `state` keeps only batches in that state.
+
+        Raises:
+            InvalidArgument: limit outside 1..1000, an unknown state, after not a batch id.
+        """
+        queue = None if queue is None else _validate.queue_name(queue)
+        lim = _validate.integer(limit, "limit", minimum=1)
+        if lim > 1000:
+            raise InvalidArgument(f"limit must be between 1 and 1000, not {limit!r}")
+        if state is not None and state not in BATCH_STATES:
+            raise InvalidArgument(f"state must be one of {', '.join(BATCH_STATES)}, not {state!r}")
+        after_id = None if after is None else _validate.task_uuid(after, "after")
+
+        def fetch(cur: Any) -> list[BatchInfo]:
+            cur.execute(_sql.LIST_BATCHES, (queue, state, lim, after_id))
+            return [batch_info(row) for row in cur.fetchall()]
+
+        return self._run("list_batches", fetch, conn=conn, retry=True)
 
 
 def _spawn_result(row: Any) -> SpawnResult:

@@ -52,7 +52,7 @@
 --   Cancel, retry, leases                  cancel_task, retry_task, extend_claim(s)
 --   Queue options, task types, pause       set_queue_options, register_task_types, pause_queue, ...
 --   Reading, timers, maintenance           reads, next_due, ticker, cleanup, start, stop
---   Batches                                teguh.batches, spawn_batch, get_batch, batch_results, commit trigger
+--   Batches                                teguh.batches, spawn_batch, get_batch, list_batches, batch_results
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -3111,7 +3111,8 @@ create table if not exists teguh.batches (
   finished_at timestamptz,
   on_complete_task_id uuid
 );
-create index if not exists batches_queue_created on teguh.batches (queue_name, created_at);
+-- a queue's batches, newest first (list_batches; cleanup walks it too)
+create index if not exists batches_queue_id on teguh.batches (queue_name, batch_id);
 
 -- Items that ended in a transaction not yet committed: appended by
 -- _batch_item_ended, taken (deleted) by the commit trigger of the same
@@ -3353,7 +3354,7 @@ language sql as $$
   delete from teguh.batches b
    where b.batch_id in (select x.batch_id from teguh.batches x
                          where x.queue_name = q and x.finished_at < cutoff
-                         order by x.created_at limit lim
+                         order by x.batch_id limit lim
                            for update skip locked)
 $$;
 
@@ -3460,6 +3461,37 @@ begin
                end as n) r
      where b.batch_id = $1$q$, 't_' || q, to_regclass(format('teguh.%I', 't_' || q)) is null)
     using p_batch_id;
+end
+$$;
+
+-- list_batches(q, state, lim, after): batches newest first (of queue q, or
+-- of every queue when q is null; of one state when given), as get_batch
+-- returns them, at most lim (1 to 1000) older than batch id `after` (null:
+-- from the newest): keyset paging over the primary key or batches_queue_id.
+-- Raises TG004 for a bad lim or state.
+-- Locks: none. Notifies: nobody.
+create or replace function teguh.list_batches(q text default null, p_state text default null,
+                                              lim int default 50, after uuid default null)
+returns table(batch_id uuid, queue_name text, task_name text, on_failure text, on_complete text,
+              total int, pending int, running int, completed int, failed int, cancelled int, state text,
+              created_at timestamptz, finished_at timestamptz, on_complete_task_id uuid)
+language plpgsql stable as $$
+begin
+  if lim is null or lim < 1 or lim > 1000 then
+    raise exception 'limit must be between 1 and 1000' using errcode = 'TG004';
+  end if;
+  if p_state is not null and p_state not in ('running', 'completed', 'failed', 'cancelled') then
+    raise exception 'batch state must be running, completed, failed or cancelled, not %', quote_literal(p_state)
+      using errcode = 'TG004';
+  end if;
+  return query
+    select g.*
+      from (select b.batch_id from teguh.batches b
+             where (q is null or b.queue_name = q) and (after is null or b.batch_id < after)
+               and (p_state is null or b.state = p_state)
+             order by b.batch_id desc limit lim) x
+      cross join lateral teguh.get_batch(x.batch_id) g
+     order by x.batch_id desc;
 end
 $$;
 
@@ -3591,7 +3623,7 @@ declare
   producer text[] := array['version', 'current_time', 'list_queues',
                            'spawn_task', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
                            'get_task_info', 'list_task_types', 'get_queue_options',
-                           'spawn_batch', 'get_batch', 'batch_results'];
+                           'spawn_batch', 'get_batch', 'batch_results', 'list_batches'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
                                      'fail_run_non_retryable', 'snooze_run',
                                      'schedule_run', 'sleep_run', 'set_task_checkpoint_state',

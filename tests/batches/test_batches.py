@@ -228,3 +228,20 @@ def test_worker_processes_racing_spawn_on_complete_exactly_once(
     for b in [*batches, meet]:
         info = app.client.get_batch(b.id)
         assert (info.completed, info.state) == (b.total, "completed")
+
+
+def test_list_batches_newest_first_by_queue_and_state(app: App) -> None:
+    app.client.create_queue("other")
+    first = app.spawn_batch("item", [1])
+    second = app.spawn_batch("item", [1, 2])
+    elsewhere = app.client.spawn_batch("other", "item", [1])
+    (run,) = app.client.claim_task(Q, "w", qty=1)  # the first batch's only item
+    app.client.complete_run(Q, run.run_id)
+    assert [b.id for b in app.client.list_batches()] == [elsewhere.id, second.id, first.id]
+    assert [b.id for b in app.client.list_batches(Q)] == [second.id, first.id]
+    page = app.client.list_batches(Q, limit=1)
+    assert [b.id for b in page] == [second.id] and page[0].total == 2
+    assert [b.id for b in app.client.list_batches(Q, after=page[0].id)] == [first.id]
+    assert [b.id for b in app.client.list_batches(state="completed")] == [first.id]
+    with pytest.raises(InvalidArgument, match="state must be one of"):
+        app.client.list_batches(state="done")

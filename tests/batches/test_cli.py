@@ -33,3 +33,14 @@ def test_batch_show_of_an_unknown_batch_is_one_line_and_status_1(app: App, dsn: 
     result = CliRunner().invoke(cli, ["--dsn", dsn, "batch", "show", "00000000-0000-0000-0000-000000000000"])
     assert result.exit_code == 1
     assert "batch 00000000-0000-0000-0000-000000000000 not found" in result.stderr
+
+
+def test_batch_list_prints_the_newest_batches(app: App, dsn: str) -> None:
+    older = app.client.spawn_batch(Q, "item", [1])
+    newer = app.client.spawn_batch(Q, "item", [1, 2])
+    result = CliRunner().invoke(cli, ["--dsn", dsn, "batch", "list", Q, "--limit", "5"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert [(b["batch_id"], b["total"], b["state"]) for b in listed] == [
+        (newer.id, 2, "running"), (older.id, 1, "running"),
+    ]
