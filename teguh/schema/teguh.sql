@@ -3084,12 +3084,16 @@ $$;
 --   transaction that brings the count of ended items to the total finds
 --   finished_at still null; it spawns on_complete and records its task id.
 -- * fail_fast: the transaction that counts the first failure cancels every
---   item it can lock at once (skip locked). An item locked by another
---   transaction at that moment is left to it: that transaction recorded a
---   batch_ends row if the item failed for good, was cancelled or is about
---   to retry (_fail), and at its own commit it finds the batch failed and
---   cancels it. Only an item being claimed at that very instant can escape
---   and run once more; it is never retried.
+--   item it can lock at once (skip locked; see _batch_cancel_rest). An item
+--   whose t_ row another transaction holds at that moment is left to it:
+--   that transaction recorded a batch_ends row if the item failed for good,
+--   was cancelled or is about to retry (_fail), and at its own commit it
+--   finds the batch failed and cancels it. An item being claimed or
+--   suspended at that very instant can escape and run on; no item is
+--   retried after the failure.
+-- * The trigger runs at commit, as the schema's owner. A caller who runs
+--   SET CONSTRAINTS ALL IMMEDIATE in its own transaction moves it earlier,
+--   and the batch row lock is then no longer its last.
 
 -- One row per batch. Counts are of items that ended (completed, failed for
 -- good, cancelled); pending and running are read from the items themselves
@@ -3128,7 +3132,7 @@ create unlogged table if not exists teguh.batch_ends (
 );
 create index if not exists batch_ends_xact on teguh.batch_ends (xact);
 
--- Records that count items of batch p_batch_id reached p_state (n = -1:
+-- Records that p_n items of batch p_batch_id reached p_state (-1: an item
 -- left it, retry_task), to be counted when the transaction commits. A
 -- 'retrying' item is recorded only in a fail_fast batch.
 -- Locks: none (an insert). Notifies: nobody.
@@ -3240,7 +3244,7 @@ $$;
 -- Locks: the batch's teguh.batches row (waits; see the section's head), then
 --   _batch_cancel_rest's (skip locked).
 -- Notifies: what _cancel and spawn_task send.
-create or replace function teguh._batch_account(p_batch_id uuid, dc int, df int, dx int, p_retrying boolean)
+create or replace function teguh._batch_account(p_batch_id uuid, dc int, df int, dx int)
 returns void
 language plpgsql as $$
 declare
@@ -3310,7 +3314,6 @@ declare
   v_c int[];
   v_f int[];
   v_x int[];
-  v_r boolean[];
   i int;
 begin
   with gone as (
@@ -3319,17 +3322,15 @@ begin
     select g.batch_id,
            coalesce(sum(g.n) filter (where g.state = 'completed'), 0)::int as c,
            coalesce(sum(g.n) filter (where g.state = 'failed'), 0)::int as f,
-           coalesce(sum(g.n) filter (where g.state = 'cancelled'), 0)::int as x,
-           bool_or(g.state = 'retrying') as r
+           coalesce(sum(g.n) filter (where g.state = 'cancelled'), 0)::int as x
       from gone g group by g.batch_id
   )
   select array_agg(s.batch_id order by s.batch_id), array_agg(s.c order by s.batch_id),
-         array_agg(s.f order by s.batch_id), array_agg(s.x order by s.batch_id),
-         array_agg(s.r order by s.batch_id)
-    into v_ids, v_c, v_f, v_x, v_r from sums s;
+         array_agg(s.f order by s.batch_id), array_agg(s.x order by s.batch_id)
+    into v_ids, v_c, v_f, v_x from sums s;
   if v_ids is not null then
     for i in 1 .. cardinality(v_ids) loop
-      perform teguh._batch_account(v_ids[i], v_c[i], v_f[i], v_x[i], v_r[i]);
+      perform teguh._batch_account(v_ids[i], v_c[i], v_f[i], v_x[i]);
     end loop;
   end if;
   return null;
