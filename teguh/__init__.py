@@ -11,9 +11,11 @@ import logging
 
 from ._version import __version__
 from .app import App, Task
+from .batches import Batch, BatchInfo, BatchItem
 from .client import ClaimedRun, Client, EmitResult, SpawnResult, TaskResult, TaskType, install, schema_sql
 from .context import TaskContext
 from .errors import (
+    BatchNotFound,
     Cancelled,
     CannotConnect,
     ChildFailed,
@@ -60,6 +62,9 @@ __all__ = [
     "TaskResult",
     "TaskType",
     "ScheduleInfo",
+    "Batch",
+    "BatchInfo",
+    "BatchItem",
     # Retry strategies
     "Fixed",
     "Exponential",
@@ -79,6 +84,7 @@ __all__ = [
     "NoDatabaseConfigured",
     "ScheduleNotFound",
     "FlowFailed",
+    "BatchNotFound",
     # Raised by handlers to steer retries (TeguhError)
     "NonRetryable",
     "ChildFailed",

@@ -213,3 +213,19 @@ UNBIND_TOPIC = "select teguh.unbind_topic(%s, %s, %s)"
 LIST_TOPIC_BINDINGS = "select * from teguh.list_topic_bindings()"
 PUBLISH = "select * from teguh.publish(%s, %s::jsonb, %s)"
 """Spawn one task per binding matching the topic: one row (queue_name, task_name, spawn columns) each."""
+
+# --- batches ---
+
+SPAWN_BATCH = (
+    "select batch_id, task_ids::text[] from teguh.spawn_batch(%s, %s, %s::jsonb, %s::jsonb, %s, %s)"
+)
+"""Spawn a batch; one row (batch_id, the items' task ids in input order)."""
+
+GET_BATCH = "select * from teguh.get_batch(%s::uuid)"
+"""A batch's counts, state and times; no row for an unknown batch."""
+
+BATCH_RESULTS = "select * from teguh.batch_results(%s::uuid, %s, %s::uuid, %s)"
+"""A page of a batch's items in task id order (keyset: after the given task id; optionally of one state)."""
+
+LIST_BATCHES = "select * from teguh.list_batches(%s, %s, %s, %s::uuid)"
+"""Batches newest first (of one queue or all; of one state), as GET_BATCH's rows, keyset by batch id."""

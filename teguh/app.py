@@ -15,6 +15,7 @@ from ._time import to_seconds
 from .errors import InvalidArgument, TeguhError
 
 if TYPE_CHECKING:
+    from .batches import Batch
     from .client import Client
     from .context import TaskContext
     from .results import SpawnResult
@@ -607,3 +608,49 @@ class App:
             keyed = {} if idempotency_key is None else {"idempotency_key": f"{idempotency_key}:{task_name}"}
             results.append(self.spawn_task(task_name, params, queue=queue, **keyed))
         return results
+
+    # --- batches ---
+
+    def spawn_batch(
+        self,
+        task_name: str,
+        items: Sequence[Any],
+        *,
+        queue: str | None = None,
+        on_failure: str = "continue",
+        on_complete: str | None = None,
+        conn: Any = None,
+        **spawn_options: Any,
+    ) -> Batch:
+        """Spawn one `task_name` task per item (its params) as one batch; see `Client.spawn_batch`.
+
+        The handler's registered defaults apply first, then `spawn_options`.
+        `on_complete` must name a task registered on this app (it runs when
+        every item ended, with the batch's id and counts); the queue defaults
+        to `task_name`'s handler's queue, else the app's. Not available in
+        eager mode.
+
+        Raises:
+            InvalidArgument: on_complete names no task of this app, or a bad argument.
+            TeguhError: the app is in eager mode.
+        """
+        if self._eager_runner is not None:
+            raise TeguhError(
+                "spawn_batch has no eager mode: test batches with a worker (teguh.testing.WorkerThread)"
+            )
+        if on_complete is not None and on_complete not in self._tasks:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise InvalidArgument(
+                f"on_complete={on_complete!r} names no task registered on this app (registered: {known})"
+            )
+        task = self._tasks.get(task_name)
+        merged = {**(task.defaults if task is not None else {}), **spawn_options}
+        return self.client.spawn_batch(
+            queue or self.queue_of(task_name),
+            task_name,
+            items,
+            on_failure=on_failure,
+            on_complete=on_complete,
+            conn=conn,
+            **merged,
+        )

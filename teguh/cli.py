@@ -872,5 +872,69 @@ def topic_publish(ctx: click.Context, topic: str, params: str | None, idempotenc
     _echo_json([dataclasses.asdict(r) for r in results])
 
 
+# --- batches ---
+
+
+@main.group("batch")
+def batch_group() -> None:
+    """Inspect batches (`spawn_batch`)."""
+
+
+def _batch_dict(info: Any) -> dict[str, Any]:
+    """A `BatchInfo` as `teguh batch show`/`list` print it."""
+    return {
+        "batch_id": info.id,
+        "queue": info.queue,
+        "task_name": info.task_name,
+        "state": info.state,
+        "on_failure": info.on_failure,
+        "on_complete": info.on_complete,
+        "on_complete_task_id": info.on_complete_task_id,
+        "total": info.total,
+        "pending": info.pending,
+        "running": info.running,
+        "completed": info.completed,
+        "failed": info.failed,
+        "cancelled": info.cancelled,
+        "created_at": info.created_at,
+        "finished_at": info.finished_at,
+    }
+
+
+@batch_group.command("list")
+@click.argument("queue", required=False)
+@click.option("--state", type=click.Choice(["running", "completed", "failed", "cancelled"]), default=None)
+@click.option("--limit", type=click.IntRange(min=1, max=1000), default=20, show_default=True)
+@click.pass_context
+def batch_list(ctx: click.Context, queue: str | None, state: str | None, limit: int) -> None:
+    """Print the newest batches (of QUEUE, or of every queue) as a JSON list."""
+    _echo_json([_batch_dict(info) for info in _client(ctx).list_batches(queue, state=state, limit=limit)])
+
+
+@batch_group.command("show")
+@click.argument("batch_id")
+@click.option(
+    "--failures",
+    type=click.IntRange(min=0, max=1000),
+    default=5,
+    show_default=True,
+    help="How many failed items to list (the first ones, in task id order).",
+)
+@click.pass_context
+def batch_show(ctx: click.Context, batch_id: str, failures: int) -> None:
+    """Print a batch's counts, state, times and first failures as JSON."""
+    client = _client(ctx)
+    info = client.get_batch(batch_id)
+    failed = client.batch_results(info.id, limit=failures, state="failed") if failures and info.failed else []
+    _echo_json(
+        {
+            **_batch_dict(info),
+            "first_failures": [
+                {"task_id": item.task_id, "attempts": item.attempts, "failure": item.failure_reason}
+                for item in failed
+            ],
+        }
+    )
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -23,7 +23,17 @@ from ._notify import DISCONNECTED, NOTIFIED, ListenWaiter
 from ._options import SPAWN_OPTIONS, spawn_options
 from ._sql import scalar
 from ._time import require_aware, to_seconds, to_whole_seconds
-from .errors import EventTimeout, InvalidArgument, ScheduleNotFound, TaskNotFound, TeguhError
+from .batches import (
+    BATCH_STATES,
+    TASK_STATES,
+    Batch,
+    BatchInfo,
+    BatchItem,
+    batch_info,
+    batch_item,
+    batch_request,
+)
+from .errors import BatchNotFound, EventTimeout, InvalidArgument, ScheduleNotFound, TaskNotFound, TeguhError
 from .results import ClaimedRun, EmitResult, SpawnResult, TaskResult, TaskType
 from .schedules import ScheduleInfo
 from .topics import TopicBinding, check_pattern, check_topic
@@ -1491,6 +1501,138 @@ class Client(ClientBase):
             return [_spawn_result(row[2:]) for row in cur.fetchall()]
 
         return self._run("publish", publish, conn=conn)
+
+    # --- batches ---
+
+    def spawn_batch(
+        self,
+        queue: str,
+        task_name: str,
+        items: Sequence[Any],
+        *,
+        on_failure: str = "continue",
+        on_complete: str | None = None,
+        conn: Any = None,
+        **spawn_options: Any,
+    ) -> Batch:
+        """Spawn one `task_name` task per item (each item is that task's params) as one batch.
+
+        One statement for the whole batch (50,000 items are fine); with
+        `conn=`, inside the caller's transaction, so a rollback leaves
+        nothing. `on_failure="fail_fast"` cancels the items still to run at
+        the first item that fails for good; `"continue"` runs them all.
+        `on_complete` names a task spawned once on `queue` when every item
+        ended, with params `{batch_id, queue, task_name, state, total,
+        completed, failed, cancelled}`. `spawn_options` are those of
+        `spawn_task` (not `idempotency_key`), applied to every item.
+
+        Raises:
+            InvalidArgument: an unknown on_failure, no items, a bad option, or
+                an on_complete task that no worker of the queue registered
+                (checked when workers registered task types there).
+            QueueNotFound: the queue does not exist.
+            TypeError: an item is not JSON serialisable.
+        """
+        queue = _validate.queue_name(queue)
+        task_name = _validate.name(task_name, "task_name")
+        items_json, options_json = batch_request(
+            items,
+            on_failure=on_failure,
+            on_complete=on_complete,
+            max_bytes=self.max_payload_bytes,
+            options=spawn_options,
+        )
+
+        def spawn(cur: Any) -> Batch:
+            cur.execute(
+                _sql.SPAWN_BATCH, (queue, task_name, items_json, options_json, on_failure, on_complete)
+            )
+            batch_id, task_ids = cur.fetchone()
+            return Batch(str(batch_id), queue, task_name, tuple(task_ids))
+
+        return self._run("spawn_batch", spawn, conn=conn, queue=queue)
+
+    def get_batch(self, batch_id: str, *, conn: Any = None) -> BatchInfo:
+        """A batch's counts (total, pending, running, completed, failed, cancelled), state and times.
+
+        Raises:
+            BatchNotFound: no such batch.
+        """
+        batch_id = _validate.task_uuid(batch_id, "batch_id")
+
+        def fetch(cur: Any) -> BatchInfo:
+            cur.execute(_sql.GET_BATCH, (batch_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise BatchNotFound(f"batch {batch_id} not found")
+            return batch_info(row)
+
+        return self._run("get_batch", fetch, conn=conn, retry=True)
+
+    def batch_results(
+        self,
+        batch_id: str,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        state: str | None = None,
+        conn: Any = None,
+    ) -> list[BatchItem]:
+        """A page of a batch's items (task id, state, attempts, result, failure), in task id order.
+
+        Pass the last item's `task_id` as `after` for the next page (keyset
+        paging: stable while items change state); `state` keeps only items in
+        that state (`"failed"`: the failures). Items deleted by `cleanup_tasks`
+        are no longer listed; the counts of `get_batch` keep them.
+
+        Raises:
+            BatchNotFound: no such batch.
+            InvalidArgument: limit outside 1..1000, after not a task id, an unknown state.
+        """
+        batch_id = _validate.task_uuid(batch_id, "batch_id")
+        lim = _validate.integer(limit, "limit", minimum=1)
+        if lim > 1000:
+            raise InvalidArgument(f"limit must be between 1 and 1000, not {limit!r}")
+        after_id = None if after is None else _validate.task_uuid(after, "after")
+        if state is not None and state not in TASK_STATES:
+            raise InvalidArgument(f"state must be one of {', '.join(TASK_STATES)}, not {state!r}")
+
+        def fetch(cur: Any) -> list[BatchItem]:
+            cur.execute(_sql.BATCH_RESULTS, (batch_id, lim, after_id, state))
+            return [batch_item(row) for row in cur.fetchall()]
+
+        return self._run("batch_results", fetch, conn=conn, retry=True)
+
+    def list_batches(
+        self,
+        queue: str | None = None,
+        *,
+        state: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        conn: Any = None,
+    ) -> list[BatchInfo]:
+        """Batches newest first, as `get_batch` returns them (of one queue, or of all).
+
+        Pass the last batch's `id` as `after` for the next (older) page;
+        `state` keeps only batches in that state.
+
+        Raises:
+            InvalidArgument: limit outside 1..1000, an unknown state, after not a batch id.
+        """
+        queue = None if queue is None else _validate.queue_name(queue)
+        lim = _validate.integer(limit, "limit", minimum=1)
+        if lim > 1000:
+            raise InvalidArgument(f"limit must be between 1 and 1000, not {limit!r}")
+        if state is not None and state not in BATCH_STATES:
+            raise InvalidArgument(f"state must be one of {', '.join(BATCH_STATES)}, not {state!r}")
+        after_id = None if after is None else _validate.task_uuid(after, "after")
+
+        def fetch(cur: Any) -> list[BatchInfo]:
+            cur.execute(_sql.LIST_BATCHES, (queue, state, lim, after_id))
+            return [batch_info(row) for row in cur.fetchall()]
+
+        return self._run("list_batches", fetch, conn=conn, retry=True)
 
 
 def _spawn_result(row: Any) -> SpawnResult:

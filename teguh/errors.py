@@ -99,6 +99,10 @@ class TaskNotFound(TeguhError):
     """No task with this id exists in the queue (SQLSTATE TG003)."""
 
 
+class BatchNotFound(TeguhError, LookupError):
+    """No batch with this id exists (SQLSTATE TGB01); see `Client.get_batch`."""
+
+
 class QueueNotFound(TeguhError):
     """The queue does not exist; create it with `create_queue` or `teguh queue create` (TG002)."""
 
@@ -329,6 +333,7 @@ _BY_PGCODE: dict[str, type[BaseException]] = {
     "TG003": TaskNotFound,
     "TG004": InvalidArgument,
     "TG005": PayloadTooLarge,
+    "TGB01": BatchNotFound,
     "42501": PermissionDenied,  # insufficient_privilege
     "42P01": SchemaNotInstalled,  # undefined_table
     "3F000": SchemaNotInstalled,  # invalid_schema_name

@@ -14,6 +14,9 @@
 -- * New p_, r_, w_ and c_ rows of a task are inserted while its t_ row is
 --   locked, or while its r_ row is locked by the run writing them (checkpoints).
 -- * Every insert into p_ is `on conflict (task_id) do nothing`.
+-- * A batch's teguh.batches row is locked only at commit, by the deferred
+--   trigger of teguh.batch_ends, after every other lock of the transaction and
+--   in batch_id order; nothing waits for a row after it (section "Batches").
 -- * The install lock, advisory key 7420581234, transaction scoped: this file
 --   takes it first, and create_queue (for a new queue) and drop_queue take it
 --   to serialise DDL. Nothing at run time takes it.
@@ -54,6 +57,7 @@
 --   Section: schedules                     teguh.schedules; put_schedules, fire_schedule, ... (periodic tasks)
 --   Section: composition                   child_waits, spawn_children, await_children, cancel cascade, progress
 --   Topics                                 teguh.topic_bindings, bind_topics, unbind_topic, publish
+--   Batches                                teguh.batches, spawn_batch, get_batch, list_batches, batch_results
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -238,6 +242,7 @@ end
 $changed$;
 
 drop function if exists teguh._spawn(text, jsonb);
+drop function if exists teguh._spawn(text, jsonb, int, boolean);  -- batches added batch_id
 
 -- cancel_task(q, task_id) gained `children boolean default true` (section
 -- "Composition"); its grants are given back after it is re-created.
@@ -650,6 +655,15 @@ begin
     execute format('alter table teguh.%I add column concurrency_key text, add column rate_limit_key text',
                    't_' || q);
   end if;
+  -- batches: the item's batch (teguh.batches), null for a plain task; a
+  -- partial index, so plain tasks add no index entry (docs/composition.md)
+  if not exists (select 1 from pg_attribute
+                  where attrelid = format('teguh.%I', 't_' || q)::regclass
+                    and attname = 'batch_id' and not attisdropped) then
+    execute format('alter table teguh.%I add column batch_id uuid', 't_' || q);
+  end if;
+  perform teguh._ensure_index('(batch_id, task_id) where batch_id is not null',
+                 't_' || q || '_bi', 't_' || q);
   if not exists (select 1 from pg_class
                   where oid = format('teguh.%I', 't_' || q)::regclass
                     and 'fillfactor=30' = any(coalesce(reloptions, '{}'))) then
@@ -1051,6 +1065,7 @@ declare
   v_done uuid[];
   v_kids uuid[];
   v_slot boolean;
+  v_batches uuid[];
 begin
   -- lease rows first, then task rows: r_ -> t_; every statement probes by key
   with ended as (
@@ -1075,11 +1090,16 @@ begin
              wake_event = null, deadline_at = null
         from ended join input on input.run_id = ended.run_id
        where t.task_id = any(v_tasks) and t.task_id = ended.task_id
-      returning t.task_id, t.notify_done, t.parent_task_id
+      returning t.task_id, t.notify_done, t.parent_task_id, t.batch_id
     )
     select array_agg(done.task_id) filter (where done.notify_done),
-           array_agg(done.task_id) filter (where done.parent_task_id is not null)
-      into v_done, v_kids from done;
+           array_agg(done.task_id) filter (where done.parent_task_id is not null),
+           array_agg(done.batch_id) filter (where done.batch_id is not null)
+      into v_done, v_kids, v_batches from done;
+    -- batch items only: counted at commit (section "Batches")
+    if v_batches is not null then
+      perform teguh._batch_items_ended(v_batches, 'completed');
+    end if;
     if v_done is not null then
       perform pg_notify('teguh_done', %7$L || ':' || d::text) from unnest(v_done) as d;
     end if;
@@ -1263,6 +1283,7 @@ begin
   delete from teguh.task_types where queue_name = q;
   delete from teguh.rate_limits where queue_name = q;
   delete from teguh.child_waits where parent_queue = q;
+  delete from teguh.batches where queue_name = q;
   perform teguh._rebuild_tasks_view();
   foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
@@ -1370,6 +1391,7 @@ language plpgsql as $$
 declare
   nd boolean;
   par uuid;
+  v_batch uuid;
 begin
   execute format('delete from teguh.%I where task_id = $1', 'p_' || q) using p_task_id;
   perform teguh._end_task_lease(q, p_task_id);
@@ -1379,14 +1401,15 @@ begin
        set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
            available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
      where task_id = $1 and state not in ('completed', 'failed', 'cancelled')
-    returning notify_done, parent_task_id$q$, 't_' || q)
-    into nd, par using p_task_id, now_ts;
+    returning notify_done, parent_task_id, batch_id$q$, 't_' || q)
+    into nd, par, v_batch using p_task_id, now_ts;
   if nd then
     perform teguh._notify_done(q, p_task_id);
   end if;
   if par is not null then
     perform teguh._children_ended(q, array[p_task_id], now_ts);
   end if;
+  if v_batch is not null then perform teguh._batch_item_ended(v_batch, 'cancelled'); end if;
   return nd is not null;
 end
 $$;
@@ -1400,17 +1423,19 @@ language plpgsql as $$
 declare
   nd boolean;
   par uuid;
+  v_batch uuid;
 begin
   execute format('update teguh.%I set state = ''failed'', failure_reason = $3, finished_at = $2, '
                  'available_at = null, wake_event = null, deadline_at = null where task_id = $1 '
-                 'returning notify_done, parent_task_id', 't_' || q)
-    into nd, par using p_task_id, now_ts, p_reason;
+                 'returning notify_done, parent_task_id, batch_id', 't_' || q)
+    into nd, par, v_batch using p_task_id, now_ts, p_reason;
   if nd then
     perform teguh._notify_done(q, p_task_id);
   end if;
   if par is not null then
     perform teguh._children_ended(q, array[p_task_id], now_ts);
   end if;
+  if v_batch is not null then perform teguh._batch_item_ended(v_batch, 'failed'); end if;
 end
 $$;
 
@@ -1428,7 +1453,7 @@ declare
   t record;
   next_at timestamptz;
 begin
-  execute format('select max_attempts, retry_strategy, cancellation, first_started_at, notify_done '
+  execute format('select max_attempts, retry_strategy, cancellation, first_started_at, notify_done, batch_id '
                  'from teguh.%I where task_id = $1', 't_' || q)
     into t using p_task_id;
   perform teguh._end_lease(q, p_run_id);
@@ -1447,6 +1472,7 @@ begin
     return false;
   end if;
 
+  if t.batch_id is not null then perform teguh._batch_item_ended(t.batch_id, 'retrying'); end if;
   if next_at <= now_ts then
     perform teguh._make_ready(q, p_task_id, p_attempt + 1, now_ts, null, null, p_reason);
     perform pg_notify('teguh_' || q, 'retry');
@@ -1600,9 +1626,10 @@ $$;
 -- and returns one row per item in input order. Notifies teguh_<q> 'spawn'
 -- once, when any item is ready now. default_max is the max_attempts of an
 -- item without one (0 or null: unlimited); with types, the items' task
--- types supply the options they do not give (see _spawn_<q>).
+-- types supply the options they do not give (see _spawn_<q>). batch_id
+-- (spawn_batch) puts every item in that batch.
 create or replace function teguh._spawn(q text, items jsonb, p_default_max int default null,
-                                        p_types boolean default false)
+                                        p_types boolean default false, p_batch_id uuid default null)
 returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 declare
@@ -1649,7 +1676,7 @@ begin
       insert into teguh.%1$I as t
         (task_id, task_name, params, headers, retry_strategy, max_attempts, cancellation,
          idempotency_key, priority, state, attempts, enqueued_at, available_at, notify_done, deadline_at,
-         concurrency_key, rate_limit_key)
+         concurrency_key, rate_limit_key, batch_id)
       select i.task_id, i.item->>'task_name', coalesce(i.item->'params', 'null'::jsonb),
              nullif(i.item->'headers', 'null'::jsonb), nullif(i.item->'retry_strategy', 'null'::jsonb),
              case when jsonb_typeof(i.item->'max_attempts') = 'number'
@@ -1658,7 +1685,7 @@ begin
              i.item->>'idempotency_key', coalesce((i.item->>'priority')::int, 0), 'pending', 1, $2,
              i.later, coalesce((i.item->>'notify_done')::boolean, false),
              $2 + make_interval(secs => (i.item->'cancellation'->>'max_delay')::float8),
-             i.item->>'concurrency_key', i.item->>'rate_limit_key'
+             i.item->>'concurrency_key', i.item->>'rate_limit_key', $4
         from input i
        order by i.pos
       %3$s
@@ -1674,7 +1701,7 @@ begin
       -- a speculative insertion per row costs; only keyed items can conflict
       case when keyed then 'on conflict (idempotency_key) where idempotency_key is not null do nothing'
            else '' end)
-    into new_pos, new_ids, any_ready using items, now_ts, nullif(p_default_max, 0);
+    into new_pos, new_ids, any_ready using items, now_ts, nullif(p_default_max, 0), p_batch_id;
 
   if any_ready then
     perform pg_notify('teguh_' || q, 'spawn');
@@ -1878,6 +1905,7 @@ language plpgsql as $$
 declare
   run record;
   nd boolean;
+  v_batch uuid;
 begin
   perform teguh._check_queue(q);
   select * into run from teguh._lock_run(q, run_id);
@@ -1886,12 +1914,13 @@ begin
        set state = 'completed', result = $2, finished_at = $3, available_at = null, wake_event = null,
            deadline_at = null
      where task_id = $1
-    returning notify_done$q$, 't_' || q)
-    into nd using run.task_id, result, teguh.current_time();
+    returning notify_done, batch_id$q$, 't_' || q)
+    into nd, v_batch using run.task_id, result, teguh.current_time();
   perform teguh._end_lease(q, run_id);
   if nd then
     perform teguh._notify_done(q, run.task_id);
   end if;
+  if v_batch is not null then perform teguh._batch_item_ended(v_batch, 'completed'); end if;
 end
 $$;
 
@@ -2355,6 +2384,7 @@ declare
   nd boolean;
   par uuid;
   leftovers boolean;
+  v_batch uuid;
 begin
   perform teguh._check_queue(q);
   execute format('select state from teguh.%I where task_id = $1', 't_' || q) into st using task_id;
@@ -2396,8 +2426,8 @@ begin
        set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
            available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
      where task_id = $1
-    returning notify_done, parent_task_id$q$, 't_' || q)
-    into nd, par using task_id, now_ts;
+    returning notify_done, parent_task_id, batch_id$q$, 't_' || q)
+    into nd, par, v_batch using task_id, now_ts;
   if nd then
     perform teguh._notify_done(q, task_id);
   end if;
@@ -2405,6 +2435,7 @@ begin
   if par is not null and coalesce(current_setting('teguh.cascade', true), '') <> 'on' then
     perform teguh._children_ended(q, array[task_id], now_ts);
   end if;
+  if v_batch is not null then perform teguh._batch_item_ended(v_batch, 'cancelled'); end if;
 end
 $$;
 
@@ -2476,6 +2507,7 @@ begin
     using p_task_id, new_max;
   perform teguh._make_ready(q, p_task_id, t.attempts + 1, now_ts);
   perform pg_notify('teguh_' || q, 'retry');
+  if t.batch_id is not null then perform teguh._batch_item_ended(t.batch_id, t.state, -1); end if;
   return query select p_task_id, null::uuid, t.attempts + 1, false;
 end
 $$;
@@ -2991,6 +3023,7 @@ begin
     )
     select count(*) from de$q$, 'e_' || q, 'w_' || q)
     into events_deleted using cutoff, lim;
+  perform teguh._cleanup_batches(q, cutoff, lim);
 end
 $$;
 
@@ -3975,6 +4008,481 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Section: Batches (docs/composition.md "Batches")
+-- ---------------------------------------------------------------------------
+-- A batch is many tasks of one task name spawned in one statement
+-- (spawn_batch), counted as they end, with an optional on_complete task
+-- spawned once when every item is terminal, and an on_failure policy:
+-- 'continue' (run them all) or 'fail_fast' (cancel the rest at the first item
+-- that fails for good). Items carry t_<q>.batch_id; plain tasks leave it
+-- null and pay nothing: each terminal transition (_done_<q>, _fail_for_good,
+-- _cancel, cancel_task) and the retries (_fail, retry_task) call
+-- _batch_item_ended only when the task has a batch_id.
+--
+-- Counting happens at commit. _batch_item_ended appends a row to
+-- teguh.batch_ends (no lock on an existing row); a deferred constraint
+-- trigger on that table runs when the transaction commits, and its first
+-- firing takes the transaction's rows, sums them per batch and applies the
+-- sums in batch_id order (_batch_account). So:
+-- * Locks: the teguh.batches row of a batch is taken last in its
+--   transaction (at commit, waits), in batch_id order when one transaction
+--   ended items of several batches; after it the transaction never waits
+--   for a row (the fail_fast cancels skip locked rows; the on_complete spawn
+--   inserts new rows only). Transactions that end items of one batch queue
+--   for its row for the moment between their trigger and their commit; no
+--   deadlock can involve it.
+-- * Exactly once: the row lock serialises the accounting, and only the
+--   transaction that brings the count of ended items to the total finds
+--   finished_at still null; it spawns on_complete and records its task id.
+-- * fail_fast: the transaction that counts the first failure cancels every
+--   item it can lock at once (skip locked; see _batch_cancel_rest). An item
+--   whose t_ row another transaction holds at that moment is left to it:
+--   that transaction recorded a batch_ends row if the item failed for good,
+--   was cancelled or is about to retry (_fail), and at its own commit it
+--   finds the batch failed and cancels it. An item being claimed or
+--   suspended at that very instant can escape and run on; no item is
+--   retried after the failure.
+-- * The trigger runs at commit, as the schema's owner. A caller who runs
+--   SET CONSTRAINTS ALL IMMEDIATE in its own transaction moves it earlier,
+--   and the batch row lock is then no longer its last.
+
+-- One row per batch. Counts are of items that ended (completed, failed for
+-- good, cancelled); pending and running are read from the items themselves
+-- (get_batch). state: running, then completed, failed or cancelled once
+-- every item ended (failed when any failed, cancelled when any was cancelled
+-- and none failed); a fail_fast batch is failed from its first failure.
+create table if not exists teguh.batches (
+  batch_id uuid primary key,
+  queue_name text not null,
+  task_name text not null,
+  on_failure text not null check (on_failure in ('continue', 'fail_fast')),
+  on_complete text,
+  total int not null check (total > 0),
+  completed int not null default 0,
+  failed int not null default 0,
+  cancelled int not null default 0,
+  state text not null default 'running' check (state in ('running', 'completed', 'failed', 'cancelled')),
+  created_at timestamptz not null,
+  finished_at timestamptz,
+  on_complete_task_id uuid
+);
+-- a queue's batches, newest first (list_batches; cleanup walks it too)
+create index if not exists batches_queue_id on teguh.batches (queue_name, batch_id);
+
+-- Items that ended in a transaction not yet committed: appended by
+-- _batch_item_ended, taken (deleted) by the commit trigger of the same
+-- transaction. Rows never outlive their transaction, so the table is
+-- unlogged (a crash loses only rows of transactions that did not commit).
+-- n is +1 per item that ended, -1 per item brought back by retry_task, 0 for
+-- a retry (state 'retrying': only makes the commit look at a fail_fast batch).
+create unlogged table if not exists teguh.batch_ends (
+  xact bigint not null,
+  batch_id uuid not null,
+  state text not null,
+  n int not null
+);
+create index if not exists batch_ends_xact on teguh.batch_ends (xact);
+
+-- Records that p_n items of batch p_batch_id reached p_state (-1: an item
+-- left it, retry_task), to be counted when the transaction commits. A
+-- 'retrying' item is recorded only in a fail_fast batch.
+-- Locks: none (an insert). Notifies: nobody.
+create or replace function teguh._batch_item_ended(p_batch_id uuid, p_state text, p_n int default 1)
+returns void
+language plpgsql as $$
+begin
+  if p_state = 'retrying' then
+    if not exists (select 1 from teguh.batches b where b.batch_id = p_batch_id and b.on_failure = 'fail_fast') then
+      return;
+    end if;
+    p_n := 0;
+  end if;
+  insert into teguh.batch_ends (xact, batch_id, state, n) values (txid_current(), p_batch_id, p_state, p_n);
+end
+$$;
+
+-- _batch_item_ended for many items (the completions of one _done_<q> call):
+-- one row per batch. Locks: none. Notifies: nobody.
+create or replace function teguh._batch_items_ended(p_batch_ids uuid[], p_state text) returns void
+language sql as $$
+  insert into teguh.batch_ends (xact, batch_id, state, n)
+  select txid_current(), b, p_state, count(*) from unnest(p_batch_ids) as b
+   group by b
+$$;
+
+-- Cancels the items of batch p_batch_id (queue q) that have not ended and
+-- that it can lock now, all in a few statements (a batch may hold 50,000
+-- items); returns how many. Called by _batch_account for a fail_fast batch
+-- that failed, holding the batch's row; as _cancel does, but for a set of
+-- items, and it counts them itself (no batch_ends rows).
+-- Locks: the items' t_ rows, then their p_, r_ and w_ rows, all skip locked.
+--   An item whose t_ row another transaction holds is left to it (if that
+--   transaction ends or retries the item, it recounts the batch at its own
+--   commit); an item whose p_, r_ or w_ row is held (a heartbeat, a claim)
+--   gets a deadline of now, so the next sweep cancels it.
+-- Notifies: teguh_done for items spawned with notify_done; teguh_<q> 'wake'
+--   when a cancelled run held a concurrency slot or an item got a deadline.
+create or replace function teguh._batch_cancel_rest(q text, p_batch_id uuid, now_ts timestamptz) returns int
+language plpgsql as $$
+declare
+  v_ids uuid[];
+  v_busy uuid[];
+  v_slot boolean;
+  v_done uuid[];
+  v_n int;
+  prefix text;
+begin
+  if to_regclass(format('teguh.%I', 't_' || q)) is null then
+    return 0;  -- the queue was dropped
+  end if;
+  execute format('select array_agg(x.task_id) from (select t.task_id from teguh.%I t where t.batch_id = $1 '
+                 'and t.state not in (''completed'', ''failed'', ''cancelled'') for update skip locked) x',
+                 't_' || q)
+    into v_ids using p_batch_id;
+  if v_ids is null then
+    return 0;
+  end if;
+  foreach prefix in array array['p_', 'r_', 'w_'] loop
+    -- rows present minus rows we could lock: held by another transaction
+    execute format('select array(select c.task_id from teguh.%1$I c where c.task_id = any($1) '
+                   'except select l.task_id from (select c2.task_id from teguh.%1$I c2 '
+                   'where c2.task_id = any($1) for update skip locked) l)', prefix || q)
+      into v_busy using v_ids;
+    if cardinality(v_busy) > 0 then
+      -- we hold their t_ rows: a deadline of now makes the next claim's
+      -- sweep (_enforce_deadlines) cancel them, and wakes idle workers
+      execute format('update teguh.%I set deadline_at = $2 where task_id = any($1)', 't_' || q)
+        using v_busy, now_ts;
+      perform pg_notify('teguh_' || q, 'wake');
+      select array_agg(i) into v_ids from unnest(v_ids) as i where i <> all(v_busy);
+      if v_ids is null then
+        return 0;
+      end if;
+    end if;
+  end loop;
+  execute format('delete from teguh.%I where task_id = any($1)', 'p_' || q) using v_ids;
+  execute format('with x as (delete from teguh.%I r where r.task_id = any($1) returning r.task_name) '
+                 'select bool_or(x.task_name is not null) from x', 'r_' || q)
+    into v_slot using v_ids;
+  execute format('delete from teguh.%I where task_id = any($1)', 'w_' || q) using v_ids;
+  execute format($q$
+    with c as (
+      update teguh.%I
+         set state = 'cancelled', cancelled_at = coalesce(cancelled_at, $2), finished_at = $2,
+             available_at = null, wake_event = null, deadline_at = null, cancelled_run_id = last_run_id
+       where task_id = any($1) and state not in ('completed', 'failed', 'cancelled')
+      returning task_id, notify_done
+    )
+    select count(*), array_agg(c.task_id) filter (where c.notify_done) from c$q$, 't_' || q)
+    into v_n, v_done using v_ids, now_ts;
+  if v_slot then
+    perform pg_notify('teguh_' || q, 'wake');
+  end if;
+  if v_done is not null then
+    perform teguh._notify_done(q, d) from unnest(v_done) as d;
+  end if;
+  return v_n;
+end
+$$;
+
+-- Applies to batch p_batch_id the items that ended in the committing
+-- transaction (dc completed, df failed, dx cancelled; negative when
+-- retry_task brought items back): trips fail_fast, finishes the batch when
+-- every item ended and spawns its on_complete task once (params: batch_id,
+-- queue, task_name, state, total, completed, failed, cancelled). A failing
+-- on_complete spawn (its queue was dropped) is logged as a warning and does
+-- not undo the commit.
+-- Locks: the batch's teguh.batches row (waits; see the section's head), then
+--   _batch_cancel_rest's (skip locked).
+-- Notifies: what _cancel and spawn_task send.
+create or replace function teguh._batch_account(p_batch_id uuid, dc int, df int, dx int)
+returns void
+language plpgsql as $$
+declare
+  now_ts timestamptz := teguh.current_time();
+  b teguh.batches;
+  v_ended int;
+begin
+  select * into b from teguh.batches where batch_id = p_batch_id for update;
+  if not found then
+    return;  -- deleted meanwhile
+  end if;
+  b.completed := b.completed + dc;
+  b.failed := b.failed + df;
+  b.cancelled := b.cancelled + dx;
+  v_ended := b.completed + b.failed + b.cancelled;
+  if b.on_failure = 'fail_fast' and b.failed > 0 then
+    b.state := 'failed';
+    -- every transaction with an item of a failed fail_fast batch cancels
+    -- what is left (a retrying item of its own, or items others held)
+    if v_ended < b.total then
+      b.cancelled := b.cancelled + teguh._batch_cancel_rest(b.queue_name, p_batch_id, now_ts);
+      v_ended := b.completed + b.failed + b.cancelled;
+    end if;
+  end if;
+  if v_ended >= b.total and b.finished_at is null then
+    b.finished_at := now_ts;
+    if b.state = 'running' then
+      b.state := case when b.failed > 0 then 'failed' when b.cancelled > 0 then 'cancelled' else 'completed' end;
+    end if;
+    if b.on_complete is not null and b.on_complete_task_id is null then
+      begin
+        select s.task_id into b.on_complete_task_id
+          from teguh.spawn_task(b.queue_name, b.on_complete,
+                                jsonb_build_object('batch_id', b.batch_id, 'queue', b.queue_name,
+                                                   'task_name', b.task_name, 'state', b.state,
+                                                   'total', b.total, 'completed', b.completed,
+                                                   'failed', b.failed, 'cancelled', b.cancelled)) s;
+      exception when others then
+        raise warning 'teguh: batch % could not spawn its on_complete task %: %',
+          b.batch_id, b.on_complete, sqlerrm;
+      end;
+    end if;
+  elsif v_ended < b.total and b.finished_at is not null then
+    -- retry_task brought an item back: running again (on_complete stays spawned once)
+    b.finished_at := null;
+    if not (b.on_failure = 'fail_fast' and b.failed > 0) then
+      b.state := 'running';
+    end if;
+  end if;
+  update teguh.batches
+     set completed = b.completed, failed = b.failed, cancelled = b.cancelled, state = b.state,
+         finished_at = b.finished_at, on_complete_task_id = b.on_complete_task_id
+   where batch_id = p_batch_id;
+end
+$$;
+
+-- The commit trigger of teguh.batch_ends (deferred, per row): the first
+-- firing in a transaction takes all its rows and accounts them per batch,
+-- in batch_id order; later firings find none. Runs as the schema's owner
+-- (it fires after the entry point that queued it has returned).
+-- Locks: as _batch_account, per batch, in batch_id order.
+-- Notifies: as _batch_account.
+create or replace function teguh._batch_ends_at_commit() returns trigger
+language plpgsql security definer set search_path = pg_catalog, teguh, pg_temp as $$
+declare
+  v_ids uuid[];
+  v_c int[];
+  v_f int[];
+  v_x int[];
+  i int;
+begin
+  with gone as (
+    delete from teguh.batch_ends e where e.xact = txid_current() returning e.batch_id, e.state, e.n
+  ), sums as (
+    select g.batch_id,
+           coalesce(sum(g.n) filter (where g.state = 'completed'), 0)::int as c,
+           coalesce(sum(g.n) filter (where g.state = 'failed'), 0)::int as f,
+           coalesce(sum(g.n) filter (where g.state = 'cancelled'), 0)::int as x
+      from gone g group by g.batch_id
+  )
+  select array_agg(s.batch_id order by s.batch_id), array_agg(s.c order by s.batch_id),
+         array_agg(s.f order by s.batch_id), array_agg(s.x order by s.batch_id)
+    into v_ids, v_c, v_f, v_x from sums s;
+  if v_ids is not null then
+    for i in 1 .. cardinality(v_ids) loop
+      perform teguh._batch_account(v_ids[i], v_c[i], v_f[i], v_x[i]);
+    end loop;
+  end if;
+  return null;
+end
+$$;
+
+do $batch_trigger$
+begin
+  if not exists (select 1 from pg_trigger
+                  where tgrelid = 'teguh.batch_ends'::regclass and tgname = 'batch_ends_at_commit') then
+    create constraint trigger batch_ends_at_commit after insert on teguh.batch_ends
+      deferrable initially deferred for each row execute procedure teguh._batch_ends_at_commit();
+  end if;
+end
+$batch_trigger$;
+
+-- Deletes up to lim batches of queue q that finished before cutoff (called
+-- by cleanup_tasks, with the queue's TTL). Their items go by the same TTL.
+-- Locks: those teguh.batches rows, skip locked. Notifies: nobody.
+create or replace function teguh._cleanup_batches(q text, cutoff timestamptz, lim int) returns void
+language sql as $$
+  delete from teguh.batches b
+   where b.batch_id in (select x.batch_id from teguh.batches x
+                         where x.queue_name = q and x.finished_at < cutoff
+                         order by x.batch_id limit lim
+                           for update skip locked)
+$$;
+
+-- spawn_batch(q, task_name, items, options, on_failure, on_complete): spawns
+-- one task of task_name per element of items (a JSON array: each element is
+-- one task's params) as one batch, in one statement, and returns the batch's
+-- id and its tasks' ids in input order. options are spawn options applied to
+-- every item (not idempotency_key: the items would share it); on_failure is
+-- 'continue' or 'fail_fast'; on_complete names a task spawned once in q when
+-- every item ended. Raises TG002, TG004 (bad items, options, on_failure; an
+-- empty batch; an on_complete task that no worker of q registered, when
+-- workers registered task types there), TG005.
+-- Locks: as spawn_tasks; inserts the batch's teguh.batches row.
+-- Notifies: teguh_<q> 'spawn' once, when the items are ready now.
+create or replace function teguh.spawn_batch(q text, task_name text, items jsonb, options jsonb default '{}',
+                                             on_failure text default 'continue', on_complete text default null)
+returns table(batch_id uuid, task_ids uuid[])
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  qrow record;
+  v_id uuid := teguh.portable_uuidv7();
+  v_items jsonb;
+  v_ids uuid[];
+  v_total int;
+begin
+  select qq.default_max_attempts, qq.has_task_types, qq.has_limits into qrow
+    from teguh.queues qq where qq.queue_name = q;
+  if not found then
+    perform teguh._check_queue(q);
+  end if;
+  perform teguh._check_name('task name', task_name);
+  if on_failure is null or on_failure not in ('continue', 'fail_fast') then
+    raise exception 'on_failure must be ''continue'' or ''fail_fast'', not %', coalesce(quote_literal(on_failure), 'NULL')
+      using errcode = 'TG004';
+  end if;
+  if on_complete is not null then
+    perform teguh._check_name('on_complete', on_complete);
+    if qrow.has_task_types and not exists (select 1 from teguh.task_types tt
+                                            where tt.queue_name = q and tt.task_name = on_complete) then
+      raise exception 'on_complete names task "%", which no worker of queue "%" registered', on_complete, q
+        using errcode = 'TG004';
+    end if;
+  end if;
+  if items is null or jsonb_typeof(items) <> 'array' then
+    raise exception 'batch items must be a JSON array (one params value per task)' using errcode = 'TG004';
+  end if;
+  v_total := jsonb_array_length(items);
+  if v_total = 0 then
+    raise exception 'a batch needs at least one item' using errcode = 'TG004';
+  end if;
+  options := coalesce(options, '{}'::jsonb);
+  if jsonb_typeof(options) <> 'object' then
+    raise exception 'batch spawn options must be a JSON object' using errcode = 'TG004';
+  end if;
+  if options ?| array['task_name', 'params', 'idempotency_key'] then
+    raise exception 'batch spawn options must not hold task_name, params or idempotency_key' using errcode = 'TG004';
+  end if;
+  perform teguh._check_payload('headers', options->'headers');
+  if pg_column_size(items) > 65536 then  -- each item's params (docs/limits.md)
+    perform teguh._check_payload(format('items[%s]', x.pos - 1), x.item)
+       from jsonb_array_elements(items) with ordinality as x(item, pos);
+  end if;
+  if not qrow.has_limits and jsonb_typeof(options->'concurrency_key') = 'string' then
+    perform teguh._set_has_limits(q);
+  end if;
+  select jsonb_agg(options || jsonb_build_object('task_name', task_name, 'params', x.item) order by x.pos)
+    into v_items
+    from jsonb_array_elements(items) with ordinality as x(item, pos);
+  insert into teguh.batches (batch_id, queue_name, task_name, on_failure, on_complete, total, created_at)
+  values (v_id, q, task_name, on_failure, on_complete, v_total, teguh.current_time());
+  select array_agg(s.task_id) into v_ids
+    from teguh._spawn(q, v_items, qrow.default_max_attempts, qrow.has_task_types, v_id) s;
+  return query select v_id, v_ids;
+end
+$$;
+
+-- get_batch(batch_id): one row: the batch's queue, task name, policies,
+-- counts (pending counts sleeping items too), state and times, and the
+-- on_complete task's id once spawned; no row for an unknown batch. The
+-- running count is read from the items (index t_<q>_bi) while the batch has
+-- not finished, in the same snapshot as the counts.
+-- Locks: none. Notifies: nobody.
+create or replace function teguh.get_batch(p_batch_id uuid)
+returns table(batch_id uuid, queue_name text, task_name text, on_failure text, on_complete text,
+              total int, pending int, running int, completed int, failed int, cancelled int, state text,
+              created_at timestamptz, finished_at timestamptz, on_complete_task_id uuid)
+language plpgsql stable as $$
+declare
+  q text;
+begin
+  select b.queue_name into q from teguh.batches b where b.batch_id = p_batch_id;
+  if q is null then
+    return;
+  end if;
+  return query execute format($q$
+    select b.batch_id, b.queue_name, b.task_name, b.on_failure, b.on_complete, b.total,
+           greatest(b.total - b.completed - b.failed - b.cancelled - r.n, 0)::int, r.n::int,
+           b.completed, b.failed, b.cancelled, b.state, b.created_at, b.finished_at, b.on_complete_task_id
+      from teguh.batches b
+      cross join lateral (
+        select case when b.finished_at is not null or %2$L then 0
+                    else (select count(*) from teguh.%1$I t where t.batch_id = b.batch_id and t.state = 'running')
+               end as n) r
+     where b.batch_id = $1$q$, 't_' || q, to_regclass(format('teguh.%I', 't_' || q)) is null)
+    using p_batch_id;
+end
+$$;
+
+-- list_batches(q, state, lim, after): batches newest first (of queue q, or
+-- of every queue when q is null; of one state when given), as get_batch
+-- returns them, at most lim (1 to 1000) older than batch id `after` (null:
+-- from the newest): keyset paging over the primary key or batches_queue_id.
+-- Raises TG004 for a bad lim or state.
+-- Locks: none. Notifies: nobody.
+create or replace function teguh.list_batches(q text default null, p_state text default null,
+                                              lim int default 50, after uuid default null)
+returns table(batch_id uuid, queue_name text, task_name text, on_failure text, on_complete text,
+              total int, pending int, running int, completed int, failed int, cancelled int, state text,
+              created_at timestamptz, finished_at timestamptz, on_complete_task_id uuid)
+language plpgsql stable as $$
+begin
+  if lim is null or lim < 1 or lim > 1000 then
+    raise exception 'limit must be between 1 and 1000' using errcode = 'TG004';
+  end if;
+  if p_state is not null and p_state not in ('running', 'completed', 'failed', 'cancelled') then
+    raise exception 'batch state must be running, completed, failed or cancelled, not %', quote_literal(p_state)
+      using errcode = 'TG004';
+  end if;
+  return query
+    select g.*
+      from (select b.batch_id from teguh.batches b
+             where (q is null or b.queue_name = q) and (after is null or b.batch_id < after)
+               and (p_state is null or b.state = p_state)
+             order by b.batch_id desc limit lim) x
+      cross join lateral teguh.get_batch(x.batch_id) g
+     order by x.batch_id desc;
+end
+$$;
+
+-- batch_results(batch_id, lim, after, state): the batch's items (task id,
+-- state, attempts, result, failure_reason, finished_at) in task id order, at
+-- most lim (1 to 1000) after task id `after` (null: from the first): keyset
+-- paging over index t_<q>_bi; with state, only items in that state. Items
+-- removed by cleanup_tasks are not listed.
+-- Raises TGB01 for an unknown batch, TG004 for a bad lim.
+-- Locks: none. Notifies: nobody.
+create or replace function teguh.batch_results(p_batch_id uuid, lim int default 100, after uuid default null,
+                                               p_state text default null)
+returns table(task_id uuid, state text, attempts int, result jsonb, failure_reason jsonb,
+              finished_at timestamptz)
+language plpgsql stable as $$
+declare
+  q text;
+begin
+  if lim is null or lim < 1 or lim > 1000 then
+    raise exception 'limit must be between 1 and 1000' using errcode = 'TG004';
+  end if;
+  select b.queue_name into q from teguh.batches b where b.batch_id = p_batch_id;
+  if q is null then
+    raise exception 'batch % not found', p_batch_id using errcode = 'TGB01';
+  end if;
+  if to_regclass(format('teguh.%I', 't_' || q)) is null then
+    return;
+  end if;
+  return query execute format($q$
+    select t.task_id, t.state, t.attempts, t.result, t.failure_reason, t.finished_at
+      from teguh.%I t
+     where t.batch_id = $1 and ($2::uuid is null or t.task_id > $2) and ($4::text is null or t.state = $4)
+     order by t.batch_id, t.task_id
+     limit $3$q$, 't_' || q)
+    using p_batch_id, after, lim, p_state;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install
 -- ---------------------------------------------------------------------------
 
@@ -4067,7 +4575,8 @@ declare
   producer text[] := array['version', 'current_time', 'list_queues',
                            'spawn_task', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
                            'get_task_info', 'list_task_types', 'get_queue_options', 'get_task_progress',
-                           'publish', 'bind_topics', 'list_topic_bindings'];
+                           'publish', 'bind_topics', 'list_topic_bindings',
+                           'spawn_batch', 'get_batch', 'batch_results', 'list_batches'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
                                      'fail_run_non_retryable', 'snooze_run',
                                      'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
