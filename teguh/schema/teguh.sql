@@ -2430,6 +2430,7 @@ begin
            cancelled_run_id = null, finished_at = null, result = null
      where task_id = $1$q$, 't_' || q)
     using p_task_id, new_max;
+  perform teguh._clear_final_attempt(q, p_task_id);  -- section "Operations (read side)"
   perform teguh._make_ready(q, p_task_id, t.attempts + 1, now_ts);
   perform pg_notify('teguh_' || q, 'retry');
   return query select p_task_id, null::uuid, t.attempts + 1, false;
@@ -3083,8 +3084,9 @@ create table if not exists teguh.throughput (
 -- Creates (or upgrades) a queue's attempt history a_<q>: one row per failed
 -- attempt (a handler's error, a timeout, a lease that expired, a release at
 -- shutdown), the last 25 per task. `final` marks the attempt that failed the
--- task for good: list_tasks(state => 'failed') and queue_stats walk those
--- rows instead of t_<q>. Created for an existing queue, it is filled with
+-- task for good, while it stays failed (retry_task clears it): so a failed
+-- task has exactly one final row, and list_tasks(state => 'failed') and
+-- queue_stats walk those rows instead of t_<q>. Created for an existing queue, it is filled with
 -- one final row per task already failed (from its failure_reason), so the
 -- failed list is complete from the start. _ensure_queue_tables calls it.
 -- Locks: none when the table exists; otherwise creates it (and reads t_<q>).
@@ -3094,9 +3096,20 @@ begin
   -- list_tasks(task_name => ...): task_name and task_id never change, so
   -- claims and completions stay HOT; a spawn adds one entry
   perform teguh._ensure_index('(task_name, task_id)', 't_' || q || '_tn', 't_' || q);
-  if to_regclass(format('teguh.%I', 'a_' || q)) is not null then
-    return;
+  if to_regclass(format('teguh.%I', 'a_' || q)) is null then
+    perform teguh._create_attempts_table(q);
   end if;
+  -- the failed tasks, newest first (list_tasks), and counted (queue_stats)
+  perform teguh._ensure_index('(task_id) where final', 'a_' || q || '_ft', 'a_' || q);
+  -- failed in the last minute and hour (queue_stats)
+  perform teguh._ensure_index('(ended_at) where final', 'a_' || q || '_fe', 'a_' || q);
+end
+$$;
+
+-- Creates a_<q>, and fills it for an existing queue (see _ensure_ops_tables).
+create or replace function teguh._create_attempts_table(q text) returns void
+language plpgsql as $$
+begin
   execute format($ddl$
     create table teguh.%I (
       task_id uuid not null,
@@ -3109,7 +3122,6 @@ begin
       final boolean not null default false,
       primary key (task_id, run_id)
     )$ddl$, 'a_' || q);
-  perform teguh._ensure_index('(ended_at) where final', 'a_' || q || '_fe', 'a_' || q);
   -- tasks failed before the history existed: their last failure, as a final attempt
   execute format($q$
     insert into teguh.%1$I (task_id, run_id, attempt, worker_id, ended_at, reason, final)
@@ -3143,6 +3155,15 @@ begin
                           order by b.run_id desc offset 24 limit 1)$q$, 'a_' || q)
       using p_task_id;
   end if;
+end
+$$;
+
+-- A failed task retried in place is no longer failed: its final attempt
+-- becomes an ordinary one (retry_task calls it). Locks: its a_ rows.
+create or replace function teguh._clear_final_attempt(q text, p_task_id uuid) returns void
+language plpgsql as $$
+begin
+  execute format('update teguh.%I set final = false where task_id = $1 and final', 'a_' || q) using p_task_id;
 end
 $$;
 
@@ -3228,9 +3249,13 @@ returns table(task_id uuid, task_name text, params jsonb, headers jsonb, priorit
 language plpgsql stable as $$
 #variable_conflict use_variable
 declare
-  lo uuid := '00000000-0000-0000-0000-000000000000';
-  hi uuid := 'ffffffff-ffff-ffff-ffff-ffffffffffff';
-  src text;
+  lo uuid;
+  hi uuid;
+  bounds text := 'true';
+  branch text;
+  t_name text;
+  sources text[];
+  filters text := '';
 begin
   perform teguh._check_queue(q);
   if p_state is not null
@@ -3249,50 +3274,65 @@ begin
   if p_until is not null then
     hi := teguh._uuidv7_floor(p_until + interval '1 millisecond');
   end if;
-  if p_after is not null and p_after < hi then
+  if p_after is not null and (hi is null or p_after < hi) then
     hi := p_after;
   end if;
-  -- the ids of candidate tasks, each source walked newest first
-  src := case p_state
-    when 'pending' then format(
-      '(select p.task_id from teguh.%1$I p where p.task_id >= $1 and p.task_id < $2 '
-      ' union all select d.task_id from teguh.%2$I d '
-      '  where d.available_at is not null and d.state = ''pending'' and d.task_id >= $1 and d.task_id < $2)',
-      'p_' || q, 't_' || q)
-    when 'running' then format(
-      '(select r.task_id from teguh.%1$I r where r.task_id >= $1 and r.task_id < $2)', 'r_' || q)
-    when 'sleeping' then format(
-      '(select s.task_id from teguh.%1$I s where s.available_at is not null and s.task_id >= $1 and s.task_id < $2'
-      ' union select w.task_id from teguh.%2$I w where w.task_id >= $1 and w.task_id < $2)',
-      't_' || q, 'w_' || q)
-    when 'failed' then format(
-      '(select distinct a.task_id from teguh.%1$I a where a.final and a.task_id >= $1 and a.task_id < $2)',
-      'a_' || q)
-    else null
+  -- The values go into the text as literals, not parameters, and only the
+  -- bounds given: the plan must see the limit and the real range (a generic
+  -- plan, or a range over every id, sorts every candidate instead).
+  if lo is not null then
+    bounds := bounds || format(' and %%1$s.task_id >= %L::uuid', lo);
+  end if;
+  if hi is not null then
+    bounds := bounds || format(' and %%1$s.task_id < %L::uuid', hi);
+  end if;
+  if p_state is not null then
+    filters := filters || format(' and t.state = %L', p_state);
+  end if;
+  if p_task_name is not null then
+    filters := filters || format(' and t.task_name = %L', p_task_name);
+  end if;
+  if p_since is not null then
+    filters := filters || format(' and t.enqueued_at >= %L::timestamptz', p_since);
+  end if;
+  if p_until is not null then
+    filters := filters || format(' and t.enqueued_at < %L::timestamptz', p_until);
+  end if;
+  -- Each source of the state's tasks is walked newest first by an index and
+  -- stops after p_limit matches; the union of those (at most two) pages is
+  -- then cut to p_limit. One plain walk of t_<q>'s primary key without a state.
+  branch := format($b$
+    (select t.task_id, t.task_name, t.params, t.headers, t.priority, t.state, t.attempts, t.max_attempts,
+            t.snoozes, t.enqueued_at, t.first_started_at, t.finished_at, t.available_at, t.result,
+            t.failure_reason, t.cancelled_at, t.wake_event
+       from %%1$s
+      where %%2$s%1$s
+      order by %%3$s.task_id desc
+      limit %2$s)$b$, replace(filters, '%', '%%'), p_limit);  -- filters are formatted once more
+  t_name := format('teguh.%I', 't_' || q);
+  sources := case p_state
+    when 'pending' then array[
+      format(branch, format('teguh.%I p join %s t on t.task_id = p.task_id', 'p_' || q, t_name),
+             format(bounds, 'p'), 'p'),
+      format(branch, t_name || ' t', 't.available_at is not null and ' || format(bounds, 't'), 't')]
+    when 'running' then array[
+      format(branch, format('teguh.%I r join %s t on t.task_id = r.task_id', 'r_' || q, t_name),
+             format(bounds, 'r'), 'r')]
+    when 'sleeping' then array[
+      format(branch, t_name || ' t', 't.available_at is not null and ' || format(bounds, 't'), 't'),
+      format(branch, format('teguh.%I w join %s t on t.task_id = w.task_id', 'w_' || q, t_name),
+             format(bounds, 'w'), 'w')]
+    when 'failed' then array[
+      format(branch, format('teguh.%I a join %s t on t.task_id = a.task_id', 'a_' || q, t_name),
+             'a.final and ' || format(bounds, 'a'), 'a')]
+    else array[format(branch, t_name || ' t', format(bounds, 't'), 't')]
   end;
-  if src is null then
-    return query execute format($q$
-      select t.task_id, t.task_name, t.params, t.headers, t.priority, t.state, t.attempts, t.max_attempts,
-             t.snoozes, t.enqueued_at, t.first_started_at, t.finished_at, t.available_at, t.result,
-             t.failure_reason, t.cancelled_at, t.wake_event
-        from teguh.%1$I t
-       where t.task_id >= $1 and t.task_id < $2
-         and ($3::text is null or t.state = $3) and ($4::text is null or t.task_name = $4)
-         and ($5::timestamptz is null or t.enqueued_at >= $5) and ($6::timestamptz is null or t.enqueued_at < $6)
-       order by t.task_id desc
-       limit $7$q$, 't_' || q)
-      using lo, hi, p_state, p_task_name, p_since, p_until, p_limit;
+  if cardinality(sources) = 1 then
+    return query execute sources[1];
   else
-    return query execute format($q$
-      select t.task_id, t.task_name, t.params, t.headers, t.priority, t.state, t.attempts, t.max_attempts,
-             t.snoozes, t.enqueued_at, t.first_started_at, t.finished_at, t.available_at, t.result,
-             t.failure_reason, t.cancelled_at, t.wake_event
-        from %2$s ids join teguh.%1$I t on t.task_id = ids.task_id
-       where t.state = $3 and ($4::text is null or t.task_name = $4)
-         and ($5::timestamptz is null or t.enqueued_at >= $5) and ($6::timestamptz is null or t.enqueued_at < $6)
-       order by ids.task_id desc
-       limit $7$q$, 't_' || q, src)
-      using lo, hi, p_state, p_task_name, p_since, p_until, p_limit;
+    -- union, not union all: an event wait with a timeout is in both sources
+    return query execute format('select * from (%s) x order by x.task_id desc limit %s',
+                                array_to_string(sources, ' union '), p_limit);
   end if;
 end
 $$;
@@ -3332,10 +3372,7 @@ begin
                           union select w.task_id from teguh.%2$I w) ids
       join teguh.%1$I t on t.task_id = ids.task_id where t.state = 'sleeping'$q$, 't_' || q, 'w_' || q)
     into sleeping;
-  execute format($q$
-    select count(*) from (select distinct a.task_id from teguh.%1$I a where a.final) ids
-      join teguh.%2$I t on t.task_id = ids.task_id where t.state = 'failed'$q$, 'a_' || q, 't_' || q)
-    into failed;
+  execute format('select count(*) from teguh.%I a where a.final', 'a_' || q) into failed;
   execute format($q$
     select count(*) filter (where a.ended_at >= $1 - interval '1 minute'), count(*)
       from teguh.%I a where a.final and a.ended_at >= $1 - interval '1 hour'$q$, 'a_' || q)

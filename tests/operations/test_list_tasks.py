@@ -89,6 +89,14 @@ def test_each_state(client: teguh.Client) -> None:
     assert listed("failed") == [] and failed in listed("pending")
 
 
+def test_a_hostile_task_name_is_only_a_name(client: teguh.Client) -> None:
+    name = "x' or 'a'='a %s %1$s %% \\"
+    hostile = client.spawn_task(Q, name, None).task_id
+    client.spawn_task(Q, "x", None)
+    assert _ids(client.list_tasks(Q, task_name=name)) == [hostile]
+    assert _ids(client.list_tasks(Q, task_name=name, state="pending")) == [hostile]
+
+
 def test_task_name_and_enqueue_time(client: teguh.Client) -> None:
     first = client.spawn_task(Q, "a", None).task_id
     middle = client.spawn_task(Q, "b", None).task_id
