@@ -790,13 +790,21 @@ def _task_show_dict(info: TaskInfo) -> dict[str, Any]:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Rows as aligned text columns under a header line; None shows as "-"."""
-    cells = [[("-" if value is None else str(value)) for value in row] for row in rows]
+    """Rows as aligned text columns under a header line; None shows as "-".
+
+    Characters a terminal would act on (escapes, control characters) show as "?":
+    task names and failure messages come from anyone who can spawn.
+    """
+    cells = [[("-" if value is None else _printable(str(value))) for value in row] for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
     lines = [list(headers), *cells]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _when(value: datetime | None) -> str | None:

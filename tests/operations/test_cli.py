@@ -54,6 +54,16 @@ def test_task_list_table_json_and_paging(runner: CliRunner, client: teguh.Client
     assert _run(runner, dsn, "task", "list", Q, "--task-name", "nothing").strip() == "no tasks"
 
 
+def test_task_list_shows_control_characters_as_question_marks(
+    runner: CliRunner, client: teguh.Client, dsn: str
+) -> None:
+    client.spawn_task(Q, "evil\x1b[2Jname", None, max_attempts=1)
+    client.fail_run(Q, claim_one(client).run_id, {"type": "E\x07", "message": "bell\x1b]0;title\x07"})
+    out = _run(runner, dsn, "task", "list", Q)
+    assert "\x1b" not in out and "\x07" not in out
+    assert "evil?[2Jname" in out and "E?: bell?]0;title?" in out
+
+
 def test_task_list_refuses_bad_options(runner: CliRunner, client: teguh.Client, dsn: str) -> None:
     bad_state = runner.invoke(main, ["--dsn", dsn, "task", "list", Q, "--state", "done"])
     assert bad_state.exit_code == 2 and "done" in bad_state.stderr
