@@ -40,6 +40,7 @@ from .errors import (
     TimeoutExceeded,
 )
 from .flows import Flow, FlowFailed
+from .results import AttemptInfo, QueueStats, StepInfo, TaskInfo, WorkerInfo
 from .retry import Exponential, Fixed, NoRetry
 from .schedules import ScheduleInfo
 from .worker import Worker
@@ -65,6 +66,11 @@ __all__ = [
     "Batch",
     "BatchInfo",
     "BatchItem",
+    "TaskInfo",
+    "StepInfo",
+    "AttemptInfo",
+    "QueueStats",
+    "WorkerInfo",
     # Retry strategies
     "Fixed",
     "Exponential",
