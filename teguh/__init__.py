@@ -9,6 +9,7 @@ steer its retries (`NonRetryable`, `RetryAfter`, `Snooze`).
 
 import logging
 
+from ._taskvars import TaskLogFilter
 from ._version import __version__
 from .app import App, Task
 from .client import ClaimedRun, Client, EmitResult, SpawnResult, TaskResult, TaskType, install, schema_sql
@@ -43,6 +44,8 @@ __all__ = [
     "Task",
     "TaskContext",
     "Worker",
+    # Observing runs
+    "TaskLogFilter",
     # The client and the schema
     "Client",
     "install",

@@ -163,3 +163,8 @@ def rows_as_dicts(cur: Any) -> list[dict[str, Any]]:
     """The remaining rows of the cursor's result, each as a dict by column name."""
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+# --- observability ---------------------------------------------------------------
+
+QUEUE_DEPTH = "select * from teguh.queue_depth(%s)"

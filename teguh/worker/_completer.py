@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from .. import _faults
 from ..errors import error_message
 from ._execute import retrying
+from ._observe import RunEvents
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -44,14 +45,23 @@ class Completer(threading.Thread):
         queue: the worker's (first) queue; each run is completed on its own queue.
         inflight: the worker's runs; a run leaves it once its outcome is known.
         on_death: called if the thread ends by an unexpected error.
+        events: logs each completed run and calls the lifecycle hooks (default: logs only).
     """
 
-    def __init__(self, client: Client, queue: str, inflight: InFlight, on_death: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        client: Client,
+        queue: str,
+        inflight: InFlight,
+        on_death: Callable[[], None],
+        events: RunEvents | None = None,
+    ) -> None:
         super().__init__(name=f"teguh-completer-{queue}", daemon=True)
         self._client = client
         self._queue = queue
         self._inflight = inflight
         self._on_death = on_death
+        self._events = events or RunEvents(None)
         self._completions: queue_module.Queue[tuple[Run, str] | None] = queue_module.Queue()
 
     def submit(self, run: Run, text: str) -> None:
@@ -129,9 +139,10 @@ class Completer(threading.Thread):
         for run, _ in batch:
             outcome = outcomes.get(run.run_id)
             if outcome == "ok":
-                run.log.info("completed")
+                self._events.succeeded(run)
             elif outcome == "cancelled":
                 run.log.info("finished, but its task had been cancelled")
+                self._events.cancelled(run)
             elif outcome == "lost":
                 run.log.warning("finished after losing its lease; its result was discarded")
         self._inflight.finish(run for run, _ in batch)
