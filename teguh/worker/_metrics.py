@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._hooks import Hooks
-from ..errors import InvalidArgument, error_message
+from ..errors import InvalidArgument, TeguhError, error_message
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -130,9 +130,11 @@ class Metrics:
         return ended
 
     @property
-    def port(self) -> int:
-        """The port served (the one chosen when started with 0)."""
-        return self._server.server_address[1] if self._server is not None else self._port
+    def address(self) -> tuple[str, int] | None:
+        """`(host, port)` served (the port chosen when given 0), or None when not serving."""
+        if self._server is None:
+            return None
+        return (self._host, self._server.server_address[1])
 
     def start(self) -> None:
         """Serve `/metrics` from a daemon thread."""
@@ -141,8 +143,8 @@ class Metrics:
                 self._port, addr=self._host, registry=self.registry
             )
         except OSError as exc:
-            raise InvalidArgument(f"cannot serve metrics on {self._host}:{self._port}: {exc}") from None
-        logger.info("metrics on http://%s:%d/metrics", self._host or "0.0.0.0", self.port)
+            raise TeguhError(f"cannot serve metrics on {self._host}:{self._port}: {exc}") from None
+        logger.info("metrics on http://%s:%d/metrics", self._host, self._server.server_address[1])
 
     def stop(self) -> None:
         """Stop serving."""
@@ -164,7 +166,9 @@ class _QueueDepth:
         return [self._family()]
 
     def _family(self) -> Any:
-        return self._prom.core.GaugeMetricFamily(
+        from prometheus_client.core import GaugeMetricFamily
+
+        return GaugeMetricFamily(
             "teguh_queue_tasks",
             "Tasks of the queue by state: ready, running, scheduled, waiting (read at scrape time).",
             labels=("queue", "state"),

@@ -73,6 +73,9 @@ CATCH_ALL = "*"
 CLAIM_BACKOFF = _backoff.Backoff(0.2, 5.0)
 """Waits after failed claims: 0.2 s doubling up to 5 s (a bad row or a lost database)."""
 
+METRICS_HOST = "0.0.0.0"
+"""The metrics endpoint listens on every interface, where Prometheus scrapes from."""
+
 MIN_IDLE_WAIT = 0.005
 """The shortest idle wait, so a due moment in the past cannot make the loop spin."""
 
@@ -285,9 +288,7 @@ class Worker:
     @property
     def metrics_address(self) -> tuple[str, int] | None:
         """`(host, port)` of the metrics endpoint while it is served, else None."""
-        if self._metrics is None:
-            return None
-        return ("0.0.0.0", self._metrics.port)
+        return None if self._metrics is None else self._metrics.address
 
     @property
     def listener_pid(self) -> int | None:
@@ -318,7 +319,7 @@ class Worker:
         heartbeat = None
         hooks = getattr(self.app, "hooks", None)
         if self.metrics_port is not None:
-            self._metrics = Metrics(self.metrics_port, "", client, self.queues, self._inflight)
+            self._metrics = Metrics(self.metrics_port, METRICS_HOST, client, self.queues, self._inflight)
             hooks = self._metrics.hooks().merged(hooks)
         events = RunEvents(hooks)
         completer = Completer(client, self.queue, self._inflight, on_death=self.stop, events=events)

@@ -32,7 +32,7 @@ def events_of(seen: list[tuple[str, Any, dict[str, Any]]], task_id: str) -> list
 
 
 def test_unknown_event_is_refused_at_registration(app: App) -> None:
-    with pytest.raises(InvalidArgument, match="unknown hook event 'task_done'.*task_started"):
+    with pytest.raises(InvalidArgument, match=r"unknown hook event 'task_done'.*task_started"):
         app.on("task_done")
     with pytest.raises(TypeError, match="callable"):
         app.hooks.add("task_started", 42)  # type: ignore[arg-type]
@@ -144,5 +144,9 @@ def test_a_raising_hook_is_logged_and_the_task_still_succeeds(
     assert app.client.wait_for_result(Q, task_id, timeout=15).result == 7
     eventually(lambda: calls == [task_id], timeout=10)
     records = [r for r in caplog.records if r.name == "teguh.hooks"]
-    assert len(records) == 1 and "broken" in records[0].getMessage() and "task_started" in records[0].getMessage()
+    assert (
+        len(records) == 1
+        and "broken" in records[0].getMessage()
+        and "task_started" in records[0].getMessage()
+    )
     assert records[0].exc_info is not None and records[0].task_id == task_id

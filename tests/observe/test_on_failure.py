@@ -113,7 +113,9 @@ def test_spawned_when_a_dead_workers_lease_expires_on_the_last_attempt(app: App,
     with WorkerThread(worker):
         eventually(lambda: len(received) == 1, timeout=20)
     assert received[0]["task_id"] == task_id
-    assert received[0]["failure"]["type"] == "$ClaimTimeout" and received[0]["failure"]["worker_id"] == "dead:1"
+    assert (
+        received[0]["failure"]["type"] == "$ClaimTimeout" and received[0]["failure"]["worker_id"] == "dead:1"
+    )
     assert len(tasks_named(db, "notify-ops")) == 1
 
 
