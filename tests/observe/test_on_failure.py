@@ -132,3 +132,50 @@ def test_registered_in_the_task_types(app: App, db: Any) -> None:
     rows = db.all("select task_name, on_failure from teguh.task_types where queue_name = %s order by 1", Q)
     # the reaction goes to its handler's queue
     assert rows == [("job", {"task_name": "notify-ops", "queue": "ops"})]
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_killed_on_the_last_attempt_gets_its_reaction_exactly_once(dsn: str, db: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from . import crash_app
+
+    here = Path(__file__).resolve().parent
+    setup = crash_app.build_app(dsn)
+    setup.client.create_queue(Q)
+    task_id = setup.spawn_task("job").task_id
+    setup.client.close()
+    env = {**os.environ, "PYTHONPATH": str(here.parent.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "crash_app.py"), dsn],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        eventually(
+            lambda: db.value(f"select state from teguh.t_{Q} where task_id = %s", task_id) == "running",
+            timeout=30,
+        )
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    received: list[Any] = []
+    app = crash_app.build_app(dsn, received)
+    try:
+        worker = app.worker(install_signal_handlers=False, poll_interval=0.5, claim_timeout=2)
+        with WorkerThread(worker) as running:
+            eventually(lambda: len(received) == 1, timeout=30)
+            running.wait_idle()
+        assert received[0]["task_id"] == task_id and received[0]["failure"]["type"] == "$ClaimTimeout"
+        assert db.value(f"select state from teguh.t_{Q} where task_id = %s", task_id) == "failed"
+        assert len(tasks_named(db, "notify-ops")) == 1
+    finally:
+        app.client.close()
