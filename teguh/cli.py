@@ -430,7 +430,7 @@ def _queue_option(ctx: click.Context, param: click.Parameter, values: Any) -> tu
     envvar="TEGUH_METRICS_PORT",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve Prometheus metrics on this port (/metrics); needs `pip install teguh[metrics]`.",
+    help="Serve Prometheus metrics on this port (/metrics); needs the teguh[metrics] extra.",
 )
 @click.option(
     "--log-level",

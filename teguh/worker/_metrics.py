@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("teguh.worker")
 
-INSTALL_HINT = "pip install teguh[metrics]"
+INSTALL_HINT = "pip install 'teguh[metrics]' (from a clone: pip install -e '.[metrics]')"
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, float("inf"))
 """Run times and queue waits in seconds: from a fast handler's milliseconds to long jobs."""

@@ -145,7 +145,7 @@ class Worker:
             checked like `queue`. `Worker.queue` is the first one.
         metrics_port: serve Prometheus metrics of this worker's runs on this
             port (`/metrics`, every interface; 0 picks a free port, see
-            `metrics_address`). Needs `pip install teguh[metrics]`
+            `metrics_address`). Needs the `teguh[metrics]` extra
             (docs/metrics.md).
 
     Raises:

@@ -93,7 +93,7 @@ def test_counters_histograms_and_gauges(app: App, start_worker: Any) -> None:
 
 def test_a_missing_extra_names_it(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails as if not installed
-    with pytest.raises(InvalidArgument, match=r"pip install teguh\[metrics\]"):
+    with pytest.raises(InvalidArgument, match=r"pip install 'teguh\[metrics\]'"):
         app.worker(metrics_port=9100)
     with pytest.raises(InvalidArgument, match="metrics_port must be a TCP port"):
         app.worker(metrics_port=70000)
