@@ -99,8 +99,26 @@ def test_a_missing_extra_names_it(app: App, monkeypatch: pytest.MonkeyPatch) -> 
         app.worker(metrics_port=70000)
 
 
-def test_cli_option_reaches_the_worker() -> None:
-    from teguh.cli import worker_cmd
+def test_cli_without_the_extra_says_what_to_install(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from click.testing import CliRunner
+
+    from teguh.cli import main, worker_cmd
 
     option = next(p for p in worker_cmd.params if p.name == "metrics_port")
     assert option.opts == ["--metrics-port"] and option.envvar == "TEGUH_METRICS_PORT"
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    monkeypatch.setattr("teguh._malloc.tune_worker_process", lambda: None)
+    try:
+        result = CliRunner().invoke(
+            main, ["--dsn", dsn, "worker", "--app", "teguh.demo:app", "--metrics-port", "9100"]
+        )
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    assert result.exit_code == 1, result.output
+    assert "teguh: error: metrics_port (--metrics-port) needs the prometheus-client package" in result.output
+    assert "pip install 'teguh[metrics]'" in result.output
