@@ -122,3 +122,19 @@ def test_cli_without_the_extra_says_what_to_install(dsn: str, monkeypatch: pytes
     assert result.exit_code == 1, result.output
     assert "teguh: error: metrics_port (--metrics-port) needs the prometheus-client package" in result.output
     assert "pip install 'teguh[metrics]'" in result.output
+
+
+def test_queue_depth_counts_live_tasks_by_state(app: App) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from teguh import QueueNotFound
+
+    client = app.client
+    assert client.queue_depth(Q) == {"ready": 0, "running": 0, "scheduled": 0, "waiting": 0}
+    client.spawn_task(Q, "a")
+    client.spawn_task(Q, "a")
+    client.spawn_task(Q, "a", available_at=datetime.now(timezone.utc) + timedelta(hours=1))
+    client.claim_task(Q, "w", 30, 1)
+    assert client.queue_depth(Q) == {"ready": 1, "running": 1, "scheduled": 1, "waiting": 0}
+    with pytest.raises(QueueNotFound):
+        client.queue_depth("nope")
