@@ -85,9 +85,24 @@ def run_span(ctx: TaskContext) -> Iterator[Any]:
         try:
             yield span
         except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1000]))
+            _record_error(trace, span, exc)
             raise
         except BaseException as exc:  # Suspended, Cancelled, LeaseLost: how the run ended, not an error
             span.set_attribute("teguh.outcome", type(exc).__name__)
             raise
+
+
+def _record_error(trace: Any, span: Any, exc: Exception) -> None:
+    """Mark the span failed by `exc`; never raises, so the handler's own exception goes on unchanged.
+
+    A hostile exception (its `__str__` raises) must still fail the run as itself.
+    """
+    try:
+        description = f"{type(exc).__name__}: {exc}"[:1000]
+    except Exception:
+        description = type(exc).__name__
+    try:
+        span.record_exception(exc)
+    except Exception:
+        span.set_attribute("exception.type", type(exc).__name__)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, description))

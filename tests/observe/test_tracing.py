@@ -110,3 +110,25 @@ def test_explicit_traceparent_header_is_kept(app: App, exporter: InMemorySpanExp
 
 def _headers(db: Any, task_id: str) -> dict[str, Any]:
     return db.value(f"select headers from teguh.t_{Q} where task_id = %s", task_id) or {}
+
+
+class _BrokenStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken too")
+
+
+@pytest.mark.timeout(60)
+def test_a_hostile_exception_still_fails_the_run_as_itself(
+    app: App, start_worker: Any, exporter: InMemorySpanExporter
+) -> None:
+    @app.task("hostile", max_attempts=1)
+    def hostile(params: Any) -> Any:
+        raise _BrokenStr()
+
+    task_id = hostile.spawn().task_id
+    start_worker()
+    result = app.client.wait_for_result(Q, task_id, timeout=15)
+    assert result.state == "failed" and result.failure["type"] == "_BrokenStr"
+    eventually(lambda: any(s.name == "teguh.run hostile" for s in exporter.get_finished_spans()), timeout=10)
+    span = next(s for s in exporter.get_finished_spans() if s.name == "teguh.run hostile")
+    assert span.status.status_code == trace.StatusCode.ERROR and span.status.description == "_BrokenStr"
