@@ -9,6 +9,7 @@ steer its retries (`NonRetryable`, `RetryAfter`, `Snooze`).
 
 import logging
 
+from ._taskvars import TaskLogFilter
 from ._version import __version__
 from .app import App, Task
 from .batches import Batch, BatchInfo, BatchItem
@@ -52,6 +53,8 @@ __all__ = [
     "TaskContext",
     "Worker",
     "Flow",
+    # Observing runs
+    "TaskLogFilter",
     # The client and the schema
     "Client",
     "install",

@@ -11,6 +11,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from ._taskvars import TaskLogFilter
+
 RUN_FIELDS = ("queue", "task_name", "task_id", "run_id", "attempt")
 """The record attributes the worker sets on every record about a run."""
 
@@ -56,6 +58,8 @@ class TextFormatter(logging.Formatter):
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Send teguh's (and the root logger's) records to stderr in the given format."""
     handler = logging.StreamHandler(sys.stderr)
+    # the running task's fields on records of the app's own loggers too
+    handler.addFilter(TaskLogFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

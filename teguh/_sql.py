@@ -252,3 +252,6 @@ UNREGISTER_WORKER = "select teguh.unregister_worker(%s::uuid)"
 
 LIST_WORKERS = "select * from teguh.list_workers()"
 """The live workers of the registry (`Client.list_workers`)."""
+# --- observability ---------------------------------------------------------------
+
+QUEUE_DEPTH = "select * from teguh.queue_depth(%s)"

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _validate, topics
+from . import _hooks, _validate, topics
 from ._options import SPAWN_OPTIONS, task_limits
 from ._time import to_seconds
 from .errors import InvalidArgument, TeguhError
@@ -65,6 +65,16 @@ def _non_retryable(value: Any) -> tuple[type[BaseException], ...]:
     return classes
 
 
+def _on_failure(value: Any, name: str) -> str:
+    """The `on_failure=` option: a task name (not the task's own)."""
+    if not isinstance(value, str):
+        raise TypeError(f"on_failure of task {name!r} must be a task name (str), not {type(value).__name__}")
+    value = _validate.name(value, "on_failure")
+    if value == name:
+        raise InvalidArgument(f"task {name!r} cannot be its own on_failure task")
+    return value
+
+
 def _timeout(value: Any) -> float | None:
     """The `timeout=` option in seconds (> 0), or None."""
     if value is None:
@@ -96,6 +106,7 @@ class Task:
         non_retryable: tuple[type[BaseException], ...] = (),
         timeout: float | None = None,
         limits: dict[str, Any] | None = None,
+        on_failure: str | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
         self.app = app
@@ -106,6 +117,8 @@ class Task:
         self.non_retryable = non_retryable
         self.timeout = timeout
         self.limits = dict(limits or {})
+        self.on_failure = on_failure
+        """The task spawned (durably, in the failure's transaction) when this one fails for good."""
         self.takes_context = _wants_context(fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -154,6 +167,8 @@ class App:
         self._around_run: list[Callable[[TaskContext], contextlib.AbstractContextManager[Any]]] = []
         self._eager_runner: EagerSpawner | None = None
         self._bindings: dict[tuple[str, str, str | None], None] = {}  # (pattern, task, queue), in order
+        self.hooks = _hooks.Hooks()
+        """The lifecycle hooks registered with `on` (workers read them when they start)."""
 
     @property
     def client(self) -> Client:
@@ -300,6 +315,7 @@ class App:
         concurrency: int | None = None,
         key_concurrency: int | None = None,
         rate_limit: str | None = None,
+        on_failure: str | None = None,
         **spawn_defaults: Any,
     ) -> Callable[[Callable], Task]:
         """Register the decorated function as the handler of task `name`.
@@ -325,6 +341,11 @@ class App:
             rate_limit: the most starts per second, minute or hour, as
                 "20/s", "100/m" or "1000/h"; per `rate_limit_key` when a
                 spawn gives one (docs/flow-control.md).
+            on_failure: the name of a task spawned when this task fails for
+                good (not on a retry, not on a cancel), in the same transaction
+                as the failure, with params `{"task_id", "task_name", "queue",
+                "failure"}` of the failed task; it goes to the failed task's
+                queue (docs/hooks.md).
 
         Raises:
             ValueError: the name is blank or already registered, or an option is
@@ -341,6 +362,7 @@ class App:
             "limits": task_limits(
                 name, concurrency=concurrency, key_concurrency=key_concurrency, rate_limit=rate_limit
             ),
+            "on_failure": None if on_failure is None else _on_failure(on_failure, name),
         }
         unknown = sorted(set(spawn_defaults) - SPAWN_OPTIONS)
         if unknown:
@@ -352,6 +374,31 @@ class App:
             task = Task(self, name, fn, queue, dict(spawn_defaults), **handler_options)
             self._tasks[name] = task
             return task
+
+        return register
+
+    def on(self, event: str) -> Callable[[_hooks.Hook], _hooks.Hook]:
+        """Register the decorated callable for a lifecycle `event` of this app's runs.
+
+        Events: "task_started", "task_succeeded", "task_retrying",
+        "task_failed", "task_cancelled". The callable gets the run's
+        `TaskContext` and keyword details (`queue`, `task_id`, `task_name`,
+        `attempt`, `run_id`, and per event `duration`, `failure`,
+        `retry_at`: docs/hooks.md). It runs in the worker thread that saw the
+        event; an exception it raises is logged on "teguh.hooks" and does not
+        change the run. Register hooks before the worker starts.
+
+        Raises:
+            InvalidArgument: `event` is not one of these names.
+        """
+        if event not in _hooks.EVENTS:
+            raise InvalidArgument(
+                f"unknown hook event {event!r}; expected one of: {', '.join(_hooks.EVENTS)}"
+            )
+
+        def register(fn: _hooks.Hook) -> _hooks.Hook:
+            self.hooks.add(event, fn)
+            return fn
 
         return register
 

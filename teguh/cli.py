@@ -428,6 +428,13 @@ def _queue_option(ctx: click.Context, param: click.Parameter, values: Any) -> tu
     "[default: only the app's own queue and its tasks' queues are created; any other must exist].",
 )
 @click.option(
+    "--metrics-port",
+    envvar="TEGUH_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (/metrics); needs the teguh[metrics] extra.",
+)
+@click.option(
     "--log-level",
     envvar="TEGUH_LOG_LEVEL",
     default="INFO",

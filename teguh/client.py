@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from . import _faults, _json, _ops, _sql, _validate
+from . import _faults, _json, _ops, _sql, _tracing, _validate
 from . import schedules as _schedules
 from ._backoff import Backoff
 from ._connection import ClientBase, schema_sql
@@ -341,6 +341,8 @@ class Client(ClientBase):
         queue = _validate.queue_name(queue)
         task_name = _validate.name(task_name, "task_name")
         params_json = _json.dumps(params, "params", max_bytes=self.max_payload_bytes)
+        if _tracing.enabled():  # a spawn inside a traced request carries its traceparent
+            headers = _tracing.with_traceparent(headers)
         if (
             headers is None
             and retry_strategy is None
@@ -1752,6 +1754,26 @@ class Client(ClientBase):
     def _unregister_worker(self, instance_id: str) -> None:
         """Delete a stopping worker's registry row."""
         self._run("unregister_worker", lambda cur: cur.execute(_sql.UNREGISTER_WORKER, (instance_id,)))
+
+    # --- observability ---
+
+    def queue_depth(self, queue: str, *, conn: Any = None) -> dict[str, int]:
+        """How many of the queue's tasks are ready, running, scheduled and waiting for an event.
+
+        `scheduled` counts sleeping, delayed and retry-waiting tasks. Finished
+        tasks are not counted (that would read the whole task table): cheap
+        enough for every metrics scrape (`teguh.queue_depth`, docs/metrics.md).
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        queue = _validate.queue_name(queue)
+
+        def depth(cur: Any) -> dict[str, int]:
+            cur.execute(_sql.QUEUE_DEPTH, (queue,))
+            return {name: int(value) for name, value in _sql.rows_as_dicts(cur)[0].items()}
+
+        return self._run("queue_depth", depth, conn=conn, queue=queue)
 
 
 def _spawn_result(row: Any) -> SpawnResult:

@@ -59,6 +59,7 @@
 --   Topics                                 teguh.topic_bindings, bind_topics, unbind_topic, publish
 --   Batches                                teguh.batches, spawn_batch, get_batch, list_batches, batch_results
 --   Operations (read side)                 attempt history a_<q>, workers registry, get_task, list_tasks, queue_stats
+--   Section: observability                 _on_failure_spawn, queue_depth
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -147,6 +148,16 @@ create table if not exists teguh.task_types (
   updated_at timestamptz not null,
   primary key (queue_name, task_name)
 );
+-- on_failure (docs/hooks.md): {"task_name", "queue"} of the task spawned when
+-- a task of this type fails for good; null for most types.
+do $task_type_on_failure$
+begin
+  if not exists (select 1 from pg_attribute
+                  where attrelid = 'teguh.task_types'::regclass and attname = 'on_failure' and not attisdropped) then
+    alter table teguh.task_types add column on_failure jsonb;
+  end if;
+end
+$task_type_on_failure$;
 
 -- Rate limit buckets: one row per (queue, task type, rate_limit_key; '' for
 -- none), a token bucket the limited claim draws one token from per task it
@@ -236,6 +247,34 @@ begin
     for grantee in select distinct a.grantee from aclexplode(acl) a
                     where a.privilege_type = 'EXECUTE' and a.grantee <> 0 loop
       execute format('grant execute on function teguh.get_task_result(text, uuid) to %I',
+                     (select rolname from pg_roles where oid = grantee));
+    end loop;
+  end if;
+end
+$changed$;
+
+-- claim_runs gained queue_wait and lease_expired (docs/metrics.md): the same stub
+-- pattern, so the roles granted it keep their grant.
+do $changed$
+declare
+  acl aclitem[];
+  grantee oid;
+begin
+  if exists (select 1 from pg_proc
+              where oid = to_regprocedure('teguh.claim_runs(text, text, int, int)')
+                and not 'lease_expired' = any(proargnames)) then
+    select proacl into acl from pg_proc where oid = to_regprocedure('teguh.claim_runs(text, text, int, int)');
+    drop function teguh.claim_runs(text, text, int, int);
+    create function teguh.claim_runs(q text, worker_id text, claim_timeout int default 30, qty int default 1)
+    returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
+                  max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb,
+                  queue_wait double precision, lease_expired jsonb)
+    language sql as 'select null::uuid, null::uuid, null::int, null, null::jsonb, null::jsonb, null::int,
+                     null::jsonb, null, null::jsonb, null::jsonb, null::float8, null::jsonb where false';
+    revoke execute on function teguh.claim_runs(text, text, int, int) from public;
+    for grantee in select distinct a.grantee from aclexplode(acl) a
+                    where a.privilege_type = 'EXECUTE' and a.grantee <> 0 loop
+      execute format('grant execute on function teguh.claim_runs(text, text, int, int) to %I',
                      (select rolname from pg_roles where oid = grantee));
     end loop;
   end if;
@@ -822,7 +861,8 @@ language sql immutable as $outer$
 create or replace function teguh.%1$I(p_worker_id text, p_claim_timeout int, p_qty int,
                                        p_paused boolean, p_skip text[], p_limits boolean)
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
-              max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
+              max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb,
+              queue_wait double precision, lease_expired jsonb)
 language plpgsql as $body$
 #variable_conflict use_column
 declare
@@ -1021,7 +1061,12 @@ begin
          and (t.deadline_at is null or t.deadline_at > now_ts)
       returning del.run_id, t.task_id, del.attempt, t.task_name, t.params, t.retry_strategy,
                 t.max_attempts, t.headers, del.wake_event, del.event_payload,
-                del.priority, del.available_at, t.concurrency_key
+                del.priority, del.available_at, t.concurrency_key,
+                -- a takeover: the previous attempt's lease expired (its reason, small, built by
+                -- _recover_expired); null for a first attempt without reading failure_reason
+                case when del.attempt > 1 then
+                  case when t.failure_reason->>'type' = '$ClaimTimeout' then t.failure_reason end
+                end as lease_expired
     ), ins as (
       -- v_slots is null but with limits: the common insert writes no slot
       insert into teguh.%4$I (run_id, task_id, attempt, claimed_by, claimed_at, claim_expires_at,
@@ -1037,7 +1082,8 @@ begin
            coalesce((select jsonb_object_agg(c.checkpoint_name, c.state)
                        from teguh.%6$I c
                       where c.task_id = upd.task_id and c.status = 'committed' and c.kind <> 'sleep'),
-                    '{}'::jsonb)
+                    '{}'::jsonb),
+           extract(epoch from now_ts - upd.available_at)::double precision, upd.lease_expired
       from upd
      order by upd.priority desc, upd.available_at, upd.task_id;
 
@@ -1438,6 +1484,7 @@ begin
     perform teguh._children_ended(q, array[p_task_id], now_ts);
   end if;
   if v_batch is not null then perform teguh._batch_item_ended(v_batch, 'failed'); end if;
+  perform teguh._on_failure_spawn(q, p_task_id, p_reason);
 end
 $$;
 
@@ -1841,7 +1888,8 @@ $$;
 --   plus what the sweeps send (teguh_<q> 'retry', teguh_done).
 create or replace function teguh.claim_runs(q text, worker_id text, claim_timeout int default 30, qty int default 1)
 returns table(run_id uuid, task_id uuid, attempt int, task_name text, params jsonb, retry_strategy jsonb,
-              max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb)
+              max_attempts int, headers jsonb, wake_event text, event_payload jsonb, checkpoints jsonb,
+              queue_wait double precision, lease_expired jsonb)
 language plpgsql as $$
 declare
   qrow record;
@@ -2681,14 +2729,20 @@ begin
     end if;
     select string_agg(k, ', ') into bad from jsonb_object_keys(item) k
      where k not in ('task_name', 'max_attempts', 'retry_strategy', 'cancellation', 'priority',
-                     'concurrency', 'key_concurrency', 'rate_limit');
+                     'concurrency', 'key_concurrency', 'rate_limit', 'on_failure');
     if bad is not null then
       raise exception 'task type % has unknown keys: %', coalesce(item->>'task_name', pos::text), bad
         using errcode = 'TG004';
     end if;
     perform teguh._check_spawn_item(
       jsonb_build_object('task_name', item->'task_name')
-        || (item - array['concurrency', 'key_concurrency', 'rate_limit']), pos);
+        || (item - array['concurrency', 'key_concurrency', 'rate_limit', 'on_failure']), pos);
+    if jsonb_typeof(item->'on_failure') <> 'null' and not (
+         jsonb_typeof(item->'on_failure') = 'object' and jsonb_typeof(item->'on_failure'->'task_name') = 'string'
+         and jsonb_typeof(item->'on_failure'->'queue') = 'string') then
+      raise exception 'task type % on_failure must be an object {"task_name": ..., "queue": ...}',
+        item->>'task_name' using errcode = 'TG004';
+    end if;
     if jsonb_typeof(item->'concurrency') <> 'null'
        and not (teguh._is_int(item->'concurrency') and (item->>'concurrency')::int >= 1) then
       raise exception 'task type % concurrency must be an integer >= 1', item->>'task_name' using errcode = 'TG004';
@@ -2722,19 +2776,20 @@ begin
           or not has_limits and jsonb_path_exists(types,
            '$[*] ? (@.concurrency != null || @.key_concurrency != null || @.rate_limit != null)'));
   insert into teguh.task_types as tt
-    (queue_name, task_name, defaults, concurrency, key_concurrency, rate_limit, version, registered_at, updated_at)
+    (queue_name, task_name, defaults, concurrency, key_concurrency, rate_limit, version, registered_at, updated_at,
+     on_failure)
   select q, x.item->>'task_name',
          jsonb_strip_nulls(jsonb_build_object(
            'max_attempts', x.item->'max_attempts', 'retry_strategy', x.item->'retry_strategy',
            'cancellation', x.item->'cancellation', 'priority', x.item->'priority')),
          (x.item->>'concurrency')::int, (x.item->>'key_concurrency')::int, x.item->>'rate_limit',
-         version, now_ts, now_ts
+         version, now_ts, now_ts, nullif(x.item->'on_failure', 'null'::jsonb)
     from jsonb_array_elements(types) with ordinality as x(item, pos)
    order by x.item->>'task_name'
   on conflict (queue_name, task_name) do update
      set defaults = excluded.defaults, concurrency = excluded.concurrency,
          key_concurrency = excluded.key_concurrency, rate_limit = excluded.rate_limit,
-         version = excluded.version, updated_at = excluded.updated_at;
+         version = excluded.version, updated_at = excluded.updated_at, on_failure = excluded.on_failure;
 end
 $$;
 
@@ -4931,6 +4986,59 @@ language sql stable as $$
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Section: observability (on_failure, queue_depth)
+-- ---------------------------------------------------------------------------
+
+-- Spawns the on_failure task of a task that failed for good, when its task
+-- type names one (teguh.task_types.on_failure, written by register_task_types):
+-- in the failure's transaction, so the reaction happens exactly once with it.
+-- Its params: {"task_id", "task_name", "queue", "failure"} of the failed task.
+-- A target queue that no longer exists is skipped with a warning (the failure
+-- itself must still be recorded). Called by _fail_for_good, whose caller
+-- holds the task's t_ row lock. Returns nothing.
+-- Locks: what spawn_task takes on the target queue (a new t_ and p_ row).
+-- Notifies: teguh_<target queue> 'spawn', through spawn_task.
+create or replace function teguh._on_failure_spawn(q text, p_task_id uuid, p_reason jsonb) returns void
+language plpgsql as $$
+declare
+  tn text;
+  target jsonb;
+begin
+  execute format('select task_name from teguh.%I where task_id = $1', 't_' || q) into tn using p_task_id;
+  select tt.on_failure into target from teguh.task_types tt where tt.queue_name = q and tt.task_name = tn;
+  if target is null then
+    return;
+  end if;
+  if not exists (select 1 from teguh.queues where queue_name = target->>'queue') then
+    raise warning 'teguh: on_failure task % of % not spawned: queue % does not exist',
+      target->>'task_name', tn, target->>'queue';
+    return;
+  end if;
+  perform teguh.spawn_task(target->>'queue', target->>'task_name',
+                           jsonb_build_object('task_id', p_task_id, 'task_name', tn, 'queue', q,
+                                              'failure', p_reason));
+end
+$$;
+
+-- queue_depth(q): how many of queue q's tasks are ready (p_ rows), running
+-- (r_ rows), scheduled (sleeping, delayed or waiting to retry: t_ rows with
+-- available_at, index t_<q>_av) and waiting for an event (w_ rows). Finished
+-- tasks are not counted: that would scan t_. What a worker's metrics report at
+-- each scrape (docs/metrics.md). Raises TG002 for an unknown queue.
+-- Locks: none. Notifies: nobody.
+create or replace function teguh.queue_depth(q text)
+returns table(ready bigint, running bigint, scheduled bigint, waiting bigint)
+language plpgsql stable as $$
+begin
+  perform teguh._check_queue(q);
+  return query execute format(
+    'select (select count(*) from teguh.%I), (select count(*) from teguh.%I), '
+    '(select count(*) from teguh.%I where available_at is not null), (select count(*) from teguh.%I)',
+    'p_' || q, 'r_' || q, 't_' || q, 'w_' || q);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install
 -- ---------------------------------------------------------------------------
 
@@ -4946,6 +5054,12 @@ begin
     -- 0.2's claim before flow control
     execute format('drop function if exists teguh.%I(text, int, int, boolean, text[])', '_claim_' || qn);
     execute format('drop function if exists teguh.%I(text, jsonb, jsonb)', '_spawn_' || qn);
+    -- the claim before queue_wait and lease_expired (its result columns changed)
+    if exists (select 1 from pg_proc
+                where oid = to_regprocedure(format('teguh.%I(text, int, int, boolean, text[], boolean)', '_claim_' || qn))
+                  and not 'lease_expired' = any(proargnames)) then
+      execute format('drop function teguh.%I(text, int, int, boolean, text[], boolean)', '_claim_' || qn);
+    end if;
     execute teguh._hot_path_sql(qn);
   end loop;
   perform teguh._rebuild_tasks_view();
@@ -5032,7 +5146,7 @@ declare
                                      'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',
                                      'extend_claim', 'extend_claims', 'next_due', 'register_task_types',
                                      'spawn_children', 'await_children', 'report_progress',
-                                     'worker_heartbeat', 'unregister_worker'];
+                                     'worker_heartbeat', 'unregister_worker', 'queue_depth'];
   admin text[] := producer || array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'next_due',
                                     'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop',
                                     'set_queue_options', 'pause_queue', 'resume_queue', 'pause_task_type',

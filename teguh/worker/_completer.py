@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from .. import _faults
 from ..errors import error_message
 from ._execute import retrying
+from ._observe import RunEvents
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -46,6 +47,7 @@ class Completer(threading.Thread):
         on_death: called if the thread ends by an unexpected error.
         on_completed: called with a queue and how many of its runs a commit completed
             (the worker registry counts them).
+        events: logs each completed run and calls the lifecycle hooks (default: logs only).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Completer(threading.Thread):
         inflight: InFlight,
         on_death: Callable[[], None],
         on_completed: Callable[[str, int], None] | None = None,
+        events: RunEvents | None = None,
     ) -> None:
         super().__init__(name=f"teguh-completer-{queue}", daemon=True)
         self._client = client
@@ -62,6 +65,7 @@ class Completer(threading.Thread):
         self._inflight = inflight
         self._on_death = on_death
         self._on_completed = on_completed
+        self._events = events or RunEvents(None)
         self._completions: queue_module.Queue[tuple[Run, str] | None] = queue_module.Queue()
 
     def submit(self, run: Run, text: str) -> None:
@@ -141,9 +145,10 @@ class Completer(threading.Thread):
         for run, _ in batch:
             outcome = outcomes.get(run.run_id)
             if outcome == "ok":
-                run.log.info("completed")
+                self._events.succeeded(run)
             elif outcome == "cancelled":
                 run.log.info("finished, but its task had been cancelled")
+                self._events.cancelled(run)
             elif outcome == "lost":
                 run.log.warning("finished after losing its lease; its result was discarded")
         self._inflight.finish(run for run, _ in batch)

@@ -64,6 +64,8 @@ class WorkerConfig:
     create_queue: bool = False
     queues: tuple[str, ...] = field(default=())
     """Every queue served, `queue` first (one element for a one-queue worker)."""
+    metrics_port: int | None = None
+    """The port of the Prometheus endpoint (0: any free port), or None for no metrics."""
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -87,6 +89,7 @@ class WorkerConfig:
         listen_dsn: str | None = None,
         create_queue: bool = False,
         queues: Sequence[str] | None = None,
+        metrics_port: int | None = None,
     ) -> WorkerConfig:
         """Check every option (in the order of `Worker`'s signature) and fill in the defaults.
 
@@ -111,6 +114,10 @@ class WorkerConfig:
         )
         if shutdown_timeout is None or shutdown_timeout < 0:
             raise InvalidArgument(f"shutdown_timeout must be >= 0 seconds, not {shutdown_timeout!r}")
+        if metrics_port is not None:
+            metrics_port = _validate.integer(metrics_port, "metrics_port", minimum=0)
+            if metrics_port > 65535:
+                raise InvalidArgument(f"metrics_port must be a TCP port (0 to 65535), not {metrics_port}")
         return cls(
             queue=served[0],
             concurrency=concurrency,
@@ -126,6 +133,7 @@ class WorkerConfig:
             listen_dsn=listen_dsn,
             create_queue=bool(create_queue),
             queues=served,
+            metrics_port=metrics_port,
         )
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import _backoff, _faults, _json
+from .. import _backoff, _faults, _json, _taskvars, _tracing
 from ..context import TaskContext
 from ..errors import (
     Cancelled,
@@ -39,6 +39,7 @@ from ..errors import (
     error_message,
 )
 from ._failures import MAX_FAILURE_MESSAGE_CHARS, clean_text, reason_of, safe_str
+from ._observe import RunEvents
 from ._timeouts import Deadlines, Guard
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ class RunExecutor:
         claim_timeout: the lease length (the contexts report it).
         inflight: where the runs come from and go back to.
         completer: takes the results to commit.
+        events: logs each run's start and end and calls the lifecycle hooks
+            (default: logs only).
     """
 
     def __init__(
@@ -108,8 +111,10 @@ class RunExecutor:
         claim_timeout: int,
         inflight: InFlight,
         completer: CompletionSink,
+        events: RunEvents | None = None,
     ) -> None:
         self._app = app
+        self._events = events or RunEvents(None)
         self._client = client
         self._queue = queue
         self._claim_timeout = claim_timeout
@@ -184,13 +189,21 @@ class RunExecutor:
             state=run.state,
             log=run.log,
         )
-        run.log.debug("running")
+        run.ctx = ctx
+        self._events.started(run)
         timeout = getattr(handler, "timeout", None)
         guard = self._deadlines.watch(run, timeout) if timeout else None
+        # the run's fields for teguh.TaskLogFilter, in this thread's context
+        fields = _taskvars.CURRENT.set(run.log.extra)
         try:
             try:
-                result = self._app.run_handler(handler, row["params"], ctx)
+                if _tracing.enabled():
+                    with _tracing.run_span(ctx):
+                        result = self._app.run_handler(handler, row["params"], ctx)
+                else:
+                    result = self._app.run_handler(handler, row["params"], ctx)
             finally:
+                _taskvars.CURRENT.reset(fields)
                 if guard is not None:
                     guard.finish()
         except BaseException as exc:
@@ -222,7 +235,7 @@ class RunExecutor:
         if isinstance(exc, Suspended):
             run.log.info("suspended: %s", exc)
         elif isinstance(exc, Cancelled):
-            run.log.info("cancelled")
+            self._events.cancelled(run)
         elif isinstance(exc, LeaseLost):
             run.log.warning("lost its lease; another run owns the task now")
         elif isinstance(exc, TimeoutExceeded) and guard is not None:
@@ -277,9 +290,13 @@ class RunExecutor:
         final: bool = False,
     ) -> None:
         if run.state.cancelled or run.state.lost:
+            if run.state.cancelled:
+                self._events.cancelled(run)
             return
         if delay is None and at is None and not run.row.get("retry_strategy"):
             delay = DEFAULT_BACKOFF.delay(run.row["attempt"])
+        limit = run.row.get("max_attempts")
+        for_good = final or (limit is not None and limit > 0 and run.row["attempt"] >= limit)
         if final:
             run.log.error("failed for good (non-retryable) at attempt %d: %s", run.row["attempt"],
                           reason.get("message"))
@@ -287,23 +304,38 @@ class RunExecutor:
             run.log.error(
                 "failed for good after %d attempt(s): %s", run.row["attempt"], reason.get("message")
             )
-        self._record(run, "failure", lambda: self._fail_now(run, reason, delay, at, final))
+        outcome = self._record(run, "failure", lambda: self._fail_now(run, reason, delay, at, final))
+        if outcome == "ok":
+            if for_good:
+                self._events.failed(run, reason)
+            else:
+                self._events.retrying(run, reason, delay, at)
+        elif outcome == "cancelled":
+            self._events.cancelled(run)
 
     @staticmethod
-    def _record(run: Run, what: str, call: Any) -> None:
-        """Commit a run's outcome (`what`: "failure", "snooze"), retrying transient errors; never raises."""
+    def _record(run: Run, what: str, call: Any) -> str:
+        """Commit a run's outcome (`what`: "failure", "snooze"), retrying transient errors; never raises.
+
+        Returns "ok", "cancelled" (the task was cancelled first), "lost" (the
+        lease was gone) or "error" (not recorded).
+        """
         try:
             retrying(call)
         except Cancelled:
             run.log.info("cancelled before its %s was recorded", what)
+            return "cancelled"
         except LeaseLost:
             run.log.warning("lost its lease before its %s was recorded", what)
+            return "lost"
         except Exception as exc:  # the handler thread must outlive any error
             run.log.error(
                 "could not record the %s (%s); the lease will expire and the task retry",
                 what,
                 error_message(exc),
             )
+            return "error"
+        return "ok"
 
     def _fail_now(
         self, run: Run, reason: dict[str, Any], delay: float | None, at: datetime | None, final: bool

@@ -30,7 +30,7 @@ logger = logging.getLogger("teguh.worker")
 class Run:
     """A claimed run in this worker: its queue, its inputs, its context state and its logger."""
 
-    __slots__ = ("flagged_at", "log", "queue", "row", "running", "started", "state")
+    __slots__ = ("began", "ctx", "flagged_at", "log", "queue", "row", "running", "started", "state")
 
     def __init__(self, row: dict[str, Any], queue: str) -> None:
         self.queue = queue
@@ -42,6 +42,10 @@ class Run:
         """Set when a thread starts the handler (prefetched runs are not running)."""
         self.flagged_at: float | None = None
         """When the worker first saw the run lost or cancelled while its handler ran."""
+        self.began = 0.0
+        """When its handler was called (`time.monotonic()`; 0 until then): durations start here."""
+        self.ctx: Any = None
+        """Its `TaskContext`, once built (hooks are given it)."""
         self.log = logging.LoggerAdapter(
             logger,
             {

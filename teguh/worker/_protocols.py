@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 
 
 class WorkerApp(Protocol):
-    """The app side of a `Worker`: its client, and finding and calling handlers."""
+    """The app side of a `Worker`: its client, and finding and calling handlers.
+
+    Optional members the worker reads with `getattr`: `hooks` (a
+    `teguh._hooks.Hooks`, `App.on`'s registrations), `tasks`, `queue`,
+    `queue_of` and `version`.
+    """
 
     @property
     def client(self) -> Client:

@@ -38,7 +38,15 @@ import psycopg2
 from .. import _backoff, _dsn, _faults, _json
 from .._notify import TIMEOUT, PollingWaiter, Waiter, open_queue_waiter
 from .._options import task_type
-from ..errors import Cancelled, LeaseLost, PermissionDenied, QueueNotFound, TeguhError, error_message
+from ..errors import (
+    Cancelled,
+    InvalidArgument,
+    LeaseLost,
+    PermissionDenied,
+    QueueNotFound,
+    TeguhError,
+    error_message,
+)
 from ._completer import Completer
 from ._config import (
     DEFAULT_CLAIM_TIMEOUT,
@@ -51,6 +59,8 @@ from ._config import (
 from ._execute import COMPLETION_RETRY_SECONDS, RunExecutor
 from ._heartbeat import EXIT_STUCK, Heartbeat, StuckPolicy
 from ._inflight import InFlight, Run
+from ._metrics import Metrics, require_prometheus
+from ._observe import RunEvents
 from ._registry import Registry
 from ._schedules import ScheduleFirer, sync_app_schedules
 
@@ -65,6 +75,9 @@ CATCH_ALL = "*"
 
 CLAIM_BACKOFF = _backoff.Backoff(0.2, 5.0)
 """Waits after failed claims: 0.2 s doubling up to 5 s (a bad row or a lost database)."""
+
+METRICS_HOST = "0.0.0.0"
+"""The metrics endpoint listens on every interface, where Prometheus scrapes from."""
 
 MIN_IDLE_WAIT = 0.005
 """The shortest idle wait, so a due moment in the past cannot make the loop spin."""
@@ -141,6 +154,10 @@ class Worker:
             (`concurrency` is shared by all of them), one LISTEN connection and
             round-robin claims (see docs/worker.md). Each queue is created or
             checked like `queue`. `Worker.queue` is the first one.
+        metrics_port: serve Prometheus metrics of this worker's runs on this
+            port (`/metrics`, every interface; 0 picks a free port, see
+            `metrics_address`). Needs the `teguh[metrics]` extra
+            (docs/metrics.md).
 
     Raises:
         InvalidArgument: an option out of range (also a `ValueError`), or both
@@ -183,6 +200,7 @@ class Worker:
         listen_dsn: str | None = None,
         create_queue: bool = False,
         queues: Sequence[str] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.app = app
         self._config = config = WorkerConfig.from_options(
@@ -200,7 +218,10 @@ class Worker:
             listen_dsn=listen_dsn,
             create_queue=create_queue,
             queues=queues,
+            metrics_port=metrics_port,
         )
+        if config.metrics_port is not None:
+            require_prometheus()  # fail now, naming the extra, not when the worker starts
         # the validated options, also as the plain attributes they always were
         self.queue = config.queue
         """The (first) queue served."""
@@ -218,6 +239,8 @@ class Worker:
         self.install_signal_handlers = config.install_signal_handlers
         self.listen_dsn = config.listen_dsn
         self.create_queue = config.create_queue
+        self.metrics_port = config.metrics_port
+        self._metrics: Metrics | None = None
         self._client = client
         self._owns_client = client is None
 
@@ -275,6 +298,11 @@ class Worker:
         return self._stuck.count()
 
     @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """`(host, port)` of the metrics endpoint while it is served, else None."""
+        return None if self._metrics is None else self._metrics.address
+
+    @property
     def listener_pid(self) -> int | None:
         """The server pid of the LISTEN connection, when connected."""
         return self._listener.backend_pid if self._listener is not None else None
@@ -310,10 +338,18 @@ class Worker:
             interval=self.heartbeat_interval if self.claim_timeout > 0 else MAX_HEARTBEAT_INTERVAL,
             running=lambda: self._inflight.active,
         )
+        hooks = getattr(self.app, "hooks", None)
+        if self.metrics_port is not None:
+            self._metrics = Metrics(self.metrics_port, METRICS_HOST, client, self.queues, self._inflight)
+            hooks = self._metrics.hooks().merged(hooks)
+        events = RunEvents(hooks)
         completer = Completer(
-            client, self.queue, self._inflight, on_death=self.stop, on_completed=registry.completed
+            client, self.queue, self._inflight, on_death=self.stop, on_completed=registry.completed,
+            events=events,
         )
-        runner = RunExecutor(self.app, client, self.queue, self.claim_timeout, self._inflight, completer)
+        runner = RunExecutor(
+            self.app, client, self.queue, self.claim_timeout, self._inflight, completer, events
+        )
         try:
             for queue in self.queues:
                 self._ensure_queue(client, queue)
@@ -346,6 +382,8 @@ class Worker:
                 )
             heartbeat.start()
             completer.start()
+            if self._metrics is not None:
+                self._metrics.start()
             logger.info(
                 start_line(self.worker_id, self.queues, client.dsn, self.concurrency),
                 extra={"queue": self._label},
@@ -406,6 +444,10 @@ class Worker:
             for name, task in sorted(tasks.items())
             if name != CATCH_ALL and (task.queue == queue if task.queue else home)
         ]
+        for item in types:
+            target = getattr(tasks[item["task_name"]], "on_failure", None)
+            if target is not None:
+                item["on_failure"] = {"task_name": target, "queue": self._on_failure_queue(target)}
         if not types:
             return
         try:
@@ -437,6 +479,22 @@ class Worker:
                 "this role may not bind topics: publishes will not reach this app's bound tasks "
                 "(run teguh.grant_worker for this role again)"
             )
+
+    def _on_failure_queue(self, target: str) -> str:
+        """The queue an `on_failure` task goes to: its handler's, which this app must have.
+
+        Checked when the worker starts, so a misspelt name stops the worker
+        instead of spawning tasks nobody runs.
+        """
+        tasks = getattr(self.app, "tasks", None) or {}
+        handler = tasks.get(target) or tasks.get(CATCH_ALL)
+        if handler is None:
+            raise InvalidArgument(
+                f"on_failure names task {target!r}, which has no handler in this app "
+                "(register it with @app.task, or a catch-all '*' handler)"
+            )
+        queue = getattr(self.app, "queue_of", None)
+        return queue(target) if queue is not None else self.queue
 
     def _wake(self) -> None:
         """End the claim loop's current or next wait (any thread)."""
@@ -636,6 +694,8 @@ class Worker:
             registry.unregister()
         if self._listener is not None:
             self._listener.close()
+        if self._metrics is not None:
+            self._metrics.stop()
         self.stuck_handlers = self._inflight.active
         # idle pool threads exit at once; busy ones cannot be stopped (see the class docs)
         executor.shutdown(wait=not self.stuck_handlers, cancel_futures=True)

@@ -122,6 +122,7 @@ def test_worker_signature_is_what_django_filters_settings_through() -> None:
         "listen_dsn",
         "create_queue",  # issue 11: new options go at the end
         "queues",  # issue 12: one worker, several queues (`queue` now defaults to None)
+        "metrics_port",  # issue 14: Prometheus metrics (docs/metrics.md)
     ]
 
 
