@@ -163,3 +163,9 @@ def rows_as_dicts(cur: Any) -> list[dict[str, Any]]:
     """The remaining rows of the cursor's result, each as a dict by column name."""
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+# --- dashboard ---
+
+WATCH_QUEUES = "select teguh.watch_queues(%s::text[], %s::int)"
+"""Mark queues as watched for some seconds: their completions then notify teguh_watch (teguh.dashboard)."""
