@@ -34,6 +34,7 @@ from .errors import (
     TeguhError,
     TimeoutExceeded,
 )
+from .results import AttemptInfo, QueueStats, StepInfo, TaskInfo, WorkerInfo
 from .retry import Exponential, Fixed, NoRetry
 from .worker import Worker
 
@@ -53,6 +54,11 @@ __all__ = [
     "EmitResult",
     "TaskResult",
     "TaskType",
+    "TaskInfo",
+    "StepInfo",
+    "AttemptInfo",
+    "QueueStats",
+    "WorkerInfo",
     # Retry strategies
     "Fixed",
     "Exponential",

@@ -169,3 +169,27 @@ def rows_as_dicts(cur: Any) -> list[dict[str, Any]]:
 
 WATCH_QUEUES = "select teguh.watch_queues(%s::text[], %s::int)"
 """Mark queues as watched for some seconds: their completions then notify teguh_watch (teguh.dashboard)."""
+
+
+# --- operations (read side) ---
+
+GET_TASK = "select * from teguh.get_task(%s, %s::uuid)"
+"""One task in full: its row, lease, waits, steps and attempt history (`Client.get_task`)."""
+
+LIST_TASKS = (
+    "select * from teguh.list_tasks(%s, %s::text, %s::text, %s::timestamptz, %s::timestamptz, "
+    "%s::int, %s::uuid)"
+)
+"""A page of tasks, newest first (`Client.list_tasks`)."""
+
+QUEUE_STATS = "select * from teguh.queue_stats(%s)"
+"""A queue's counts per state and recent throughput (`Client.queue_stats`)."""
+
+WORKER_HEARTBEAT = "select teguh.worker_heartbeat(%s::uuid, %s::jsonb, %s::float8, %s::jsonb)"
+"""A worker's registration and each of its heartbeats (the worker registry)."""
+
+UNREGISTER_WORKER = "select teguh.unregister_worker(%s::uuid)"
+"""A cleanly stopping worker removes its registry row."""
+
+LIST_WORKERS = "select * from teguh.list_workers()"
+"""The live workers of the registry (`Client.list_workers`)."""

@@ -18,14 +18,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import _embedded, _import_error, _logging, _malloc, _sql, _validate
-from .client import Client, install
-from .errors import Cancelled, LeaseLost, Suspended, TaskNotFound
+from .client import MAX_LIST_LIMIT, TASK_STATES, Client, install
+from .errors import Cancelled, LeaseLost, Suspended
+from .results import QueueStats, TaskInfo
 
 
 class _Group(click.Group):
@@ -645,15 +647,9 @@ def task_group() -> None:
 @click.argument("task_id")
 @click.pass_context
 def task_show(ctx: click.Context, queue: str, task_id: str) -> None:
-    """Print the state, attempts, result and last failure of a task, and what it waits for, as JSON."""
-    client = _client(ctx)
-    queue = _validate.queue_name(queue)
-    task_id = _validate.task_uuid(task_id, "task_id")
-    info = client._get_task_info(queue, task_id)
-    if info is None:
-        client.get_task_result(queue, task_id)  # raises QueueNotFound or TaskNotFound
-        raise TaskNotFound(f"task {task_id} not found in queue {queue!r}", queue=queue, task_id=task_id)
-    _echo_json(_task_info_dict(info))
+    """Print everything about a task as JSON: state, result, last failure, what it waits for,
+    inputs, timestamps, lease, steps and the history of its failed attempts."""
+    _echo_json(_task_show_dict(_client(ctx).get_task(queue, task_id)))
 
 
 @task_group.command("cancel")
@@ -807,6 +803,188 @@ def dashboard_cmd(ctx: click.Context, host: str, port: int, dashboard_dsn: str |
         pass
     finally:
         server.stop()
+# --- operations (read side) ---
+
+
+def _task_show_dict(info: TaskInfo) -> dict[str, Any]:
+    """`teguh task show`'s JSON: the keys it always printed, then the rest of `TaskInfo`."""
+    waits = {
+        "state": info.state,
+        "wake_at": info.wake_at,
+        "awaited_event": info.awaited_event,
+        "wait_step": info.wait_step,
+        "attempts": info.attempts,
+    }
+    shown = _task_info_dict(
+        {
+            **waits,
+            "task_id": info.task_id,
+            "result": info.result,
+            "failure_reason": info.failure,
+            "cancelled_at": info.cancelled_at,
+            "finished_at": info.finished_at,
+        }
+    )
+    rest = dataclasses.asdict(info)
+    for key in ("failure", "available_at"):
+        rest.pop(key)
+    return {**shown, **{key: value for key, value in rest.items() if key not in shown}}
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as aligned text columns under a header line; None shows as "-"."""
+    cells = [[("-" if value is None else str(value)) for value in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    lines = [list(headers), *cells]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def _when(value: datetime | None) -> str | None:
+    """A timestamp to the second, in UTC, for tables."""
+    return None if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _failure_line(failure: Any) -> str | None:
+    """The one line of a stored failure a table has room for."""
+    if failure is None:
+        return None
+    if isinstance(failure, dict):
+        text = f"{failure.get('type') or failure.get('name') or ''}: {failure.get('message') or ''}".strip(
+            ": "
+        )
+    else:
+        text = json.dumps(failure)
+    text = " ".join(text.split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@task_group.command("list")
+@click.argument("queue")
+@click.option("--state", type=click.Choice(TASK_STATES), default=None, help="Only tasks in this state.")
+@click.option("--task-name", default=None, help="Only tasks of this name.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_LIST_LIMIT),
+    default=50,
+    show_default=True,
+    help="The most tasks shown.",
+)
+@click.option("--after", default=None, help="Show the tasks older than this task id (the next page).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def task_list(
+    ctx: click.Context,
+    queue: str,
+    state: str | None,
+    task_name: str | None,
+    limit: int,
+    after: str | None,
+    as_json: bool,
+) -> None:
+    """List QUEUE's tasks, newest first; the last id shown is the --after of the next page."""
+    tasks = _client(ctx).list_tasks(queue, state=state, task_name=task_name, limit=limit, after=after)
+    if as_json:
+        _echo_json([dataclasses.asdict(t) for t in tasks])
+        return
+    if not tasks:
+        click.echo("no tasks")
+        return
+    rows = [
+        (
+            t.task_id,
+            t.task_name,
+            t.state,
+            t.attempts,
+            _when(t.enqueued_at),
+            _when(t.finished_at),
+            _failure_line(t.failure) if t.state in ("failed", "sleeping", "pending", "cancelled") else None,
+        )
+        for t in tasks
+    ]
+    click.echo(_table(("TASK ID", "NAME", "STATE", "ATTEMPTS", "ENQUEUED", "FINISHED", "LAST FAILURE"), rows))
+
+
+def _stats_dict(stats: QueueStats) -> dict[str, Any]:
+    return dataclasses.asdict(stats)
+
+
+@main.command("stats")
+@click.argument("queue", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def stats_cmd(ctx: click.Context, queue: str | None, as_json: bool) -> None:
+    """Print the counts per state of QUEUE (or of every queue) and recent completions and failures."""
+    client = _client(ctx)
+    names = [queue] if queue else client.list_queues()
+    stats = [client.queue_stats(name) for name in names]
+    if as_json:
+        _echo_json([_stats_dict(s) for s in stats] if queue is None else _stats_dict(stats[0]))
+        return
+    if not stats:
+        click.echo("no queues")
+        return
+    rows = [
+        (
+            s.queue,
+            s.pending,
+            s.running,
+            s.sleeping,
+            f"{'~' if s.estimated else ''}{s.completed}",
+            s.failed,
+            f"{'~' if s.estimated else ''}{s.cancelled}",
+            None if s.oldest_pending_age is None else f"{s.oldest_pending_age:.1f}s",
+            f"{s.completed_last_minute}/{s.completed_last_hour}",
+            f"{s.failed_last_minute}/{s.failed_last_hour}",
+        )
+        for s in stats
+    ]
+    headers = (
+        "QUEUE",
+        "PENDING",
+        "RUNNING",
+        "SLEEPING",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "OLDEST WAIT",
+        "DONE 1M/1H",
+        "FAILED 1M/1H",
+    )
+    click.echo(_table(headers, rows))
+    if any(s.estimated for s in stats):
+        click.echo("~ estimated from PostgreSQL's statistics (queues over 100,000 tasks)")
+
+
+@main.command("workers")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def workers_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the live workers: where they run, what they serve, how busy they are, when last seen."""
+    workers = _client(ctx).list_workers()
+    if as_json:
+        _echo_json([dataclasses.asdict(w) for w in workers])
+        return
+    if not workers:
+        click.echo("no live workers")
+        return
+    rows = [
+        (
+            w.worker_id,
+            w.host,
+            w.pid,
+            ",".join(w.queues),
+            f"{w.running}/{w.concurrency}",
+            w.version,
+            w.app_version,
+            _when(w.started_at),
+            _when(w.last_seen_at),
+        )
+        for w in workers
+    ]
+    headers = ("WORKER", "HOST", "PID", "QUEUES", "RUNNING", "TEGUH", "APP", "STARTED", "LAST SEEN")
+    click.echo(_table(headers, rows))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from . import _json, _sql, _validate
+from . import _json, _ops, _sql, _validate
 from ._backoff import Backoff
 from ._connection import ClientBase, schema_sql
 from ._notify import DISCONNECTED, NOTIFIED, ListenWaiter
@@ -23,7 +23,16 @@ from ._options import SPAWN_OPTIONS, spawn_options
 from ._sql import scalar
 from ._time import require_aware, to_seconds, to_whole_seconds
 from .errors import EventTimeout, InvalidArgument, TaskNotFound
-from .results import ClaimedRun, EmitResult, SpawnResult, TaskResult, TaskType
+from .results import (
+    ClaimedRun,
+    EmitResult,
+    QueueStats,
+    SpawnResult,
+    TaskInfo,
+    TaskResult,
+    TaskType,
+    WorkerInfo,
+)
 
 logger = logging.getLogger("teguh.client")
 
@@ -48,6 +57,12 @@ POLL_MIN_INTERVAL = 0.05
 """`wait_for_result`'s first polling interval, doubled after each poll up to POLL_MAX_INTERVAL."""
 
 POLL_MAX_INTERVAL = 1.0
+
+TASK_STATES = ("pending", "running", "sleeping", "completed", "failed", "cancelled")
+"""Every state a task can be in (`list_tasks(state=...)`)."""
+
+MAX_LIST_LIMIT = 1000
+"""The most tasks one `list_tasks` call returns."""
 
 DONE_CHANNEL = "teguh_done"
 """The channel on which tasks spawned with `notify_done=True` announce their terminal state."""
@@ -1113,6 +1128,111 @@ class Client(ClientBase):
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 3600:
             raise InvalidArgument(f"watch seconds must be an int from 0 to 3600, not {seconds!r}")
         self._run("watch_queues", lambda cur: cur.execute(_sql.WATCH_QUEUES, (queues, seconds)), retry=True)
+
+
+    # --- operations (read side) ---
+
+    def get_task(self, queue: str, task_id: str, *, conn: Any = None) -> TaskInfo:
+        """Everything about one task: inputs, state, timestamps, lease, waits, steps and failed attempts.
+
+        Reads the steps of any task, running or not (no lease needed), and the
+        attempt history (the last 25 failed attempts: worker, start, end, reason).
+
+        Raises:
+            QueueNotFound: no such queue.
+            TaskNotFound: no such task.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+
+        def fetch(cur: Any) -> TaskInfo:
+            cur.execute(_sql.GET_TASK, (queue, task_id))
+            return _ops.task_info(_sql.rows_as_dicts(cur)[0])
+
+        return self._run("get_task", fetch, conn=conn, retry=True, queue=queue, task_id=task_id)
+
+    def list_tasks(
+        self,
+        queue: str,
+        *,
+        state: str | None = None,
+        task_name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        conn: Any = None,
+    ) -> list[TaskInfo]:
+        """A page of a queue's tasks, newest first, optionally of one state and task name.
+
+        `since` and `until` bound the enqueue time (`since <= enqueued_at <
+        until`). For the next page pass the last task id of this one as
+        `after`. Rows are light: `steps` and `attempt_history` are empty and
+        `claimed_by`, `claimed_at` and `wait_step` None (`get_task` has them).
+
+        Raises:
+            InvalidArgument: an unknown state, a limit outside 1..1000, a naive datetime,
+                a bad `after` id or an empty task name.
+            QueueNotFound: no such queue.
+        """
+        queue = _validate.queue_name(queue)
+        if state is not None and state not in TASK_STATES:
+            raise InvalidArgument(f"state must be one of {', '.join(TASK_STATES)}, not {state!r}")
+        if task_name is not None:
+            task_name = _validate.name(task_name, "task_name")
+        if since is not None:
+            require_aware(since, "since")
+        if until is not None:
+            require_aware(until, "until")
+        limit = _validate.integer(limit, "limit", minimum=1)
+        if limit > MAX_LIST_LIMIT:
+            raise InvalidArgument(f"limit must be at most {MAX_LIST_LIMIT}, not {limit}")
+        if after is not None:
+            after = _validate.task_uuid(after, "after")
+
+        def fetch(cur: Any) -> list[TaskInfo]:
+            cur.execute(_sql.LIST_TASKS, (queue, state, task_name, since, until, limit, after))
+            return [_ops.task_info(row) for row in _sql.rows_as_dicts(cur)]
+
+        return self._run("list_tasks", fetch, conn=conn, retry=True, queue=queue)
+
+    def queue_stats(self, queue: str, *, conn: Any = None) -> QueueStats:
+        """A queue's counts per state, its oldest waiting task's age, and recent completions and failures.
+
+        Raises:
+            QueueNotFound: no such queue.
+        """
+        queue = _validate.queue_name(queue)
+
+        def fetch(cur: Any) -> QueueStats:
+            cur.execute(_sql.QUEUE_STATS, (queue,))
+            return _ops.queue_stats(queue, _sql.rows_as_dicts(cur)[0])
+
+        return self._run("queue_stats", fetch, conn=conn, retry=True, queue=queue)
+
+    def list_workers(self, *, conn: Any = None) -> list[WorkerInfo]:
+        """The live workers (registered, and heartbeating within the last few beats), oldest first."""
+
+        def fetch(cur: Any) -> list[WorkerInfo]:
+            cur.execute(_sql.LIST_WORKERS)
+            return [_ops.worker_info(row) for row in _sql.rows_as_dicts(cur)]
+
+        return self._run("list_workers", fetch, conn=conn, retry=True)
+
+    def _worker_heartbeat(
+        self, instance_id: str, info: Mapping[str, Any], ttl: float, completed: Mapping[str, int] | None
+    ) -> None:
+        """Register a worker or refresh its registry row (the worker's start and heartbeat thread)."""
+        info_json = _json.dumps(dict(info), "worker info")
+        completed_json = None if not completed else _json.dumps(dict(completed), "completed counts")
+        self._run(
+            "worker_heartbeat",
+            lambda cur: cur.execute(_sql.WORKER_HEARTBEAT, (instance_id, info_json, ttl, completed_json)),
+        )
+
+    def _unregister_worker(self, instance_id: str) -> None:
+        """Delete a stopping worker's registry row."""
+        self._run("unregister_worker", lambda cur: cur.execute(_sql.UNREGISTER_WORKER, (instance_id,)))
 
 
 def _spawn_result(row: Any) -> SpawnResult:

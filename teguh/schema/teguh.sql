@@ -52,6 +52,7 @@
 --   Queue options, task types, pause       set_queue_options, register_task_types, pause_queue, ...
 --   Reading, timers, maintenance           reads, next_due, ticker, cleanup, start, stop
 --   Dashboard                              watched_queues, watch_queues, _notify_watch (teguh_watch)
+--   Operations (read side)                 attempt history a_<q>, workers registry, get_task, list_tasks, queue_stats
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -730,6 +731,7 @@ begin
       created_at timestamptz not null
     )$ddl$, 'w_' || q);
   perform teguh._ensure_index('(event_name)', 'w_' || q || '_ei', 'w_' || q);
+  perform teguh._ensure_ops_tables(q);  -- section "Operations (read side)"
 end
 $$;
 
@@ -1231,7 +1233,7 @@ begin
   foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
   end loop;
-  foreach prefix in array array['w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
+  foreach prefix in array array['a_', 'w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
     execute format('drop table if exists teguh.%I', prefix || q);
   end loop;
 end
@@ -1389,6 +1391,8 @@ begin
   execute format('select max_attempts, retry_strategy, cancellation, first_started_at, notify_done '
                  'from teguh.%I where task_id = $1', 't_' || q)
     into t using p_task_id;
+  perform teguh._record_attempt(q, p_run_id, p_task_id, p_attempt, p_reason, now_ts,
+                                t.max_attempts is not null and p_attempt >= t.max_attempts);
   perform teguh._end_lease(q, p_run_id);
   perform teguh._notify_watch(q);
 
@@ -1895,6 +1899,12 @@ begin
 end
 $$;
 
+-- A non-retryable failure's stored reason: an object gets "non_retryable": true.
+create or replace function teguh._non_retryable(reason jsonb) returns jsonb
+language sql immutable as $$
+  select case when jsonb_typeof(reason) = 'object' then reason || '{"non_retryable": true}'::jsonb else reason end
+$$;
+
 -- fail_run_non_retryable(q, run_id, reason): ends the run and fails its task
 -- for good now, whatever attempts are left (a handler's teguh.NonRetryable).
 -- An object reason is stored with "non_retryable": true added. Raises
@@ -1909,11 +1919,12 @@ begin
   perform teguh._check_queue(q);
   select * into run from teguh._lock_run(q, run_id);
   perform teguh._lock_task(q, run.task_id);
+  perform teguh._record_attempt(q, run_id, run.task_id, run.attempt, teguh._non_retryable(reason),
+                                teguh.current_time(), true);
   perform teguh._end_lease(q, run_id);
   perform teguh._fail_for_good(
     q, run.task_id,
-    case when jsonb_typeof(reason) = 'object' then reason || '{"non_retryable": true}'::jsonb else reason end,
-    teguh.current_time());
+    teguh._non_retryable(reason), teguh.current_time());
 end
 $$;
 
@@ -2428,6 +2439,7 @@ begin
            cancelled_run_id = null, finished_at = null, result = null
      where task_id = $1$q$, 't_' || q)
     using p_task_id, new_max;
+  perform teguh._clear_final_attempt(q, p_task_id);  -- section "Operations (read side)"
   perform teguh._make_ready(q, p_task_id, t.attempts + 1, now_ts);
   perform pg_notify('teguh_' || q, 'retry');
   return query select p_task_id, null::uuid, t.attempts + 1, false;
@@ -2924,10 +2936,12 @@ begin
       delete from teguh.%2$I c using victims v where c.task_id = v.task_id
     ), dw as (
       delete from teguh.%3$I w using victims v where w.task_id = v.task_id
+    ), da as (
+      delete from teguh.%4$I a using victims v where a.task_id = v.task_id
     ), dt as (
       delete from teguh.%1$I t using victims v where t.task_id = v.task_id returning 1
     )
-    select count(*) from dt$q$, 't_' || q, 'c_' || q, 'w_' || q)
+    select count(*) from dt$q$, 't_' || q, 'c_' || q, 'w_' || q, 'a_' || q)
     into tasks_deleted using cutoff, lim, teguh._uuidv7_floor(cutoff + interval '1 millisecond');
 
   -- emitted events past the TTL, and placeholders nobody waits for any more
@@ -3081,6 +3095,437 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Section: Operations (read side)
+-- ---------------------------------------------------------------------------
+-- What an operator reads (docs/operations.md): one task in full
+-- (get_task), task lists (list_tasks), a queue's counts (queue_stats), the
+-- attempt history of failed attempts (a_<q>) and the registry of running
+-- workers (teguh.workers). None of it costs the claim, spawn or complete
+-- path of a task that succeeds: the attempt history is written on the
+-- failure path only (teguh._fail, fail_run_non_retryable), the registry by
+-- each worker's heartbeat (one statement per beat and worker, not per run),
+-- and the counts read p_, r_, w_ and a_ rows instead of an index on t_<q>.state
+-- (which would stop claims and completions from being HOT updates).
+
+-- The registry of running workers: one row per Worker.run(), keyed by a
+-- random instance id (two workers of one process share a worker_id). A row
+-- is written at start and by every heartbeat, which moves expires_at to a
+-- few beats ahead; a clean stop deletes it. Rows past expires_at belong to
+-- dead workers: every beat of another worker deletes them, and list_workers
+-- never shows them.
+create table if not exists teguh.workers (
+  instance_id uuid primary key,
+  worker_id text not null,
+  host text,
+  pid int,
+  queues text[] not null,
+  concurrency int not null,
+  running int not null default 0,
+  teguh_version text,
+  app_version text,
+  started_at timestamptz not null,
+  last_seen_at timestamptz not null,
+  expires_at timestamptz not null
+);
+
+-- Completions committed by workers, per queue and 10-second bucket, added by
+-- the heartbeats (each reports what it completed since its last beat): the
+-- "completed in the last minute and hour" of queue_stats without an index
+-- on t_<q>.finished_at. Buckets older than two hours are deleted by beats.
+create table if not exists teguh.throughput (
+  queue_name text not null,
+  bucket timestamptz not null,
+  completed bigint not null default 0,
+  primary key (queue_name, bucket)
+);
+
+-- Creates (or upgrades) a queue's attempt history a_<q>: one row per failed
+-- attempt (a handler's error, a timeout, a lease that expired, a release at
+-- shutdown), the last 25 per task. `final` marks the attempt that failed the
+-- task for good, while it stays failed (retry_task clears it): so a failed
+-- task has exactly one final row, and list_tasks(state => 'failed') and
+-- queue_stats walk those rows instead of t_<q>. Created for an existing queue, it is filled with
+-- one final row per task already failed (from its failure_reason), so the
+-- failed list is complete from the start. _ensure_queue_tables calls it.
+-- Locks: none when the table exists; otherwise creates it (and reads t_<q>).
+create or replace function teguh._ensure_ops_tables(q text) returns void
+language plpgsql as $$
+begin
+  -- list_tasks(task_name => ...): task_name and task_id never change, so
+  -- claims and completions stay HOT; a spawn adds one entry
+  perform teguh._ensure_index('(task_name, task_id)', 't_' || q || '_tn', 't_' || q);
+  if to_regclass(format('teguh.%I', 'a_' || q)) is null then
+    perform teguh._create_attempts_table(q);
+  end if;
+  -- the failed tasks, newest first (list_tasks), and counted (queue_stats)
+  perform teguh._ensure_index('(task_id) where final', 'a_' || q || '_ft', 'a_' || q);
+  -- failed in the last minute and hour (queue_stats)
+  perform teguh._ensure_index('(ended_at) where final', 'a_' || q || '_fe', 'a_' || q);
+end
+$$;
+
+-- Creates a_<q>, and fills it for an existing queue (see _ensure_ops_tables).
+create or replace function teguh._create_attempts_table(q text) returns void
+language plpgsql as $$
+begin
+  execute format($ddl$
+    create table teguh.%I (
+      task_id uuid not null,
+      run_id uuid not null,
+      attempt int not null,
+      worker_id text,
+      started_at timestamptz,
+      ended_at timestamptz not null,
+      reason jsonb,
+      final boolean not null default false,
+      primary key (task_id, run_id)
+    )$ddl$, 'a_' || q);
+  -- tasks failed before the history existed: their last failure, as a final attempt
+  execute format($q$
+    insert into teguh.%1$I (task_id, run_id, attempt, worker_id, ended_at, reason, final)
+    select t.task_id, coalesce(t.last_run_id, t.task_id), t.attempts, t.failure_reason->>'worker_id',
+           coalesce(t.finished_at, t.enqueued_at), t.failure_reason, true
+      from teguh.%2$I t where t.state = 'failed'$q$, 'a_' || q, 't_' || q);
+end
+$$;
+
+-- Records a failed attempt of the run p_run_id (whose r_ row still exists:
+-- callers call it before ending the lease) and keeps the task's last 25.
+-- final: this failure ends the task (failed for good).
+-- Locks: none beyond the caller's (inserts an a_ row, deletes older ones).
+create or replace function teguh._record_attempt(
+  q text, p_run_id uuid, p_task_id uuid, p_attempt int, p_reason jsonb, now_ts timestamptz, final boolean
+) returns void
+language plpgsql as $$
+begin
+  execute format($q$
+    insert into teguh.%1$I (task_id, run_id, attempt, worker_id, started_at, ended_at, reason, final)
+    select $2, $1, $3, r.claimed_by, r.claimed_at, $4, $5, $6
+      from (select 1) one left join teguh.%2$I r on r.run_id = $1
+    on conflict (task_id, run_id) do update set ended_at = excluded.ended_at, reason = excluded.reason,
+      final = excluded.final$q$, 'a_' || q, 'r_' || q)
+    using p_run_id, p_task_id, p_attempt, now_ts, p_reason, coalesce(final, false);
+  if p_attempt > 25 then
+    execute format($q$
+      delete from teguh.%1$I a
+       where a.task_id = $1
+         and a.run_id < (select b.run_id from teguh.%1$I b where b.task_id = $1
+                          order by b.run_id desc offset 24 limit 1)$q$, 'a_' || q)
+      using p_task_id;
+  end if;
+end
+$$;
+
+-- A failed task retried in place is no longer failed: its final attempt
+-- becomes an ordinary one (retry_task calls it). Locks: its a_ rows.
+create or replace function teguh._clear_final_attempt(q text, p_task_id uuid) returns void
+language plpgsql as $$
+begin
+  execute format('update teguh.%I set final = false where task_id = $1 and final', 'a_' || q) using p_task_id;
+end
+$$;
+
+-- get_task(q, task_id): everything known about one task: its row, the run
+-- holding it (claimed_by, claimed_at; null when none), what it waits for
+-- (wake_at, awaited_event, wait_step as in get_task_info), its steps (a JSON
+-- array of {name, value, status, kind, updated_at}, oldest first) and its
+-- attempt history (a JSON array of {attempt, run_id, worker_id, started_at,
+-- ended_at, reason, final}, oldest first, the last 25 failed attempts).
+-- Reads the steps of any task, with or without a lease.
+-- Raises TG002 for an unknown queue, TG003 for an unknown task.
+-- Locks: none (reads only). Notifies: nobody.
+create or replace function teguh.get_task(q text, p_task_id uuid)
+returns table(task_id uuid, task_name text, params jsonb, headers jsonb, priority int, state text,
+              attempts int, max_attempts int, snoozes int, enqueued_at timestamptz,
+              first_started_at timestamptz, finished_at timestamptz, available_at timestamptz,
+              result jsonb, failure_reason jsonb, cancelled_at timestamptz, idempotency_key text,
+              concurrency_key text, claimed_by text, claimed_at timestamptz, claim_expires_at timestamptz,
+              wake_at timestamptz, awaited_event text, wait_step text, steps jsonb, attempt_history jsonb)
+language plpgsql stable as $$
+#variable_conflict use_variable
+declare
+  n int;
+begin
+  perform teguh._check_queue(q);
+  return query execute format($q$
+    select t.task_id, t.task_name, t.params, t.headers, t.priority, t.state, t.attempts, t.max_attempts,
+           t.snoozes, t.enqueued_at, t.first_started_at, t.finished_at, t.available_at, t.result,
+           t.failure_reason, t.cancelled_at, t.idempotency_key, t.concurrency_key,
+           r.claimed_by, r.claimed_at, r.claim_expires_at, t.available_at, t.wake_event,
+           case
+             when t.state <> 'sleeping' then null
+             when t.wake_event is not null then
+               (select w.step_name from teguh.%3$I w where w.task_id = t.task_id)
+             else
+               (select c.checkpoint_name from teguh.%4$I c
+                 where c.task_id = t.task_id and c.kind = 'sleep'
+                   and (c.state->>'$teguh_sleep_until')::timestamptz = t.available_at
+                 order by c.checkpoint_name limit 1)
+           end,
+           coalesce((select jsonb_agg(jsonb_build_object(
+                              'name', c.checkpoint_name, 'value', c.state, 'status', c.status,
+                              'kind', c.kind, 'updated_at', c.updated_at)
+                            order by c.updated_at, c.checkpoint_name)
+                       from teguh.%4$I c where c.task_id = t.task_id), '[]'::jsonb),
+           coalesce((select jsonb_agg(jsonb_build_object(
+                              'attempt', a.attempt, 'run_id', a.run_id, 'worker_id', a.worker_id,
+                              'started_at', a.started_at, 'ended_at', a.ended_at, 'reason', a.reason,
+                              'final', a.final)
+                            order by a.run_id)
+                       from teguh.%5$I a where a.task_id = t.task_id), '[]'::jsonb)
+      from teguh.%1$I t left join teguh.%2$I r on r.task_id = t.task_id
+     where t.task_id = $1$q$,
+    't_' || q, 'r_' || q, 'w_' || q, 'c_' || q, 'a_' || q)
+    using p_task_id;
+  get diagnostics n = row_count;
+  if n = 0 then
+    raise exception 'task % not found in queue "%"', p_task_id, q using errcode = 'TG003';
+  end if;
+end
+$$;
+
+-- list_tasks(q, state, task_name, since, until, lim, after): up to lim
+-- tasks (1 to 1000), newest first (by task id, a UUIDv7 of the enqueue
+-- time), optionally of one state and one task name, enqueued in
+-- [since, until), and with ids below `after` (keyset paging: pass the last
+-- id of the previous page). Rows without steps or attempt history.
+-- Each state is found through rows that exist only for it, so no index on
+-- t_<q>.state is needed: pending through p_<q> (and the delayed through
+-- index t_<q>_av), running through r_<q>, sleeping through t_<q>_av and
+-- w_<q>, failed through the final rows of a_<q>; completed and cancelled
+-- (and no state) walk t_<q>'s primary key backwards; a task name uses
+-- index t_<q>_tn. Raises TG004 for a bad state or limit.
+-- Locks: none (reads only). Notifies: nobody.
+create or replace function teguh.list_tasks(
+  q text, p_state text default null, p_task_name text default null, p_since timestamptz default null,
+  p_until timestamptz default null, p_limit int default 50, p_after uuid default null
+)
+returns table(task_id uuid, task_name text, params jsonb, headers jsonb, priority int, state text,
+              attempts int, max_attempts int, snoozes int, enqueued_at timestamptz,
+              first_started_at timestamptz, finished_at timestamptz, available_at timestamptz,
+              result jsonb, failure_reason jsonb, cancelled_at timestamptz, wake_event text)
+language plpgsql stable as $$
+#variable_conflict use_variable
+declare
+  lo uuid;
+  hi uuid;
+  bounds text := 'true';
+  branch text;
+  t_name text;
+  sources text[];
+  filters text := '';
+begin
+  perform teguh._check_queue(q);
+  if p_state is not null
+     and p_state not in ('pending', 'running', 'sleeping', 'completed', 'failed', 'cancelled') then
+    raise exception 'state must be one of pending, running, sleeping, completed, failed, cancelled, not %',
+      quote_literal(p_state) using errcode = 'TG004';
+  end if;
+  if p_limit is null or p_limit < 1 or p_limit > 1000 then
+    raise exception 'limit must be between 1 and 1000, not %', coalesce(p_limit::text, 'null')
+      using errcode = 'TG004';
+  end if;
+  -- ids bound the enqueue time at millisecond precision; the exact test follows
+  if p_since is not null then
+    lo := teguh._uuidv7_floor(p_since);
+  end if;
+  if p_until is not null then
+    hi := teguh._uuidv7_floor(p_until + interval '1 millisecond');
+  end if;
+  if p_after is not null and (hi is null or p_after < hi) then
+    hi := p_after;
+  end if;
+  -- The values go into the text as literals, not parameters, and only the
+  -- bounds given: the plan must see the limit and the real range (a generic
+  -- plan, or a range over every id, sorts every candidate instead).
+  if lo is not null then
+    bounds := bounds || format(' and %%1$s.task_id >= %L::uuid', lo);
+  end if;
+  if hi is not null then
+    bounds := bounds || format(' and %%1$s.task_id < %L::uuid', hi);
+  end if;
+  if p_state is not null then
+    filters := filters || format(' and t.state = %L', p_state);
+  end if;
+  if p_task_name is not null then
+    filters := filters || format(' and t.task_name = %L', p_task_name);
+  end if;
+  if p_since is not null then
+    filters := filters || format(' and t.enqueued_at >= %L::timestamptz', p_since);
+  end if;
+  if p_until is not null then
+    filters := filters || format(' and t.enqueued_at < %L::timestamptz', p_until);
+  end if;
+  -- Each source of the state's tasks is walked newest first by an index and
+  -- stops after p_limit matches; the union of those (at most two) pages is
+  -- then cut to p_limit. One plain walk of t_<q>'s primary key without a state.
+  branch := format($b$
+    (select t.task_id, t.task_name, t.params, t.headers, t.priority, t.state, t.attempts, t.max_attempts,
+            t.snoozes, t.enqueued_at, t.first_started_at, t.finished_at, t.available_at, t.result,
+            t.failure_reason, t.cancelled_at, t.wake_event
+       from %%1$s
+      where %%2$s%1$s
+      order by %%3$s.task_id desc
+      limit %2$s)$b$, replace(filters, '%', '%%'), p_limit);  -- filters are formatted once more
+  t_name := format('teguh.%I', 't_' || q);
+  sources := case p_state
+    when 'pending' then array[
+      format(branch, format('teguh.%I p join %s t on t.task_id = p.task_id', 'p_' || q, t_name),
+             format(bounds, 'p'), 'p'),
+      format(branch, t_name || ' t', 't.available_at is not null and ' || format(bounds, 't'), 't')]
+    when 'running' then array[
+      format(branch, format('teguh.%I r join %s t on t.task_id = r.task_id', 'r_' || q, t_name),
+             format(bounds, 'r'), 'r')]
+    when 'sleeping' then array[
+      format(branch, t_name || ' t', 't.available_at is not null and ' || format(bounds, 't'), 't'),
+      format(branch, format('teguh.%I w join %s t on t.task_id = w.task_id', 'w_' || q, t_name),
+             format(bounds, 'w'), 'w')]
+    when 'failed' then array[
+      format(branch, format('teguh.%I a join %s t on t.task_id = a.task_id', 'a_' || q, t_name),
+             'a.final and ' || format(bounds, 'a'), 'a')]
+    else array[format(branch, t_name || ' t', format(bounds, 't'), 't')]
+  end;
+  if cardinality(sources) = 1 then
+    return query execute sources[1];
+  else
+    -- union, not union all: an event wait with a timeout is in both sources
+    return query execute format('select * from (%s) x order by x.task_id desc limit %s',
+                                array_to_string(sources, ' union '), p_limit);
+  end if;
+end
+$$;
+
+-- queue_stats(q): a queue's counts. Exact: pending (claimable now plus
+-- delayed), running, sleeping, failed, the oldest claimable task's wait in
+-- seconds, failed in the last minute and hour (from a_<q>), completed in the
+-- last minute and hour (from teguh.throughput, which the workers' heartbeats
+-- fill: completions by teguh workers, up to one beat late). completed and
+-- cancelled are counted exactly on a queue of up to 100,000 tasks and
+-- estimated from the planner's statistics above that (estimated = true):
+-- counting a million rows takes longer than a dashboard can wait.
+-- Locks: none (reads only). Notifies: nobody.
+create or replace function teguh.queue_stats(q text)
+returns table(pending bigint, running bigint, sleeping bigint, completed bigint, failed bigint,
+              cancelled bigint, oldest_pending_seconds double precision,
+              completed_last_minute bigint, completed_last_hour bigint,
+              failed_last_minute bigint, failed_last_hour bigint, estimated boolean)
+language plpgsql stable as $$
+#variable_conflict use_variable
+declare
+  now_ts timestamptz := teguh.current_time();
+  total double precision;
+  frac record;
+begin
+  perform teguh._check_queue(q);
+  execute format('select count(*), extract(epoch from $1 - min(p.available_at))::float8 from teguh.%I p',
+                 'p_' || q)
+    into pending, oldest_pending_seconds using now_ts;
+  execute format('select count(*) from teguh.%I d where d.available_at is not null and d.state = ''pending''',
+                 't_' || q)
+    into total;
+  pending := pending + total::bigint;
+  execute format('select count(*) from teguh.%I r', 'r_' || q) into running;
+  execute format($q$
+    select count(*) from (select s.task_id from teguh.%1$I s where s.available_at is not null
+                          union select w.task_id from teguh.%2$I w) ids
+      join teguh.%1$I t on t.task_id = ids.task_id where t.state = 'sleeping'$q$, 't_' || q, 'w_' || q)
+    into sleeping;
+  execute format('select count(*) from teguh.%I a where a.final', 'a_' || q) into failed;
+  execute format($q$
+    select count(*) filter (where a.ended_at >= $1 - interval '1 minute'), count(*)
+      from teguh.%I a where a.final and a.ended_at >= $1 - interval '1 hour'$q$, 'a_' || q)
+    into failed_last_minute, failed_last_hour using now_ts;
+  select coalesce(sum(tp.completed) filter (where tp.bucket >= now_ts - interval '1 minute'), 0),
+         coalesce(sum(tp.completed), 0)
+    into completed_last_minute, completed_last_hour
+    from teguh.throughput tp
+   where tp.queue_name = q and tp.bucket >= now_ts - interval '1 hour';
+  select greatest(c.reltuples, 0) into total from pg_class c where c.oid = format('teguh.%I', 't_' || q)::regclass;
+  estimated := total > 100000;
+  if estimated then
+    -- the share of each terminal state among the rows ANALYZE sampled
+    select coalesce(sum(f.freq) filter (where f.val = 'completed'), 0) as completed,
+           coalesce(sum(f.freq) filter (where f.val = 'cancelled'), 0) as cancelled
+      into frac
+      from pg_stats s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) as f(val, freq)
+     where s.schemaname = 'teguh' and s.tablename = 't_' || q and s.attname = 'state';
+    completed := round(coalesce(frac.completed, 0) * total)::bigint;
+    cancelled := round(coalesce(frac.cancelled, 0) * total)::bigint;
+  else
+    execute format('select count(*) filter (where t.state = ''completed''), '
+                   'count(*) filter (where t.state = ''cancelled'') from teguh.%I t', 't_' || q)
+      into completed, cancelled;
+  end if;
+  return next;
+end
+$$;
+
+-- worker_heartbeat(instance_id, info, ttl_seconds, completed): a worker's
+-- registration and every heartbeat of it, one statement: upserts its row of
+-- teguh.workers from info ({worker_id, host, pid, queues, concurrency,
+-- running, teguh_version, app_version}; started_at is set by the first
+-- call), moves its expires_at to now + ttl_seconds, adds completed ({queue:
+-- runs completed since the last beat}) to teguh.throughput, and deletes the
+-- rows of workers whose expires_at passed (skip locked) and throughput
+-- buckets over two hours old.
+-- Locks: its own teguh.workers row (waits, by the upsert); rows of dead
+--   workers (skip locked); its queues' current throughput rows (waits).
+-- Notifies: nobody.
+create or replace function teguh.worker_heartbeat(
+  p_instance_id uuid, info jsonb, ttl_seconds double precision, completed jsonb default null
+) returns void
+language plpgsql as $$
+declare
+  now_ts timestamptz := teguh.current_time();
+begin
+  if p_instance_id is null or jsonb_typeof(info) is distinct from 'object' or info->>'worker_id' is null
+     or ttl_seconds is null or ttl_seconds <= 0 then
+    raise exception 'worker_heartbeat needs an instance id, an info object with worker_id and a ttl > 0'
+      using errcode = 'TG004';
+  end if;
+  insert into teguh.workers as w (instance_id, worker_id, host, pid, queues, concurrency, running,
+                                  teguh_version, app_version, started_at, last_seen_at, expires_at)
+  values (p_instance_id, info->>'worker_id', info->>'host', (info->>'pid')::int,
+          coalesce((select array_agg(x) from jsonb_array_elements_text(info->'queues') x), '{}'),
+          coalesce((info->>'concurrency')::int, 0), coalesce((info->>'running')::int, 0),
+          info->>'teguh_version', info->>'app_version', now_ts, now_ts,
+          now_ts + make_interval(secs => ttl_seconds))
+  on conflict (instance_id) do update
+     set running = excluded.running, last_seen_at = now_ts, expires_at = excluded.expires_at;
+  if completed is not null and completed <> '{}'::jsonb then
+    insert into teguh.throughput as tp (queue_name, bucket, completed)
+    select c.key, to_timestamp(floor(extract(epoch from now_ts) / 10) * 10), c.value::bigint
+      from jsonb_each_text(completed) c
+     where c.value::bigint > 0
+    on conflict (queue_name, bucket) do update set completed = tp.completed + excluded.completed;
+  end if;
+  delete from teguh.workers w
+   where w.instance_id in (select d.instance_id from teguh.workers d
+                            where d.expires_at < now_ts for update skip locked);
+  delete from teguh.throughput tp where tp.bucket < now_ts - interval '2 hours';
+end
+$$;
+
+-- unregister_worker(instance_id): a cleanly stopping worker deletes its row.
+-- Locks: that teguh.workers row (waits). Notifies: nobody.
+create or replace function teguh.unregister_worker(p_instance_id uuid) returns void
+language sql as $$ delete from teguh.workers where instance_id = p_instance_id $$;
+
+-- list_workers(): the live workers (expires_at not passed), oldest first.
+-- Locks: none (reads only). Notifies: nobody.
+create or replace function teguh.list_workers()
+returns table(instance_id uuid, worker_id text, host text, pid int, queues text[], concurrency int,
+              running int, teguh_version text, app_version text, started_at timestamptz,
+              last_seen_at timestamptz, expires_at timestamptz)
+language sql stable as $$
+  select w.instance_id, w.worker_id, w.host, w.pid, w.queues, w.concurrency, w.running, w.teguh_version,
+         w.app_version, w.started_at, w.last_seen_at, w.expires_at
+    from teguh.workers w
+   where w.expires_at >= teguh.current_time()
+   order by w.started_at, w.instance_id
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install
 -- ---------------------------------------------------------------------------
 
@@ -3172,12 +3617,14 @@ language plpgsql immutable as $$
 declare
   producer text[] := array['version', 'current_time', 'list_queues',
                            'spawn_task', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
-                           'get_task_info', 'list_task_types', 'get_queue_options'];
+                           'get_task_info', 'list_task_types', 'get_queue_options',
+                           'get_task', 'list_tasks', 'queue_stats', 'list_workers'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
                                      'fail_run_non_retryable', 'snooze_run',
                                      'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
                                      'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',
-                                     'extend_claim', 'extend_claims', 'next_due', 'register_task_types'];
+                                     'extend_claim', 'extend_claims', 'next_due', 'register_task_types',
+                                     'worker_heartbeat', 'unregister_worker'];
   admin text[] := producer || array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'next_due',
                                     'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop',
                                     'set_queue_options', 'pause_queue', 'resume_queue', 'pause_task_type',

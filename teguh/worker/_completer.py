@@ -44,14 +44,24 @@ class Completer(threading.Thread):
         queue: the worker's (first) queue; each run is completed on its own queue.
         inflight: the worker's runs; a run leaves it once its outcome is known.
         on_death: called if the thread ends by an unexpected error.
+        on_completed: called with a queue and how many of its runs a commit completed
+            (the worker registry counts them).
     """
 
-    def __init__(self, client: Client, queue: str, inflight: InFlight, on_death: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        client: Client,
+        queue: str,
+        inflight: InFlight,
+        on_death: Callable[[], None],
+        on_completed: Callable[[str, int], None] | None = None,
+    ) -> None:
         super().__init__(name=f"teguh-completer-{queue}", daemon=True)
         self._client = client
         self._queue = queue
         self._inflight = inflight
         self._on_death = on_death
+        self._on_completed = on_completed
         self._completions: queue_module.Queue[tuple[Run, str] | None] = queue_module.Queue()
 
     def submit(self, run: Run, text: str) -> None:
@@ -124,6 +134,8 @@ class Completer(threading.Thread):
                 extra={"queue": queue},
             )
             outcomes = {}
+        if outcomes and self._on_completed is not None:
+            self._on_completed(queue, sum(1 for outcome in outcomes.values() if outcome == "ok"))
         if outcomes and _faults.ARMED is not None:
             _faults.hit("after_complete_commit")
         for run, _ in batch:

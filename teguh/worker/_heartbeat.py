@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..client import Client
     from ..context import RunState
     from ._inflight import InFlight
+    from ._registry import Registry
 
 logger = logging.getLogger("teguh.heartbeat")
 worker_logger = logging.getLogger("teguh.worker")
@@ -46,6 +47,7 @@ class Heartbeat(threading.Thread):
             several queues it is called with each queue (`runs(queue)`) and
             returns that queue's runs.
         on_tick: called after every tick (the worker counts stuck handlers).
+        registry: the worker's registry row, refreshed once per tick.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Heartbeat(threading.Thread):
         interval: float,
         runs: Callable[..., dict[str, RunState]],
         on_tick: Callable[[], None] | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self._queues = (queue,) if isinstance(queue, str) else tuple(queue)
         super().__init__(name=f"teguh-heartbeat-{self._queues[0]}", daemon=True)
@@ -65,6 +68,7 @@ class Heartbeat(threading.Thread):
         self._interval = interval
         self._runs = runs
         self._on_tick = on_tick
+        self._registry = registry
         self._stop_event = threading.Event()
         self.ticks = 0
         self.beat = threading.Event()
@@ -94,6 +98,8 @@ class Heartbeat(threading.Thread):
         if beat:
             self.ticks += 1
             self.beat.set()
+        if self._registry is not None:
+            self._registry.beat()
 
     def _extend(self, queue: str, runs: dict[str, RunState]) -> bool | None:
         """Extend the leases of `runs`, all of `queue`; True when it reached the database, None if no runs."""

@@ -45,11 +45,13 @@ from ._config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    MAX_HEARTBEAT_INTERVAL,
     WorkerConfig,
 )
 from ._execute import COMPLETION_RETRY_SECONDS, RunExecutor
 from ._heartbeat import EXIT_STUCK, Heartbeat, StuckPolicy
 from ._inflight import InFlight, Run
+from ._registry import Registry
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -65,6 +67,14 @@ CLAIM_BACKOFF = _backoff.Backoff(0.2, 5.0)
 
 MIN_IDLE_WAIT = 0.005
 """The shortest idle wait, so a due moment in the past cannot make the loop spin."""
+
+REGISTRY_JOIN_SECONDS = 5.0
+"""How long a stopping worker waits for a heartbeat in flight before deleting its registry row."""
+
+
+def _no_runs(queue: str | None = None) -> dict[str, Any]:
+    """The runs of a worker whose leases never expire, for its heartbeat: none to extend."""
+    return {}
 
 
 def start_line(worker_id: str, queue: str | Sequence[str], dsn: str, concurrency: int) -> str:
@@ -289,7 +299,18 @@ class Worker:
         client = self.client
         executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"teguh-{self.queue}")
         heartbeat = None
-        completer = Completer(client, self.queue, self._inflight, on_death=self.stop)
+        registry = Registry(
+            client,
+            worker_id=self.worker_id,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            app_version=getattr(self.app, "version", None),
+            interval=self.heartbeat_interval if self.claim_timeout > 0 else MAX_HEARTBEAT_INTERVAL,
+            running=lambda: self._inflight.active,
+        )
+        completer = Completer(
+            client, self.queue, self._inflight, on_death=self.stop, on_completed=registry.completed
+        )
         runner = RunExecutor(self.app, client, self.queue, self.claim_timeout, self._inflight, completer)
         try:
             for queue in self.queues:
@@ -301,6 +322,7 @@ class Worker:
             self._listener = open_queue_waiter(client, self.queues, listen_dsn, self.poll_interval)
             if self._stopping:
                 self._listener.wake()
+            registry.register()
             if self.claim_timeout > 0:
                 heartbeat = Heartbeat(
                     client,
@@ -309,8 +331,14 @@ class Worker:
                     self.heartbeat_interval,
                     self._inflight.lease_states,
                     on_tick=self._check_stuck,
+                    registry=registry,
                 )
-                heartbeat.start()
+            else:
+                # leases never expire: the heartbeat only keeps the registry row fresh
+                heartbeat = Heartbeat(
+                    client, self.queues, 0, MAX_HEARTBEAT_INTERVAL, _no_runs, registry=registry
+                )
+            heartbeat.start()
             completer.start()
             logger.info(
                 start_line(self.worker_id, self.queues, client.dsn, self.concurrency),
@@ -319,7 +347,7 @@ class Worker:
             self.started.set()
             self._loop(executor, runner)
         finally:
-            self._shutdown(executor, heartbeat, completer)
+            self._shutdown(executor, heartbeat, completer, registry)
             restore()
 
     def _ensure_queue(self, client: Client, queue: str) -> None:
@@ -540,7 +568,11 @@ class Worker:
         return restore
 
     def _shutdown(
-        self, executor: ThreadPoolExecutor, heartbeat: Heartbeat | None, completer: Completer
+        self,
+        executor: ThreadPoolExecutor,
+        heartbeat: Heartbeat | None,
+        completer: Completer,
+        registry: Registry | None = None,
     ) -> None:
         """Stop the parts in order: no new starts, hand back, wait, complete, release, close."""
         self._stopping = True
@@ -559,6 +591,11 @@ class Worker:
             self._release(run)
         if heartbeat is not None:
             heartbeat.stop()
+        if registry is not None:
+            # a beat in flight would write the row again after its delete
+            if heartbeat is not None and heartbeat.is_alive():
+                heartbeat.join(REGISTRY_JOIN_SECONDS)
+            registry.unregister()
         if self._listener is not None:
             self._listener.close()
         self.stuck_handlers = self._inflight.active
