@@ -27,6 +27,7 @@ from .errors import (
     PermissionDenied,
     QueueNotFound,
     RetryAfter,
+    ScheduleNotFound,
     SchemaNotInstalled,
     Snooze,
     Suspended,
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .results import AttemptInfo, QueueStats, StepInfo, TaskInfo, WorkerInfo
 from .retry import Exponential, Fixed, NoRetry
+from .schedules import ScheduleInfo
 from .worker import Worker
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "AttemptInfo",
     "QueueStats",
     "WorkerInfo",
+    "ScheduleInfo",
     # Retry strategies
     "Fixed",
     "Exponential",
@@ -76,6 +79,7 @@ __all__ = [
     "ConnectionLost",
     "CannotConnect",
     "NoDatabaseConfigured",
+    "ScheduleNotFound",
     # Raised by handlers to steer retries (TeguhError)
     "NonRetryable",
     "RetryAfter",

@@ -4,7 +4,8 @@
 `os._exit(137)` the n-th time (default: the first) it passes `<point>`, so a
 test can aim at the exact window it wants to prove safe instead of hoping a
 random SIGKILL lands there. Points: `after_claim`, `after_step_fn`,
-`after_checkpoint_commit`, `before_complete`, `after_complete_commit`.
+`after_checkpoint_commit`, `before_complete`, `after_complete_commit`,
+`before_fire_schedule`, `after_fire_schedule`.
 
 Unset, call sites cost one `is None` test: they read `ARMED` before calling.
 """
@@ -18,6 +19,7 @@ import threading
 
 POINTS = frozenset(
     {"after_claim", "after_step_fn", "after_checkpoint_commit", "before_complete", "after_complete_commit"}
+    | {"before_fire_schedule", "after_fire_schedule"}  # schedules: around one fire_schedule call
 )
 
 EXIT_CODE = 137

@@ -193,3 +193,27 @@ UNREGISTER_WORKER = "select teguh.unregister_worker(%s::uuid)"
 
 LIST_WORKERS = "select * from teguh.list_workers()"
 """The live workers of the registry (`Client.list_workers`)."""
+
+
+# --- schedules ---
+
+PUT_SCHEDULES = "select teguh.put_schedules(%s, %s, %s::jsonb, %s, %s::text[])"
+"""Upsert schedules (owner, version, items, prune, handled); 'ok' or 'stale' (a later version owns them)."""
+
+DELETE_SCHEDULE = "select teguh.delete_schedule(%s)"
+PAUSE_SCHEDULE = "select teguh.pause_schedule(%s)"
+RESUME_SCHEDULE = "select teguh.resume_schedule(%s)"
+TRIGGER_SCHEDULE = "select * from teguh.trigger_schedule(%s)"
+LIST_SCHEDULES = "select * from teguh.list_schedules()"
+
+DUE_SCHEDULES = "select * from teguh.due_schedules(%s::text[])"
+"""The due schedules of some queues (null: all) with the engine's now."""
+
+FIRE_SCHEDULE = "select * from teguh.fire_schedule(%s, %s, %s::jsonb, %s)"
+"""Fire one due schedule: (name, expected next_run_at, ticks JSON, next tick)."""
+
+NEXT_SCHEDULE_DUE = "select teguh.next_schedule_due(%s::text[])"
+SECONDS_UNTIL_SCHEDULE = (
+    "select extract(epoch from teguh.next_schedule_due(%s::text[]) - teguh.current_time())::float8"
+)
+"""Seconds until the earliest tick of an active schedule of some queues (negative: overdue; null: none)."""

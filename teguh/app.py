@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .client import Client
     from .context import TaskContext
     from .results import SpawnResult
+    from .schedules import Schedule
     from .worker import Worker
 
 CATCH_ALL = "*"
@@ -469,3 +470,92 @@ class App:
             return queue or None, queues
         served = [self.queue, *(name for name in self.declared_queues() if name != self.queue)]
         return (served[0], None) if len(served) == 1 else (None, served)
+
+    # --- schedules ---
+
+    def schedule(
+        self,
+        name: str,
+        task_name: str,
+        *,
+        cron: str | None = None,
+        every: Any = None,
+        params: Any = None,
+        timezone: str = "UTC",
+        overlap: str = "allow",
+        catch_up: str = "one",
+        max_catch_up: int = 100,
+        jitter: Any = 0,
+        start_at: Any = None,
+        end_at: Any = None,
+        queue: str | None = None,
+        **spawn_options: Any,
+    ) -> Schedule:
+        """Spawn `task_name` periodically: at each tick of `cron` (in `timezone`) or `every` interval.
+
+        Records the definition only; the app's workers upsert it when they
+        start (and delete the app's schedules the code no longer defines), and
+        exactly one task is spawned per tick whatever the number of workers
+        (docs/schedules.md). `cron` is 5 fields (or `@hourly`-style aliases, or
+        6 with seconds first); `every` is seconds or a timedelta (>= 1 s).
+        `overlap="skip"`: no task while the previous one is not terminal.
+        `catch_up` ("skip", "one", "all", at most `max_catch_up`): what fires for
+        ticks missed during a downtime. `jitter`: each task waits up to that
+        many seconds after its tick. `queue`: default the task's queue.
+        `spawn_options`: any spawn option but `idempotency_key` and `available_at`.
+
+        Raises:
+            InvalidArgument: a bad definition (nothing is written): an invalid
+                cron expression, an unknown time zone, both or neither of cron
+                and every, every under 1 s, an unknown spawn option, a name
+                already scheduled, or a task no handler of this app registers
+                yet (schedule after the `@app.task` handler, or register a
+                catch-all; workers check again at start, before writing).
+        """
+        from . import schedules
+
+        schedule = schedules.define(
+            name,
+            task_name,
+            cron=cron,
+            every=every,
+            params=params,
+            timezone=timezone,
+            overlap=overlap,
+            catch_up=catch_up,
+            max_catch_up=max_catch_up,
+            jitter=jitter,
+            start_at=start_at,
+            end_at=end_at,
+            queue=queue,
+            **spawn_options,
+        )
+        if self.handler_for(schedule.task_name) is None:
+            raise InvalidArgument(
+                f"schedule {schedule.name!r} names task {schedule.task_name!r}, which no handler of this "
+                "app registers (define the schedule after the handler)"
+            )
+        # set here rather than in __init__: an app without schedules carries nothing
+        registry = self.__dict__.setdefault("_schedules", {})
+        if schedule.name in registry:
+            raise InvalidArgument(f"schedule {schedule.name!r} is already defined on this app")
+        registry[schedule.name] = schedule
+        return schedule
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The schedules defined with `schedule()`, by name (a copy)."""
+        return dict(self.__dict__.get("_schedules", {}))
+
+    def check_schedules(self) -> None:
+        """Raise `InvalidArgument` when a schedule names a task no handler of this app registers.
+
+        Workers call it at start, before writing any schedule (`app.schedule()`
+        checks at the call too; this catches a handler removed since).
+        """
+        for schedule in self.schedules.values():
+            if self.handler_for(schedule.task_name) is None:
+                raise InvalidArgument(
+                    f"schedule {schedule.name!r} names task {schedule.task_name!r}, "
+                    "which no handler of this app registers"
+                )

@@ -803,6 +803,8 @@ def dashboard_cmd(ctx: click.Context, host: str, port: int, dashboard_dsn: str |
         pass
     finally:
         server.stop()
+
+
 # --- operations (read side) ---
 
 
@@ -985,6 +987,56 @@ def workers_cmd(ctx: click.Context, as_json: bool) -> None:
     ]
     headers = ("WORKER", "HOST", "PID", "QUEUES", "RUNNING", "TEGUH", "APP", "STARTED", "LAST SEEN")
     click.echo(_table(headers, rows))
+
+
+# --- schedules ---
+
+
+@main.group("schedule")
+def schedule_group() -> None:
+    """List, pause, resume, trigger and delete schedules (periodic tasks, docs/schedules.md)."""
+
+
+@schedule_group.command("list")
+@click.pass_context
+def schedule_list(ctx: click.Context) -> None:
+    """Print every schedule (spec, time zone, next and last run, paused) as a JSON list."""
+    _echo_json([dataclasses.asdict(s) for s in _client(ctx).list_schedules()])
+
+
+@schedule_group.command("pause")
+@click.argument("name")
+@click.pass_context
+def schedule_pause(ctx: click.Context, name: str) -> None:
+    """Stop schedule NAME from firing until it is resumed."""
+    _client(ctx).pause_schedule(name)
+    click.echo(f"schedule {name} paused")
+
+
+@schedule_group.command("resume")
+@click.argument("name")
+@click.pass_context
+def schedule_resume(ctx: click.Context, name: str) -> None:
+    """Let schedule NAME fire again (its catch_up decides what fires for the paused time)."""
+    _client(ctx).resume_schedule(name)
+    click.echo(f"schedule {name} resumed")
+
+
+@schedule_group.command("trigger")
+@click.argument("name")
+@click.pass_context
+def schedule_trigger(ctx: click.Context, name: str) -> None:
+    """Spawn schedule NAME's task now, outside its timetable; prints the task id."""
+    click.echo(_client(ctx).trigger_schedule(name).task_id)
+
+
+@schedule_group.command("delete")
+@click.argument("name")
+@click.pass_context
+def schedule_delete(ctx: click.Context, name: str) -> None:
+    """Delete schedule NAME (its tasks stay; an app's worker recreates it if the code still defines it)."""
+    _client(ctx).delete_schedule(name)
+    click.echo(f"schedule {name} deleted")
 
 
 if __name__ == "__main__":  # pragma: no cover

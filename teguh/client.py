@@ -15,14 +15,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from . import _json, _ops, _sql, _validate
+from . import _faults, _json, _ops, _sql, _validate
+from . import schedules as _schedules
 from ._backoff import Backoff
 from ._connection import ClientBase, schema_sql
 from ._notify import DISCONNECTED, NOTIFIED, ListenWaiter
 from ._options import SPAWN_OPTIONS, spawn_options
 from ._sql import scalar
 from ._time import require_aware, to_seconds, to_whole_seconds
-from .errors import EventTimeout, InvalidArgument, TaskNotFound
+from .errors import EventTimeout, InvalidArgument, ScheduleNotFound, TaskNotFound, TeguhError
 from .results import (
     ClaimedRun,
     EmitResult,
@@ -33,6 +34,7 @@ from .results import (
     TaskType,
     WorkerInfo,
 )
+from .schedules import ScheduleInfo
 
 logger = logging.getLogger("teguh.client")
 
@@ -1129,7 +1131,6 @@ class Client(ClientBase):
             raise InvalidArgument(f"watch seconds must be an int from 0 to 3600, not {seconds!r}")
         self._run("watch_queues", lambda cur: cur.execute(_sql.WATCH_QUEUES, (queues, seconds)), retry=True)
 
-
     # --- operations (read side) ---
 
     def get_task(self, queue: str, task_id: str, *, conn: Any = None) -> TaskInfo:
@@ -1233,6 +1234,180 @@ class Client(ClientBase):
     def _unregister_worker(self, instance_id: str) -> None:
         """Delete a stopping worker's registry row."""
         self._run("unregister_worker", lambda cur: cur.execute(_sql.UNREGISTER_WORKER, (instance_id,)))
+
+    # --- schedules ---
+
+    def create_schedule(
+        self,
+        name: str,
+        task_name: str,
+        *,
+        cron: str | None = None,
+        every: Any = None,
+        params: Any = None,
+        timezone: str = "UTC",
+        overlap: str = "allow",
+        catch_up: str = "one",
+        max_catch_up: int = 100,
+        jitter: Any = 0,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        queue: str = "default",
+        **spawn_options: Any,
+    ) -> ScheduleInfo:
+        """Create (or replace) a schedule that no app owns: workers never delete it (docs/schedules.md).
+
+        Takes the arguments of `App.schedule`; `queue` is where its tasks go.
+        Its first tick is the next one after now: nothing fires at creation.
+        Replacing a schedule keeps its next tick unless the timetable changed.
+
+        Raises:
+            InvalidArgument: a bad definition (nothing written).
+            QueueNotFound: the queue does not exist.
+        """
+        schedule = _schedules.define(
+            name,
+            task_name,
+            cron=cron,
+            every=every,
+            params=params,
+            timezone=timezone,
+            overlap=overlap,
+            catch_up=catch_up,
+            max_catch_up=max_catch_up,
+            jitter=jitter,
+            start_at=start_at,
+            end_at=end_at,
+            queue=queue,
+            max_bytes=self.max_payload_bytes,
+            **spawn_options,
+        )
+        self._put_schedules(None, None, [schedule], prune=False, queues={schedule.name: queue})
+        return next(s for s in self.list_schedules() if s.name == schedule.name)
+
+    def delete_schedule(self, name: str) -> None:
+        """Delete a schedule (its tasks stay). Raises `ScheduleNotFound`."""
+        self._schedule_call("delete_schedule", _sql.DELETE_SCHEDULE, name)
+
+    def pause_schedule(self, name: str) -> None:
+        """Stop a schedule from firing until `resume_schedule`. Raises `ScheduleNotFound`."""
+        self._schedule_call("pause_schedule", _sql.PAUSE_SCHEDULE, name)
+
+    def resume_schedule(self, name: str) -> None:
+        """Let a paused schedule fire again; its `catch_up` decides what fires for the paused window.
+
+        Raises `ScheduleNotFound`.
+        """
+        self._schedule_call("resume_schedule", _sql.RESUME_SCHEDULE, name)
+
+    def _schedule_call(self, what: str, statement: str, name: str) -> None:
+        name = _validate.name(name, "schedule name")
+        if not self._run(what, lambda cur: scalar(cur, statement, name)):
+            raise ScheduleNotFound(f"no schedule named {name!r}")
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule of the database, by name."""
+
+        def fetch(cur: Any) -> list[ScheduleInfo]:
+            cur.execute(_sql.LIST_SCHEDULES)
+            return [_schedules.info(row) for row in _sql.rows_as_dicts(cur)]
+
+        return self._run("list_schedules", fetch, retry=True)
+
+    def trigger_schedule(self, name: str) -> SpawnResult:
+        """Spawn the schedule's task now, outside its timetable (its next tick does not move).
+
+        The task's headers say `{"schedule": name, "scheduled_for": now, "trigger": true}`.
+        Raises `ScheduleNotFound`.
+        """
+        name = _validate.name(name, "schedule name")
+
+        def trigger(cur: Any) -> SpawnResult | None:
+            cur.execute(_sql.TRIGGER_SCHEDULE, (name,))
+            row = cur.fetchone()
+            return None if row is None else _spawn_result(row)
+
+        result = self._run("trigger_schedule", trigger)
+        if result is None:
+            raise ScheduleNotFound(f"no schedule named {name!r}")
+        return result
+
+    def _put_schedules(
+        self,
+        owner: str | None,
+        version: str | None,
+        schedules: Sequence[_schedules.Schedule],
+        *,
+        prune: bool,
+        queues: Mapping[str, str],
+        handled: Sequence[str] | None = None,
+    ) -> str:
+        """Upsert schedules (first ticks computed on the database clock); 'ok', or 'stale' (nothing written).
+
+        `queues` maps each schedule's name to its queue. With `prune`, the
+        owner's schedules not in `schedules` are deleted (only those of the
+        `handled` tasks, when given).
+        """
+        now = self.database_time()
+        items = [s.item(queues[s.name], now, self.max_payload_bytes) for s in schedules]
+        items_json = _json.dumps(items, "schedules", max_bytes=None)
+        tasks = None if handled is None else list(handled)
+        return self._run(
+            "put_schedules",
+            lambda cur: scalar(cur, _sql.PUT_SCHEDULES, owner, version, items_json, prune, tasks),
+        )
+
+    def _fire_due_schedules(self, queues: Sequence[str] | None) -> tuple[float | None, int]:
+        """Fire the due schedules of `queues` (None: all); returns (seconds until the next tick, failures).
+
+        Each due row's ticks are computed here (`teguh.schedules.plan`) and
+        fired in one `fire_schedule` call; a row another caller fired first is
+        passed over. A schedule whose firing fails (its queue was dropped, say)
+        is logged and counted, and the others still fire.
+        """
+        wanted = None if queues is None else list(queues)
+
+        def due(cur: Any) -> list[dict[str, Any]]:
+            cur.execute(_sql.DUE_SCHEDULES, (wanted,))
+            return _sql.rows_as_dicts(cur)
+
+        failures = 0
+        for row in self._run("due_schedules", due, retry=True):
+            try:
+                ticks, following = _schedules.plan(row, row["now"])
+            except Exception as exc:  # a row written by hand with a bad zone or expression
+                failures += 1
+                logger.warning("schedule %s: cannot compute its ticks (%s)", row["name"], exc)
+                continue
+            ticks_json = _json.dumps(ticks, "ticks", max_bytes=None)
+            args = (row["name"], row["next_run_at"], ticks_json, following)
+
+            def fire(cur: Any, args: tuple[Any, ...] = args) -> list[Any]:
+                cur.execute(_sql.FIRE_SCHEDULE, args)
+                return cur.fetchall()
+
+            if _faults.ARMED is not None:
+                _faults.hit("before_fire_schedule")
+            try:
+                fired = self._run("fire_schedule", fire)
+            except TeguhError as exc:
+                failures += 1
+                logger.warning("schedule %s could not fire (%s)", row["name"], exc)
+                continue
+            if fired:
+                if _faults.ARMED is not None:
+                    _faults.hit("after_fire_schedule")
+                logger.debug("schedule %s fired %d task(s)", row["name"], len(fired))
+        seconds = self._run(
+            "next_schedule_due", lambda cur: scalar(cur, _sql.SECONDS_UNTIL_SCHEDULE, wanted), retry=True
+        )
+        return seconds, failures
+
+    def _next_schedule_at(self) -> datetime | None:
+        """The earliest next tick of any active schedule, on the database clock (FakeClock walks to it)."""
+        return self._run(
+            "next_schedule_due", lambda cur: scalar(cur, _sql.NEXT_SCHEDULE_DUE, None), retry=True
+        )
 
 
 def _spawn_result(row: Any) -> SpawnResult:

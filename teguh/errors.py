@@ -277,6 +277,10 @@ class Snooze(TeguhError):
         super().__init__(message or f"snoozed for {_describe(self.delay)}", **details)
 
 
+
+class ScheduleNotFound(TeguhError):
+    """No schedule with this name exists (`Client.pause_schedule` and its siblings)."""
+
 _BY_PGCODE: dict[str, type[BaseException]] = {
     "AB001": Cancelled,
     "AB002": LeaseLost,

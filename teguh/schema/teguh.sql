@@ -53,6 +53,7 @@
 --   Reading, timers, maintenance           reads, next_due, ticker, cleanup, start, stop
 --   Dashboard                              watched_queues, watch_queues, _notify_watch (teguh_watch)
 --   Operations (read side)                 attempt history a_<q>, workers registry, get_task, list_tasks, queue_stats
+--   Section: schedules                     teguh.schedules; put_schedules, fire_schedule, ... (periodic tasks)
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -3526,6 +3527,335 @@ language sql stable as $$
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Section: schedules (periodic tasks, docs/schedules.md)
+-- ---------------------------------------------------------------------------
+-- A schedule spawns one task per tick of a cron expression or an interval.
+-- Ticks are computed by the workers (Python, with a cron library); the
+-- engine keeps the rows and refuses a second task for a tick whatever the
+-- caller: fire_schedule locks the row (skip locked), takes only ticks at or
+-- after its next_run_at and before the next one it is given, spawns each
+-- with the idempotency key 'schedule:<name>:<tick>' and moves next_run_at
+-- in the same transaction. Names are global to the database. Nothing here
+-- runs on the claim, spawn or complete paths of a queue.
+
+-- One row per schedule. owner is the app (its queue name) whose workers
+-- upserted it, null for a schedule made with create_schedule (workers never
+-- delete those). next_run_at: the next tick to fire (null once end_at has
+-- passed); last_run_at: when the last tick's (or trigger's) task was spawned.
+create table if not exists teguh.schedules (
+  name text primary key,
+  task_name text not null,
+  queue_name text not null,
+  params jsonb,
+  options jsonb not null default '{}',
+  cron text,
+  every_seconds double precision check (every_seconds >= 1),
+  spec text not null,
+  timezone text not null default 'UTC',
+  overlap text not null default 'allow' check (overlap in ('allow', 'skip')),
+  catch_up text not null default 'one' check (catch_up in ('skip', 'one', 'all')),
+  max_catch_up int not null default 100 check (max_catch_up >= 1),
+  jitter double precision not null default 0 check (jitter >= 0),
+  start_at timestamptz,
+  end_at timestamptz,
+  owner text,
+  version text,
+  paused boolean not null default false,
+  next_run_at timestamptz,
+  last_run_at timestamptz,
+  last_task_id uuid,
+  created_at timestamptz not null,
+  updated_at timestamptz not null,
+  check ((cron is null) <> (every_seconds is null))
+);
+
+-- What idle workers wait for: the earliest tick of an active schedule.
+create index if not exists schedules_next_run_at on teguh.schedules (next_run_at) where not paused;
+
+-- The versions of each owner's code seen by put_schedules, in order of first
+-- appearance: a worker whose version first appeared before another one of
+-- the same owner runs older code and changes no schedule (rolling deploys).
+create table if not exists teguh.schedule_owners (
+  owner text not null,
+  version text not null,
+  first_seen_at timestamptz not null,
+  primary key (owner, version)
+);
+
+-- The ISO 8601 form of a tick in UTC, without a fraction when it has none:
+-- the scheduled_for header and the tail of the tick's idempotency key.
+create or replace function teguh._schedule_iso(t timestamptz) returns text
+language sql immutable as $$
+  select to_char(t at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+         || case when extract(microseconds from t)::bigint % 1000000 <> 0
+                 then to_char(t at time zone 'UTC', '.US') else '' end
+         || '+00:00'
+$$;
+
+-- put_schedules(owner, version, items, prune): upserts schedules (items: a
+-- JSON array of objects with the columns above, next_run_at the first tick
+-- after now, computed by the caller). An existing row keeps its paused flag,
+-- last run and, unless its timetable (cron, every, timezone, start_at,
+-- end_at) changed, its next_run_at. With prune, the owner's rows not in
+-- items are deleted, only those whose task is in handled when it is given
+-- (the tasks the app has handlers for: another app with the same owner but
+-- other tasks keeps its rows). Returns 'ok', or 'stale' (and writes nothing) when a
+-- later version of the same owner has been seen: an old worker restarting
+-- during a rolling deploy neither resurrects nor deletes schedules.
+-- Raises TG002 (a queue does not exist), TG004 (a bad item).
+-- Locks: the owner's teguh.schedule_owners rows (insert), each upserted or
+--   deleted schedule row (waits).
+-- Notifies: teguh_<q> 'schedule' for each queue with an upserted or deleted row.
+create or replace function teguh.put_schedules(p_owner text, p_version text, items jsonb, prune boolean,
+                                               handled text[] default null)
+returns text
+language plpgsql as $$
+declare
+  now_ts timestamptz := teguh.current_time();
+  mine timestamptz;
+  item jsonb;
+  qn text;
+  queues text[];
+begin
+  if items is null or jsonb_typeof(items) <> 'array' then
+    raise exception 'schedule items must be a JSON array' using errcode = 'TG004';
+  end if;
+  if p_owner is not null and p_version is not null then
+    insert into teguh.schedule_owners (owner, version, first_seen_at) values (p_owner, p_version, now_ts)
+      on conflict (owner, version) do nothing;
+    select o.first_seen_at into mine from teguh.schedule_owners o where o.owner = p_owner and o.version = p_version;
+    if exists (select 1 from teguh.schedule_owners o
+                where o.owner = p_owner and o.version <> p_version and o.first_seen_at > mine) then
+      return 'stale';
+    end if;
+  end if;
+  for item in select x from jsonb_array_elements(items) as x loop
+    perform teguh._check_name('schedule name', item->>'name');
+    perform teguh._check_name('task_name', item->>'task_name');
+    perform teguh._check_queue(item->>'queue_name');
+    perform teguh._check_payload('params', item->'params');
+  end loop;
+  insert into teguh.schedules as s
+    (name, task_name, queue_name, params, options, cron, every_seconds, spec, timezone, overlap, catch_up,
+     max_catch_up, jitter, start_at, end_at, owner, version, next_run_at, created_at, updated_at)
+  select x.name, x.task_name, x.queue_name, nullif(x.params, 'null'::jsonb), coalesce(x.options, '{}'),
+         x.cron, x.every_seconds, x.spec, coalesce(x.timezone, 'UTC'), coalesce(x.overlap, 'allow'),
+         coalesce(x.catch_up, 'one'), coalesce(x.max_catch_up, 100), coalesce(x.jitter, 0),
+         x.start_at, x.end_at, p_owner, p_version, x.next_run_at, now_ts, now_ts
+    from jsonb_to_recordset(items) as x(name text, task_name text, queue_name text, params jsonb,
+         options jsonb, cron text, every_seconds double precision, spec text, timezone text, overlap text,
+         catch_up text, max_catch_up int, jitter double precision, start_at timestamptz, end_at timestamptz,
+         next_run_at timestamptz)
+  on conflict (name) do update set
+    task_name = excluded.task_name, queue_name = excluded.queue_name, params = excluded.params,
+    options = excluded.options, cron = excluded.cron, every_seconds = excluded.every_seconds,
+    spec = excluded.spec, timezone = excluded.timezone, overlap = excluded.overlap,
+    catch_up = excluded.catch_up, max_catch_up = excluded.max_catch_up, jitter = excluded.jitter,
+    start_at = excluded.start_at, end_at = excluded.end_at, owner = excluded.owner,
+    version = excluded.version, updated_at = excluded.updated_at,
+    next_run_at = case when (s.cron, s.every_seconds, s.timezone, s.start_at, s.end_at)
+                            is distinct from (excluded.cron, excluded.every_seconds, excluded.timezone,
+                                              excluded.start_at, excluded.end_at)
+                       then excluded.next_run_at else s.next_run_at end;
+  select array_agg(distinct x->>'queue_name') into queues from jsonb_array_elements(items) as x;
+  if prune and p_owner is not null then
+    with gone as (
+      delete from teguh.schedules s
+       where s.owner = p_owner
+         and s.name not in (select x->>'name' from jsonb_array_elements(items) as x)
+         and (handled is null or s.task_name = any(handled))
+      returning s.queue_name
+    )
+    select coalesce(queues, '{}') || coalesce(array_agg(distinct gone.queue_name), '{}') into queues from gone;
+  end if;
+  for qn in select distinct u from unnest(queues) as u loop
+    perform pg_notify('teguh_' || qn, 'schedule');
+  end loop;
+  return 'ok';
+end
+$$;
+
+-- delete_schedule(name): deletes a schedule; its tasks stay. Returns whether
+-- it existed. Locks: its row (waits). Notifies: teguh_<q> 'schedule'.
+create or replace function teguh.delete_schedule(p_name text) returns boolean
+language plpgsql as $$
+declare
+  qn text;
+begin
+  delete from teguh.schedules s where s.name = p_name returning s.queue_name into qn;
+  if qn is null then
+    return false;
+  end if;
+  perform pg_notify('teguh_' || qn, 'schedule');
+  return true;
+end
+$$;
+
+-- pause_schedule(name) / resume_schedule(name) via _set_schedule_paused: a
+-- paused schedule fires nothing and keeps its next_run_at, so when it is
+-- resumed the ticks missed meanwhile are a missed window, and its catch_up
+-- decides ("skip": none, "one": one task, "all": each, up to max_catch_up).
+-- Returns whether the schedule exists.
+-- Locks: its row (waits). Notifies: teguh_<q> 'schedule'.
+create or replace function teguh._set_schedule_paused(p_name text, p_paused boolean) returns boolean
+language plpgsql as $$
+declare
+  qn text;
+begin
+  update teguh.schedules s set paused = p_paused, updated_at = teguh.current_time()
+   where s.name = p_name returning s.queue_name into qn;
+  if qn is null then
+    return false;
+  end if;
+  perform pg_notify('teguh_' || qn, 'schedule');
+  return true;
+end
+$$;
+
+create or replace function teguh.pause_schedule(p_name text) returns boolean
+language sql as $$ select teguh._set_schedule_paused(p_name, true) $$;
+
+create or replace function teguh.resume_schedule(p_name text) returns boolean
+language sql as $$ select teguh._set_schedule_paused(p_name, false) $$;
+
+-- list_schedules(): every schedule, by name. Locks: none. Notifies: nobody.
+create or replace function teguh.list_schedules()
+returns table(name text, task_name text, queue_name text, spec text, timezone text,
+              next_run_at timestamptz, last_run_at timestamptz, last_task_id uuid, paused boolean)
+language sql stable as $$
+  select s.name, s.task_name, s.queue_name, s.spec, s.timezone, s.next_run_at, s.last_run_at,
+         s.last_task_id, s.paused
+    from teguh.schedules s order by s.name
+$$;
+
+-- next_schedule_due(queues): the earliest next_run_at of an active schedule
+-- spawning on one of queues (all when null); null when none. Idle workers
+-- wait at most until then. Locks: none. Notifies: nobody.
+create or replace function teguh.next_schedule_due(queues text[]) returns timestamptz
+language sql stable as $$
+  select min(s.next_run_at) from teguh.schedules s
+   where not s.paused and s.next_run_at is not null and (queues is null or s.queue_name = any(queues))
+$$;
+
+-- due_schedules(queues): up to 100 active schedules on queues (all when
+-- null) whose next_run_at has come, with what a worker needs to compute their
+-- ticks, and the engine's now. Locks: none (fire_schedule locks). Notifies: nobody.
+create or replace function teguh.due_schedules(queues text[])
+returns table(name text, cron text, every_seconds double precision, timezone text, catch_up text,
+              max_catch_up int, jitter double precision, start_at timestamptz, end_at timestamptz,
+              next_run_at timestamptz, now timestamptz)
+language sql stable as $$
+  select s.name, s.cron, s.every_seconds, s.timezone, s.catch_up, s.max_catch_up, s.jitter, s.start_at,
+         s.end_at, s.next_run_at, teguh.current_time()
+    from teguh.schedules s
+   where not s.paused and s.next_run_at <= teguh.current_time()
+     and (queues is null or s.queue_name = any(queues))
+   order by s.next_run_at
+   limit 100
+$$;
+
+-- fire_schedule(name, expected, ticks, next): fires a due schedule whose
+-- next_run_at is still expected: spawns one task per tick (ticks: a JSON
+-- array of {scheduled_for, available_at?}; each at or after expected, before
+-- next and not in the future) with the idempotency key
+-- 'schedule:<name>:<scheduled_for>' and the headers {"schedule": name,
+-- "scheduled_for": ...} added to the schedule's, then sets next_run_at to
+-- next (null: the schedule is over). With overlap 'skip' it spawns nothing
+-- while the last task is not terminal (the ticks are passed over). Returns
+-- the ticks spawned (a tick whose key exists returns that task, created
+-- false); no row when another caller fired it first or holds it.
+-- Raises TG004 (a tick out of range), and what spawn_task raises.
+-- Locks: the schedule's row (skip locked), then as spawn_task.
+-- Notifies: as spawn_task.
+create or replace function teguh.fire_schedule(p_name text, p_expected timestamptz, ticks jsonb,
+                                               p_next timestamptz)
+returns table(scheduled_for timestamptz, task_id uuid, created boolean)
+language plpgsql as $$
+declare
+  now_ts timestamptz := teguh.current_time();
+  s teguh.schedules%rowtype;
+  tick jsonb;
+  t timestamptz;
+  st text;
+  spawned record;
+  last_id uuid;
+begin
+  select * into s from teguh.schedules sc
+   where sc.name = p_name and sc.next_run_at = p_expected and not sc.paused
+     for update skip locked;
+  if not found then
+    return;
+  end if;
+  if ticks is null or jsonb_typeof(ticks) <> 'array' then
+    raise exception 'ticks must be a JSON array' using errcode = 'TG004';
+  end if;
+  if p_next is not null and p_next <= p_expected then
+    raise exception 'the next tick of schedule % must be after %', p_name, p_expected using errcode = 'TG004';
+  end if;
+  for tick in select x from jsonb_array_elements(ticks) as x loop
+    t := (tick->>'scheduled_for')::timestamptz;
+    if t is null or t < p_expected or t > now_ts or (p_next is not null and t >= p_next) then
+      raise exception 'tick % of schedule % is not due (next_run_at %)', t, p_name, p_expected
+        using errcode = 'TG004';
+    end if;
+  end loop;
+  if s.overlap = 'skip' and s.last_task_id is not null and jsonb_array_length(ticks) > 0 then
+    execute format('select t.state from teguh.%I t where t.task_id = $1', 't_' || s.queue_name)
+      into st using s.last_task_id;
+    if st is not null and st not in ('completed', 'failed', 'cancelled') then
+      ticks := '[]';
+    elsif jsonb_array_length(ticks) > 1 then
+      ticks := jsonb_build_array(ticks->-1);  -- at most one task at a time
+    end if;
+  end if;
+  for tick in select x from jsonb_array_elements(ticks) as x order by (x->>'scheduled_for')::timestamptz loop
+    t := (tick->>'scheduled_for')::timestamptz;
+    select * into spawned from teguh.spawn_task(s.queue_name, s.task_name, s.params,
+      s.options || jsonb_strip_nulls(jsonb_build_object(
+        'idempotency_key', 'schedule:' || s.name || ':' || teguh._schedule_iso(t),
+        'available_at', tick->'available_at',
+        'headers', coalesce(s.options->'headers', '{}'::jsonb)
+                   || jsonb_build_object('schedule', s.name, 'scheduled_for', teguh._schedule_iso(t)))));
+    last_id := spawned.task_id;
+    scheduled_for := t;
+    task_id := spawned.task_id;
+    created := spawned.created;
+    return next;
+  end loop;
+  update teguh.schedules sc
+     set next_run_at = p_next,
+         last_run_at = case when last_id is null then sc.last_run_at else now_ts end,
+         last_task_id = coalesce(last_id, sc.last_task_id)
+   where sc.name = p_name;
+end
+$$;
+
+-- trigger_schedule(name): spawns the schedule's task now, outside its
+-- timetable (no idempotency key: each trigger spawns), with the headers
+-- {"schedule": name, "scheduled_for": now, "trigger": true}; next_run_at does
+-- not move. Returns the spawn's row, none when the schedule does not exist.
+-- Locks: the schedule's row (waits), then as spawn_task. Notifies: as spawn_task.
+create or replace function teguh.trigger_schedule(p_name text)
+returns table(task_id uuid, run_id uuid, attempt int, created boolean)
+language plpgsql as $$
+declare
+  now_ts timestamptz := teguh.current_time();
+  s teguh.schedules%rowtype;
+  spawned record;
+begin
+  select * into s from teguh.schedules sc where sc.name = p_name for update;
+  if not found then
+    return;
+  end if;
+  select * into spawned from teguh.spawn_task(s.queue_name, s.task_name, s.params,
+    s.options || jsonb_build_object('headers', coalesce(s.options->'headers', '{}'::jsonb)
+      || jsonb_build_object('schedule', s.name, 'scheduled_for', teguh._schedule_iso(now_ts), 'trigger', true)));
+  update teguh.schedules sc set last_run_at = now_ts, last_task_id = spawned.task_id where sc.name = p_name;
+  return query select spawned.task_id, spawned.run_id, spawned.attempt, spawned.created;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install
 -- ---------------------------------------------------------------------------
 
@@ -3630,6 +3960,12 @@ declare
                                     'set_queue_options', 'pause_queue', 'resume_queue', 'pause_task_type',
                                     'resume_task_type', 'watch_queues'];
 begin
+  -- schedules (section "Section: schedules"): producers read, workers fire and upsert, admins operate
+  producer := producer || array['list_schedules'];
+  worker := worker || array['put_schedules', 'list_schedules', 'next_schedule_due', 'due_schedules',
+                            'fire_schedule'];
+  admin := admin || array['put_schedules', 'list_schedules', 'delete_schedule', 'pause_schedule',
+                          'resume_schedule', 'trigger_schedule'];
   case kind
     when 'producer' then return producer;
     when 'worker' then return worker;

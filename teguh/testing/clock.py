@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import weakref
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,9 @@ from .. import _sql, _time
 from ..app import App
 from ..client import Client
 from . import _advance
+
+STALL_LIMIT = 200
+"""Rounds (of 10 ms) `set()` waits for a schedule tick that does not move on before giving up on it."""
 
 
 class FakeClock:
@@ -33,7 +37,9 @@ class FakeClock:
 
     The clock is frozen: it moves only with `advance()` or `set()`, which then
     run the engine's `ticker()` under the new time, so sleepers and event waits
-    now due become ready and running workers are notified at once.
+    now due become ready and running workers are notified at once. Schedules
+    fire at each of their ticks on the way (or, with `jump=True`, see the
+    jump as a missed window: docs/schedules.md).
 
     Args:
         target: a `teguh.App` (its client) or a `Client`.
@@ -82,29 +88,65 @@ class FakeClock:
             with self._lock:
                 self._applied[conn] = version
 
-    def set(self, when: datetime) -> int:
+    def set(self, when: datetime, *, jump: bool = False) -> int:
         """Jump to the aware datetime `when` (forward only) and run the ticker.
 
-        Returns how many tasks the ticker made ready.
+        Schedules fire on the way: the clock stops at each schedule tick
+        before `when`, so each fires on time (advance a day, see each tick's
+        task). With `jump=True` it moves straight to `when`: the ticks in
+        between are a missed window, like a downtime, and each schedule's
+        `catch_up` decides what fires. Returns how many tasks the ticker made ready.
         """
         when = _time.require_aware(when, "when")
         if when < self._now:
             raise ValueError("the fake clock only moves forward")
-        with self._lock:
-            self._now = when
-            self._version += 1
+        if not jump:
+            self._walk_schedules(when)
+        self._move(when)
         return self.tick()
 
-    def advance(self, delta: float | timedelta | None = None, **parts: float) -> int:
+    def advance(self, delta: float | timedelta | None = None, *, jump: bool = False, **parts: float) -> int:
         """Move the clock forward and run the ticker; returns how many tasks became ready.
 
         Takes seconds, a timedelta, or timedelta keywords (`advance(hours=24)`).
+        Schedules fire at each of their ticks on the way, unless `jump=True` (see `set`).
         """
-        return self.set(self._now + _advance.delta(delta, parts))
+        return self.set(self._now + _advance.delta(delta, parts), jump=jump)
 
     def tick(self) -> int:
-        """Run `teguh.ticker()` at the fake time: wakes due sleepers and timed-out waits."""
-        return self.client.ticker()
+        """Run `teguh.ticker()` at the fake time and fire the due schedules; returns the tasks made ready.
+
+        The ticker wakes due sleepers and timed-out waits.
+        """
+        ready = self.client.ticker()
+        self.client._fire_due_schedules(None)
+        return ready
+
+    def _move(self, when: datetime) -> None:
+        with self._lock:
+            self._now = when
+            self._version += 1
+
+    def _walk_schedules(self, until: datetime) -> None:
+        """Stop at each schedule tick up to `until` and fire it (a worker on this clock may fire it too)."""
+        stalled = 0
+        previous = None
+        while True:
+            due = self.client._next_schedule_at()
+            if due is None or due > until:
+                return
+            if due > self._now:
+                self._move(due)
+            if due == previous:
+                # not moved on: a worker is firing it right now, or it fails (logged); bounded
+                stalled += 1
+                if stalled > STALL_LIMIT:
+                    return
+                time.sleep(0.01)
+            else:
+                stalled = 0
+            previous = due
+            self.client._fire_due_schedules(None)
 
     def close(self) -> None:
         """Stop faking time: remove the hook and retire the connections that hold the fake time."""

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 
 from .. import _backoff, _dsn, _faults, _json
-from .._notify import TIMEOUT, Waiter, open_queue_waiter
+from .._notify import TIMEOUT, PollingWaiter, Waiter, open_queue_waiter
 from .._options import task_type
 from ..errors import Cancelled, LeaseLost, PermissionDenied, QueueNotFound, TeguhError, error_message
 from ._completer import Completer
@@ -52,6 +52,7 @@ from ._execute import COMPLETION_RETRY_SECONDS, RunExecutor
 from ._heartbeat import EXIT_STUCK, Heartbeat, StuckPolicy
 from ._inflight import InFlight, Run
 from ._registry import Registry
+from ._schedules import ScheduleFirer, sync_app_schedules
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -234,6 +235,7 @@ class Worker:
         self._label = ",".join(config.queues)
         """The queues as one word, for worker-wide log records and connection names."""
         self._listener: Waiter | None = None
+        self._schedules: ScheduleFirer | None = None
         self.started = threading.Event()
         """Set once the worker listens and claims (tests and embedders wait on it)."""
         self.idle = self._inflight.idle
@@ -317,9 +319,12 @@ class Worker:
                 self._ensure_queue(client, queue)
             for queue in self.queues:
                 self._register_task_types(client, queue)
+            sync_app_schedules(client, self.app)
+            self._schedules = ScheduleFirer(client, self.queues)
             # LISTEN may need a direct connection when the pool goes through PgBouncer
             listen_dsn = self.listen_dsn or (self.app.client if self._owns_client else client).listen_dsn
             self._listener = open_queue_waiter(client, self.queues, listen_dsn, self.poll_interval)
+            self._schedules.polling = isinstance(self._listener, PollingWaiter)
             if self._stopping:
                 self._listener.wake()
             registry.register()
@@ -430,6 +435,8 @@ class Worker:
         inflight = self._inflight
         failures = 0
         while not self._stopping:
+            # schedules fire from here, busy or idle: nothing to read until the next tick is due
+            tick_in = self._schedules.seconds_until_next() if self._schedules is not None else None
             free = self._start_buffered(executor, runner)
             want = free + self.prefetch - inflight.buffered
             got_all = False
@@ -456,6 +463,8 @@ class Worker:
                 if got_all and (free > 0 or inflight.buffered < self.prefetch):
                     continue  # the queue had more and there is room: claim again now
             timeout = self.poll_interval
+            if tick_in is not None:
+                timeout = min(timeout, max(tick_in, MIN_IDLE_WAIT))
             if not got_all and free > 0:
                 due = self._seconds_until_due()
                 if due is not None:
@@ -467,19 +476,27 @@ class Worker:
         listener = self._listener
         assert listener is not None
         if not self._inflight.quiet():
-            listener.wait(timeout)
+            self._noticed(listener.wait(timeout))
             return
         # A wake-up already pending (a slot freed since the claim) ends the
         # wait at once: take it now, so `idle` is never set for a wait that ends
         # by itself. Every wake-up of this worker is written before the slot it
         # announces is freed, so none can arrive after this check.
-        if listener.wait(0) != TIMEOUT:
+        result = listener.wait(0)
+        if result != TIMEOUT:
+            self._noticed(result)
             return
         self._inflight.enter_wait()
         try:
-            listener.wait(timeout)
+            result = listener.wait(timeout)
         finally:
             self._inflight.leave_wait()
+        self._noticed(result)
+
+    def _noticed(self, result: str) -> None:
+        """Tell the schedule firer why a wait ended (a schedule change makes it re-read)."""
+        if self._schedules is not None and self._listener is not None:
+            self._schedules.noticed(result, getattr(self._listener, "payloads", ()))
 
     def _start_buffered(self, executor: ThreadPoolExecutor, runner: RunExecutor) -> int:
         """Put idle threads to work on buffered runs; returns the threads still idle."""

@@ -119,6 +119,12 @@ class Browserless:
             self.get("/")
         return self.cookies["teguh_dashboard_csrf"]
 
+    def csrf_for(self, page: str) -> str:
+        """The CSRF token, loading `page` first when there is none yet."""
+        if "teguh_dashboard_csrf" not in self.cookies:
+            self.get(page)
+        return self.cookies["teguh_dashboard_csrf"]
+
     def login(self, token: str = TOKEN) -> Response:
         return self.post("/login", {"csrf_token": self.csrf(), "token": token, "next": "/"})
 

@@ -196,3 +196,117 @@ def test_task_json(app: App, serve_dashboard) -> None:
 
     body = json.loads(web.get(f"/api/queues/{Q}/tasks/{task_id}").body)
     assert body["state"] == "failed" and body["params"] == {"n": 1}
+
+
+def test_queue_counts_task_lists_and_hostile_names_in_lists(app: App, serve_dashboard) -> None:
+    if not hasattr(app.client, "list_tasks"):
+        pytest.skip("Client.list_tasks arrives with issue 14's reads")
+    failed_task(app, name=HOSTILE, params={"x": HOSTILE})
+    app.client.spawn_task(Q, "plain", {}, headers={HOSTILE: HOSTILE})
+    web = Browserless(serve_dashboard().url)
+    home = web.get("/")
+    assert re.search(r'class="num count-failed"><a href="/queues/web\?state=failed">1</a>', home.body)
+    listing = web.get(f"/queues/{Q}")
+    assert listing.status == 200
+    assert listing.body.count('data-task="') == 2
+    assert "<script>alert" not in listing.body
+    assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", listing.body)
+    only_failed = web.get(f"/queues/{Q}?state=failed")
+    assert only_failed.body.count('data-task="') == 1
+    by_name = web.get(f"/queues/{Q}?task_name=plain")
+    assert by_name.body.count('data-task="') == 1
+    plain_id = re.search(r'data-task="([0-9a-f-]+)"', by_name.body).group(1)
+    shown = web.get(f"/queues/{Q}/tasks/{plain_id}")
+    assert "Headers" in shown.body and "<script>alert" not in shown.body
+    # keyset paging: the smallest page is 20 rows, so 21 tasks make two pages
+    for i in range(21):
+        app.client.spawn_task(Q, "many", {"i": i})
+    first = web.get(f"/queues/{Q}?task_name=many&limit=20")
+    assert first.body.count('data-task="') == 20
+    older = re.search(r'href="(\?[^"]*after=[^"]+)" id="next-page"', first.body)
+    assert older, "no link to the next page"
+    second = web.get(f"/queues/{Q}" + older.group(1).replace("&amp;", "&"))
+    assert second.body.count('data-task="') == 1  # the oldest of the 21
+    assert 'id="first-page"' in second.body
+
+
+def test_workers_page_lists_a_running_worker(app: App, serve_dashboard) -> None:
+    if not hasattr(app.client, "list_workers"):
+        pytest.skip("Client.list_workers arrives with issue 14's reads")
+    from _support.polling import eventually
+
+    from teguh.testing import WorkerThread
+
+    web = Browserless(serve_dashboard().url)
+    assert 'id="no-workers"' in web.get("/workers").body
+    with WorkerThread(app.worker(Q, install_signal_handlers=False)) as handle:
+        page = eventually(
+            lambda: (lambda p: p if handle.worker.worker_id in p.body else None)(web.get("/workers"))
+        )
+        assert page.status == 200 and f'href="/queues/{Q}"' in page.body
+
+
+def test_schedules_page_and_its_actions_when_the_client_has_schedules(app: App, serve_dashboard) -> None:
+    if not hasattr(app.client, "list_schedules"):
+        pytest.skip("schedules arrive with issue 13")
+    web = Browserless(serve_dashboard().url)
+    assert 'href="/schedules"' in web.get("/").body
+    app.client.create_schedule("nightly <b>report</b>", "build-report", cron="0 3 * * *", queue=Q)
+    page = web.get("/schedules")
+    assert page.status == 200
+    assert "nightly &lt;b&gt;report&lt;/b&gt;" in page.body
+    assert web.act("/schedules/pause", name="nightly <b>report</b>").status == 403  # read-only
+    web = Browserless(serve_dashboard(token=TOKEN).url)
+    web.login()
+    name = "nightly <b>report</b>"
+
+    def info():
+        return next(s for s in app.client.list_schedules() if s.name == name)
+
+    assert web.act("/schedules/pause", name=name).status == 303
+    assert info().paused
+    assert web.act("/schedules/resume", name=name).status == 303
+    assert not info().paused
+    assert web.act("/schedules/trigger", name=name).status == 303
+    assert info().last_task_id is not None or app.client.list_tasks(Q, task_name="build-report")
+    missing = web.act("/schedules/pause", name="no such schedule")
+    assert missing.status == 303 and "Failed" in flash_of(web.get("/"))
+
+
+def test_mounted_under_a_prefix_links_and_redirects_stay_under_it(app: App) -> None:
+    from teguh.dashboard import make_app, serve
+
+    dashboard = make_app(app.client, token=TOKEN)
+
+    def host(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/ops" or path.startswith("/ops/"):
+            environ["SCRIPT_NAME"] = "/ops"
+            environ["PATH_INFO"] = path[len("/ops") :] or "/"
+            return dashboard(environ, start_response)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"host app"]
+
+    server = serve(host, "127.0.0.1", 0).start()
+    try:
+        web = Browserless(server.url)
+        assert web.get("/").body == "host app"
+        page = web.get("/ops/")
+        assert f'href="/ops/queues/{Q}"' in page.body and 'src="/ops/static/dashboard.js"' in page.body
+        csrf = next(v for k, v in page.headers if k.lower() == "set-cookie" and "csrf" in v)
+        assert "Path=/ops" in csrf
+        assert (
+            web.post("/ops/login", {"csrf_token": web.csrf_for("/ops/"), "token": TOKEN, "next": "/"}).header(
+                "Location"
+            )
+            == "/ops/"
+        )
+        done = web.post(
+            f"/ops/queues/{Q}/pause",
+            {"csrf_token": web.cookies["teguh_dashboard_csrf"], "next": "/ops/queues/web"},
+        )
+        assert done.status == 303 and done.header("Location") == "/ops/queues/web"
+        assert app.client.get_queue_options(Q)["paused"]
+    finally:
+        server.stop()
+        dashboard.close()
