@@ -57,9 +57,9 @@ def build_demo(app: App) -> dict[str, str]:
     for i in range(12):
         send_email.spawn({"to": f"user{i}@example.com", "template": "welcome"})
     for region in ("emea", "amer"):
-        build_report.spawn({"rows": 1000, "region": region, "currency": "eur"})
+        build_report.spawn({"rows": 8, "region": region, "currency": "eur"})
     ids["failed"] = build_report.spawn(
-        {"rows": 200, "region": "apac", "currency": "sgd"}, headers={"requested_by": "ops@example.com"}
+        {"rows": 5, "region": "apac", "currency": "sgd"}, headers={"requested_by": "ops@example.com"}
     ).task_id
     client.pause_queue("billing")
     for i in range(5):
