@@ -191,6 +191,11 @@ class Dashboard:
             )
         start_response(response.status, response.headers)
         body = response.body
+        if method == "HEAD":  # headers only: an event stream must not start for a HEAD
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            return []
         return [body] if isinstance(body, bytes) else body
 
     def _dispatch(self, environ: dict[str, Any], method: str, path: str) -> _Response:

@@ -99,6 +99,7 @@ class LiveHub:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._waiter: ListenWaiter | None = None
+        self._rewatch = False  # a new subscriber: refresh the watch mark now, not at the next period
 
     # -- subscribers (request threads) ------------------------------------------
 
@@ -110,6 +111,7 @@ class LiveHub:
                 sub.put(None)
                 return sub
             self._subs.add(sub)
+            self._rewatch = True
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="teguh-dashboard-live", daemon=True)
                 self._thread.start()
@@ -186,7 +188,8 @@ class LiveHub:
                 if not subs or self._closed:
                     return
                 now = time.monotonic()
-                if now >= next_refresh:
+                if now >= next_refresh or self._rewatch:
+                    self._rewatch = False
                     current = sorted(self._client.list_queues())
                     if current != queues:  # a queue was created or dropped: listen on the new set
                         pending.update(set(current) ^ set(queues))

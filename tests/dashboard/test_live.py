@@ -214,3 +214,56 @@ def test_task_stream_follows_one_task_to_its_end(app: App, serve_dashboard) -> N
     finally:
         gate.set()
         stream.close()
+
+
+def test_hub_hears_progress_and_queue_channels_and_refreshes_the_mark_for_a_new_page(app: App) -> None:
+    from teguh.dashboard._live import LiveHub
+
+    app.client.create_queue("other")
+    hub = LiveHub(app.client, debounce=0.05)
+    try:
+        sub = hub.subscribe([Q])
+        eventually(lambda: watched_queues(app) == {Q})
+        task_id = app.client.spawn_task(Q, "t", {}).task_id  # teguh_web 'spawn'
+        change = sub.get(10)
+        assert change is not None and Q in change.queues
+        app.client._run(
+            "p", lambda cur: cur.execute("select pg_notify('teguh_progress', %s)", (f"{Q}:{task_id}",))
+        )
+        change = sub.get(10)
+        while change is not None and (Q, task_id) not in change.tasks:
+            change = sub.get(10)
+        assert change is not None, "the progress notification did not arrive"
+        other = hub.subscribe(["other"])  # a second page, another queue: marked at once
+        eventually(lambda: watched_queues(app) == {Q, "other"}, timeout=5)
+        app.client.spawn_task("other", "t", {})
+        change = other.get(10)
+        assert change is not None and change.queues == frozenset({"other"})
+    finally:
+        hub.close()
+    assert sub.get(0.1) is None and sub.closed
+
+
+def watched_queues(app: App) -> set[str]:
+    return set(
+        app.client._run(
+            "watched",
+            lambda cur: (
+                cur.execute("select queue_name from teguh.watched_queues where watched_until > now()"),
+                [r[0] for r in cur.fetchall()],
+            )[1],
+        )
+    )
+
+
+def test_head_of_an_event_stream_does_not_hang(app: App, serve_dashboard) -> None:
+    server = serve_dashboard()
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("HEAD", f"/events?queue={Q}")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read() == b""
+    finally:
+        conn.close()
