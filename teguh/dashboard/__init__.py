@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._app import Dashboard, make_app
 from ._auth import TOKEN_ENV
+from ._mount import mount
 from ._server import DashboardServer, serve
 
-__all__ = ["TOKEN_ENV", "Dashboard", "DashboardServer", "make_app", "serve"]
+__all__ = ["TOKEN_ENV", "Dashboard", "DashboardServer", "make_app", "mount", "serve"]
