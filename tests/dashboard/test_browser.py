@@ -193,3 +193,31 @@ def test_tasks_page_filters_and_pages_and_rows_update_live(app: App, serve_dashb
         gate.set()
         page.wait_for_selector(f"{row}[data-state=completed]")
     assert page.evaluate("window.__notReloaded") is True
+
+
+@pytest.mark.skipif(
+    not (hasattr(Client, "list_workers") and hasattr(Client, "list_schedules")),
+    reason="workers and schedules arrive with issues 13 and 14",
+)
+def test_workers_and_schedules_pages_and_schedule_actions(app: App, serve_dashboard, page: Any) -> None:
+    app.client.create_schedule("nightly", "build-report", cron="0 3 * * *", queue=Q)
+    server = serve_dashboard(token=TOKEN)
+    login(page, server.url)
+    with WorkerThread(app.worker(Q, install_signal_handlers=False)) as handle:
+        worker_id = handle.worker.worker_id
+        eventually(lambda: any(w.worker_id == worker_id for w in app.client.list_workers()))
+        page.click("header nav >> text=Workers")
+        page.wait_for_selector(f"#workers >> text={worker_id}")
+    page.click("header nav >> text=Schedules")
+    row = "#schedules tr[data-schedule=nightly]"
+    page.click(f"{row} form[action$='/schedules/pause'] button")
+    page.wait_for_selector(f"{row} .state-paused")
+    assert app.client.list_schedules()[0].paused
+    page.click(f"{row} form[action$='/schedules/resume'] button")
+    page.wait_for_selector(f"{row} .state-active")
+    assert not app.client.list_schedules()[0].paused
+    page.click(f"{row} form[action$='/schedules/trigger'] button")
+    page.wait_for_selector(f"{row} td a.mono")  # its last task, linked
+    assert "triggered" in page.inner_text("#flash")
+    page.click(f"{row} td a.mono")
+    page.wait_for_selector("#task .state-pending")
