@@ -783,13 +783,13 @@ def dashboard_cmd(ctx: click.Context, host: str, port: int, dashboard_dsn: str |
 
     Actions (retry, cancel, pause, resume, trigger) are enabled only when
     TEGUH_DASHBOARD_TOKEN is set: the pages then offer a login form for it.
-    Needs the `dashboard` extra (pip install 'teguh[dashboard]').
+    Needs the `dashboard` extra (Jinja2: pip install -e '.[dashboard]' from the clone).
     """
     try:
         from .dashboard import TOKEN_ENV, make_app, serve
     except ImportError as exc:  # jinja2 missing
         raise click.ClickException(
-            f"the dashboard needs its extra: pip install 'teguh[dashboard]' ({exc})"
+            f"the dashboard needs its extra (Jinja2): pip install -e '.[dashboard]' from the clone ({exc})"
         ) from exc
     client = Client(dashboard_dsn or ctx.obj["dsn"], application_name="teguh-dashboard")
     ctx.call_on_close(client.close)
