@@ -229,6 +229,8 @@ class ListenWaiter:
         """How many times a lost connection was replaced."""
         self.payloads: list[str] = []
         """The payloads of the notifications that ended the last `wait()` with `NOTIFIED`."""
+        self.notifications: list[tuple[str, str]] = []
+        """(channel, payload) of those notifications, for a waiter on several channels."""
 
     @property
     def connected(self) -> bool:
@@ -284,6 +286,7 @@ class ListenWaiter:
 
     def _take(self, conn: Any) -> str:
         self.payloads = [n.payload for n in conn.notifies]
+        self.notifications = [(n.channel, n.payload) for n in conn.notifies]
         conn.notifies.clear()
         return NOTIFIED
 

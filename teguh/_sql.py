@@ -165,6 +165,12 @@ def rows_as_dicts(cur: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+# --- dashboard ---
+
+WATCH_QUEUES = "select teguh.watch_queues(%s::text[], %s::int)"
+"""Mark queues as watched for some seconds: their completions then notify teguh_watch (teguh.dashboard)."""
+
+
 # --- schedules ---
 
 PUT_SCHEDULES = "select teguh.put_schedules(%s, %s, %s::jsonb, %s, %s::text[])"

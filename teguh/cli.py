@@ -940,6 +940,50 @@ def batch_show(ctx: click.Context, batch_id: str, failures: int) -> None:
     )
 
 
+# --- dashboard ---
+
+
+@main.command("dashboard")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (keep 127.0.0.1 unless a proxy with TLS and a login is in front).",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free one)."
+)
+@click.option(
+    "--dsn", "dashboard_dsn", default=None, help="PostgreSQL DSN (else the global --dsn, TEGUH_DSN, ...)."
+)
+@click.pass_context
+def dashboard_cmd(ctx: click.Context, host: str, port: int, dashboard_dsn: str | None) -> None:
+    """Serve the web dashboard (queues, tasks, workers, schedules) with live updates.
+
+    Actions (retry, cancel, pause, resume, trigger) are enabled only when
+    TEGUH_DASHBOARD_TOKEN is set: the pages then offer a login form for it.
+    Needs the `dashboard` extra (Jinja2: pip install -e '.[dashboard]' from the clone).
+    """
+    try:
+        from .dashboard import TOKEN_ENV, make_app, serve
+    except ImportError as exc:  # jinja2 missing
+        raise click.ClickException(
+            f"the dashboard needs its extra (Jinja2): pip install -e '.[dashboard]' from the clone ({exc})"
+        ) from exc
+    client = Client(dashboard_dsn or ctx.obj["dsn"], application_name="teguh-dashboard")
+    ctx.call_on_close(client.close)
+    app = make_app(client)
+    server = serve(app, host, port)
+    mode = "actions enabled (token set)" if os.environ.get(TOKEN_ENV) else f"read-only ({TOKEN_ENV} not set)"
+    click.echo(f"teguh dashboard on {server.url}/ ({mode}); Ctrl-C stops it", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
 # --- operations (read side) ---
 
 

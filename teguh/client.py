@@ -1135,6 +1135,20 @@ class Client(ClientBase):
         """
         self._pool.drain()
 
+    # --- dashboard ---
+
+    def _watch_queues(self, queues: Sequence[str], seconds: int = 60) -> None:
+        """Mark `queues` as watched for `seconds` (0 to 3600): their completions notify teguh_watch.
+
+        The dashboard's call, repeated while a page shows the queues; the
+        engine's terminal transitions send `teguh_watch` '<queue>' only while
+        a queue is watched, so a database without a dashboard pays nothing.
+        """
+        queues = [_validate.queue_name(q) for q in queues]
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 3600:
+            raise InvalidArgument(f"watch seconds must be an int from 0 to 3600, not {seconds!r}")
+        self._run("watch_queues", lambda cur: cur.execute(_sql.WATCH_QUEUES, (queues, seconds)), retry=True)
+
     # --- schedules ---
 
     def create_schedule(

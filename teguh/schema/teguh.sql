@@ -36,6 +36,8 @@
 -- "Notifies:" names the pg_notify channels: teguh_<q> with a constant word
 -- (spawn, retry, event, wake) when work became claimable, and teguh_done with
 -- '<q>:<task_id>' when a task spawned with notify_done reached its end.
+-- Completions, failures and cancels also send teguh_watch '<q>', but only
+-- while a dashboard watches the queue (section "Dashboard").
 --
 -- Sections, in order:
 --   Tables                                 teguh.queues, teguh.task_types, teguh.settings; the per-queue tables
@@ -60,6 +62,7 @@
 --   Batches                                teguh.batches, spawn_batch, get_batch, list_batches, batch_results
 --   Operations (read side)                 attempt history a_<q>, workers registry, get_task, list_tasks, queue_stats
 --   Section: observability                 _on_failure_spawn, queue_depth
+--   Dashboard                              watched_queues, watch_queues, _notify_watch (teguh_watch)
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -1154,6 +1157,7 @@ begin
     if v_kids is not null then
       perform teguh._children_ended(%7$L, v_kids, now_ts);
     end if;
+    perform teguh._notify_watch(%7$L);
   end if;
 
   return query
@@ -1458,6 +1462,7 @@ begin
     perform teguh._children_ended(q, array[p_task_id], now_ts);
   end if;
   if v_batch is not null then perform teguh._batch_item_ended(v_batch, 'cancelled'); end if;
+  perform teguh._notify_watch(q);
   return nd is not null;
 end
 $$;
@@ -1485,6 +1490,7 @@ begin
   end if;
   if v_batch is not null then perform teguh._batch_item_ended(v_batch, 'failed'); end if;
   perform teguh._on_failure_spawn(q, p_task_id, p_reason);
+  perform teguh._notify_watch(q);
 end
 $$;
 
@@ -1508,6 +1514,7 @@ begin
   perform teguh._record_attempt(q, p_run_id, p_task_id, p_attempt, p_reason, now_ts,
                                 t.max_attempts is not null and p_attempt >= t.max_attempts);
   perform teguh._end_lease(q, p_run_id);
+  perform teguh._notify_watch(q);
 
   if t.max_attempts is not null and p_attempt >= t.max_attempts then
     perform teguh._fail_for_good(q, p_task_id, p_reason, now_ts);
@@ -1973,6 +1980,7 @@ begin
     perform teguh._notify_done(q, run.task_id);
   end if;
   if v_batch is not null then perform teguh._batch_item_ended(v_batch, 'completed'); end if;
+  perform teguh._notify_watch(q);
 end
 $$;
 
@@ -2495,6 +2503,7 @@ begin
     perform teguh._children_ended(q, array[task_id], now_ts);
   end if;
   if v_batch is not null then perform teguh._batch_item_ended(v_batch, 'cancelled'); end if;
+  perform teguh._notify_watch(q);
 end
 $$;
 
@@ -5039,6 +5048,55 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Section: dashboard
+-- ---------------------------------------------------------------------------
+-- Completions of ordinary tasks notify nobody (teguh_done is for tasks
+-- spawned with notify_done). A running dashboard (teguh.dashboard) wants to
+-- hear them to update its pages, and nothing else should pay for that: the
+-- dashboard keeps a row per queue it shows in teguh.watched_queues, with
+-- watched_until a minute ahead, refreshed while it watches. The terminal
+-- transitions (and a failure's retry) call _notify_watch(q), one probe of
+-- this table's primary key, which sends teguh_watch '<q>' only while such a
+-- row is current. PostgreSQL folds identical notifications of a transaction
+-- into one, so a batch of completions sends one. Without a dashboard the
+-- table is empty and nothing is sent.
+create table if not exists teguh.watched_queues (
+  queue_name text primary key,
+  watched_until timestamptz not null
+);
+
+-- Sends teguh_watch '<q>' when a dashboard watches queue q now.
+create or replace function teguh._notify_watch(q text) returns void
+language sql as $$
+  select pg_notify('teguh_watch', q) from teguh.watched_queues
+   where queue_name = q and watched_until > now()
+$$;
+
+-- watch_queues(queues, seconds): marks queues as watched for the next
+-- seconds (0 to 3600): until then their completions, failures, retries and
+-- cancels notify teguh_watch '<q>'. A queue already watched for longer keeps
+-- its later end (several dashboards share a row); expired rows are deleted.
+-- Unknown queue names are ignored. Returns nothing.
+-- Locks: the queues' watched_queues rows (waits, by the upsert).
+-- Notifies: nobody.
+create or replace function teguh.watch_queues(queues text[], seconds int default 60) returns void
+language plpgsql as $$
+begin
+  if seconds is null or seconds < 0 or seconds > 3600 then
+    raise exception 'watch seconds must be between 0 and 3600, not %', coalesce(seconds::text, 'NULL')
+      using errcode = 'TG004';
+  end if;
+  delete from teguh.watched_queues where watched_until <= now();
+  insert into teguh.watched_queues as w (queue_name, watched_until)
+  select distinct qs.queue_name, now() + make_interval(secs => seconds)
+    from teguh.queues qs
+   where qs.queue_name = any(queues) and seconds > 0
+   order by 1
+  on conflict (queue_name) do update set watched_until = greatest(w.watched_until, excluded.watched_until);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install
 -- ---------------------------------------------------------------------------
 
@@ -5150,7 +5208,7 @@ declare
   admin text[] := producer || array['create_queue', 'drop_queue', 'cancel_task', 'retry_task', 'next_due',
                                     'ticker', 'cleanup_tasks', 'cleanup_all_queues', 'start', 'stop',
                                     'set_queue_options', 'pause_queue', 'resume_queue', 'pause_task_type',
-                                    'resume_task_type', 'unbind_topic'];
+                                    'resume_task_type', 'unbind_topic', 'watch_queues'];
 begin
   -- schedules (section "Section: schedules"): producers read, workers fire and upsert, admins operate
   producer := producer || array['list_schedules'];
