@@ -108,6 +108,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = os.getloadavg()[0]
     cluster = Cluster.start()
     rates: dict[str, list[float]] = {peer: [] for peer in args.peers}
     try:
@@ -121,7 +122,9 @@ def main(argv: list[str]) -> int:
         cluster.stop()
 
     print(
-        f"{started:%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores; "
+        f"{started:%Y-%m-%d %H:%M} UTC, load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after, "
+        f"{os.cpu_count()} cores; "
         f"PostgreSQL {cluster.version}; {args.parents} parents x {args.children:,} children, "
         f"concurrency {args.concurrency}, {args.rounds} interleaved rounds; polling {args.poll} s; "
         f"Redis append-only file: {args.redis_aof}"
