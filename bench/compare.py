@@ -212,6 +212,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "bench/compare.py", *argv])
     chosen = [peers.load(name) for name in args.peers]
+    if steps_only(args):  # the job-queue peers without durable steps take no part
+        chosen = [peer for peer in chosen if hasattr(peer, "spawn_steps")]
     absent = sorted({module for peer in chosen for module in peers.missing(peer)})
     if absent:
         print(
@@ -348,7 +350,8 @@ def render(
         f"Python {m['python']}; PostgreSQL {cluster.version} ({cluster.kind}); the whole run took "
         f"{elapsed.total_seconds() / 60:.0f} min; load average {load_before:.2f} just before it started.",
         "",
-        f"N = {args.jobs:,} no-op jobs, worker concurrency {args.concurrency}, medians of {args.runs} "
+        f"N = {args.jobs:,} {'tasks' if steps_only(args) else 'no-op jobs'}, worker concurrency "
+        f"{args.concurrency}, medians of {args.runs} "
         f"run{'s' if args.runs > 1 else ''}"
         + (
             f"; teguh at revision {teguh_revision}, copied from the working tree at the start."

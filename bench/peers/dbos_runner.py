@@ -12,6 +12,7 @@ in a subprocess, since DBOS is one instance per process).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -22,14 +23,15 @@ from importlib.metadata import version
 QUEUE = "bench"
 WORKFLOW = "steps"
 STEPS = 3
-POLLING_INTERVAL = 0.05
+POLLING_INTERVAL = float(os.environ.get("TEGUH_BENCH_DBOS_POLLING", "0.05"))
 """Seconds between the queue thread's polls of the queue (DBOS's default is 1.0).
 
 DBOS dequeues only when its queue thread polls (no LISTEN for queued work),
 at most `worker_concurrency` workflows per poll. At the 1 s default the
 drain is capped near 16 tasks per second whatever the machine; 50 ms is
 the figure the earlier comparisons used (issue 16), fast enough that the
-poll is not what limits it, without turning the poller into a busy loop."""
+poll is not what limits it, without turning the poller into a busy loop. TEGUH_BENCH_DBOS_POLLING
+overrides it (a diagnostic: is the poll the limit?)."""
 
 
 def _config(dsn: str) -> dict:
