@@ -2125,23 +2125,10 @@ begin
     raise exception 'extend_claim_by must be >= 0 seconds' using errcode = 'TG004';
   end if;
   -- The lease row lock fences the write: cancel, fail and lease recovery all
-  -- take it before touching the task. A row lock leaves no dead tuple. One
-  -- statement locks the lease row and inserts the checkpoint only if it was
-  -- found (dynamic SQL is planned on every call: one plan, not two). The
-  -- first committed write wins: a committed step is never overwritten.
-  execute format($q$
-    with lease as (
-      select r.task_id, r.claim_expires_at from teguh.%I r
-       where r.run_id = $1 and r.task_id = $2
-         for update
-    ), cp as (
-      insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
-      select lease.task_id, $3, $4, 'committed', 'step', $1, $5 from lease
-      on conflict (task_id, checkpoint_name) do nothing
-    )
-    select task_id, claim_expires_at from lease$q$, 'r_' || q, 'c_' || q)
-    into found_task, expires
-    using owner_run_id, task_id, step_name, coalesce(state, 'null'::jsonb), now_ts;
+  -- take it before touching the task. A row lock leaves no dead tuple.
+  execute format('select task_id, claim_expires_at from teguh.%I where run_id = $1 and task_id = $2 '
+                 'for update', 'r_' || q)
+    into found_task, expires using owner_run_id, task_id;
   if found_task is null then
     perform teguh._raise_lease_error(q, owner_run_id);
   end if;
@@ -2156,6 +2143,12 @@ begin
        where run_id = $1$q$, 'r_' || q)
       using owner_run_id, now_ts, extend_claim_by;
   end if;
+  -- first committed write wins: a committed step is never overwritten
+  execute format($q$
+    insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+    values ($1, $2, $3, 'committed', 'step', $4, $5)
+    on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
+    using task_id, step_name, coalesce(state, 'null'::jsonb), owner_run_id, now_ts;
 end
 $$;
 
