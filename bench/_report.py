@@ -10,6 +10,7 @@ from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Side by side with peers"
+STEPS_SECTION = "## Durable steps"
 TIMES = "\u00d7"
 
 # (key, label, format, better): better is "high" or "low"; ratios are always teguh / peer
@@ -28,6 +29,17 @@ METRICS = [
 ]
 
 
+# the durable-steps scenario (bench/scenarios.py durable_steps)
+STEPS_METRICS = [
+    ("steps_rate", "{n:,} pre-filled tasks of 3 steps (tasks/s)", "{:,.0f}", "high"),
+    ("steps_dead_pages", "dead tuples per step, counted on the pages", "{:.2f}", "low"),
+    ("steps_dead", "dead tuples per step, per `n_dead_tup`", "{:.2f}", "low"),
+    ("steps_size_mb", "size of the peer's tables afterwards (MB)", "{:.1f}", "low"),
+    ("steps_cpu_worker", "CPU: worker process (share of {cores} cores)", "{:.0%}", None),
+    ("steps_cpu_pg", "CPU: PostgreSQL (share of {cores} cores)", "{:.0%}", None),
+]
+
+
 def median_or_none(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -37,12 +49,15 @@ def fmt(value, spec: str) -> str:
     return "n/a" if value is None else spec.format(value)
 
 
-def results_table(results: dict[str, dict[str, list]], peers: list[str], n: int, batch: int) -> str:
+def results_table(
+    results: dict[str, dict[str, list]], peers: list[str], n: int, batch: int, metrics: list | None = None
+) -> str:
     """Medians per metric and peer, then one column per peer with teguh/peer."""
+    metrics = METRICS if metrics is None else metrics
     others = [p for p in peers if p != "teguh"]
     header = ["", *peers, *[f"teguh/{p}" for p in others if "teguh" in peers]]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for key, label, spec, better in METRICS:
+    for key, label, spec, better in metrics:
         medians = {p: median_or_none(results[p].get(key, [])) for p in peers}
         if all(v is None for v in medians.values()):
             continue

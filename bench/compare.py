@@ -1,14 +1,17 @@
-"""teguh side by side with its peers (pgqueuer, procrastinate, absurd), in one command.
+"""teguh side by side with its peers (pgqueuer, procrastinate, absurd, DBOS), in one command.
 
     python bench/compare.py            # N = 20,000, concurrency 16, medians of 3 runs
     python bench/compare.py --quick    # N = 2,000, 1 run, short pgbench and memory runs
     python bench/compare.py --write    # also rewrite "## Side by side with peers" in docs/benchmarks.md
+    python bench/compare.py --scenarios steps --write   # durable steps only: "## Durable steps"
 
 Starts its own PostgreSQL (fsync and synchronous_commit on), measures the
 pgbench limit (one insert + one delete by primary key per transaction), then
 for each run and each peer, every scenario on a fresh database: single spawn,
 batch spawn (n/a for a peer that has none), drain of a pre-filled queue (with
-dead tuples, table sizes and the CPU split), wake-up latency of an idle worker.
+dead tuples, table sizes and the CPU split), wake-up latency of an idle worker,
+and durable steps (pre-filled tasks of 3 no-op steps, for the peers that have
+steps: teguh, absurd, DBOS; dead tuples per step).
 Then, for teguh only, the drain with several worker processes and the worker's
 memory over a long run. Workers run in subprocesses; every process started is
 stopped by its pid.
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _report, _snapshot, _workers, peers, scenarios
 from bench._pg import Cluster
 
-SCENARIOS = ("single", "batch", "drain", "wakeup")
+SCENARIOS = ("single", "batch", "drain", "wakeup", "steps")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -48,7 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="runs per scenario; medians are reported (default 3)")
     p.add_argument("--concurrency", type=int, default=16, help="worker concurrency (default 16)")
     p.add_argument("--batch", type=int, default=1000, help="jobs per batch spawn call (default 1000)")
-    p.add_argument("--peers", nargs="+", default=list(peers.PEERS), choices=peers.PEERS)
+    p.add_argument("--peers", nargs="+", default=list(peers.ALL_PEERS), choices=peers.ALL_PEERS)
     p.add_argument(
         "--scenarios",
         nargs="+",
@@ -123,6 +126,9 @@ def run_peer(
 ) -> None:
     out = results.setdefault(peer.name, {})
     tag = f"{peer.name} run {run}"
+    which = [w for w in which if w in getattr(peer, "scenarios", SCENARIOS)]
+    if not hasattr(peer, "spawn_steps"):
+        which = [w for w in which if w != "steps"]
 
     for key, label, fn in (
         ("single", "single spawn", scenarios.single_spawn),
@@ -151,6 +157,27 @@ def run_peer(
                 f"CPU worker {d['cpu_worker']:.0%} PG {d['cpu_pg']:.0%} (of all cores), "
                 f"dead tuples/job {_r(d['dead_pages_per_job'], '{:.2f}')} on the pages, "
                 f"{d['dead_per_job']:.2f} per n_dead_tup, {d['size_mb']:.1f} MB"
+            )
+
+    if "steps" in which:
+        d = attempt(errors, f"{tag} durable steps", scenarios.durable_steps, cluster, peer, s) or {}
+        for key, field in (
+            ("steps_rate", "rate"),
+            ("steps_dead_pages", "dead_pages_per_step"),
+            ("steps_dead", "dead_per_step"),
+            ("steps_size_mb", "size_mb"),
+            ("steps_cpu_worker", "cpu_worker"),
+            ("steps_cpu_pg", "cpu_pg"),
+        ):
+            out.setdefault(key, []).append(d.get(field))
+        if d.get("statements"):
+            out.setdefault("statements", {})["durable steps"] = d["statements"]
+        if d:
+            log(
+                f"{tag}: durable steps {d['rate']:,.0f} tasks/s, "
+                f"CPU worker {d['cpu_worker']:.0%} PG {d['cpu_pg']:.0%}, dead tuples/step "
+                f"{_r(d['dead_pages_per_step'], '{:.2f}')} on the pages, "
+                f"{d['dead_per_step']:.2f} per n_dead_tup"
             )
 
     if "wakeup" in which:
@@ -185,6 +212,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "bench/compare.py", *argv])
     chosen = [peers.load(name) for name in args.peers]
+    if steps_only(args):  # the job-queue peers without durable steps take no part
+        chosen = [peer for peer in chosen if hasattr(peer, "spawn_steps")]
     absent = sorted({module for peer in chosen for module in peers.missing(peer)})
     if absent:
         print(
@@ -269,13 +298,18 @@ def main(argv: list[str]) -> int:
             json.dumps({"revision": teguh_revision, "results": results, "scaling": scaling, "errors": errors})
         )
     if args.write:
-        _report.write_section(text)
+        _report.write_section(text, section=_report.STEPS_SECTION if steps_only(args) else _report.SECTION)
         log(f"wrote {_report.DOC}")
     if errors or args.keep_logs:
         log(f"worker logs kept in {log_dir}")
     else:
         shutil.rmtree(log_dir, ignore_errors=True)
     return 1 if errors else 0
+
+
+def steps_only(args) -> bool:
+    """Only the durable-steps scenario was asked for: the report is the "Durable steps" section."""
+    return list(args.scenarios) == ["steps"]
 
 
 def render(
@@ -296,8 +330,10 @@ def render(
 ) -> str:
     m = _report.machine()
     names = [p.name for p in chosen]
+    queue_names = [n for n in names if any(k in results.get(n, {}) for k, *_ in _report.METRICS)]
+    steps_names = [n for n in names if results.get(n, {}).get("steps_rate")]
     out = [
-        _report.SECTION,
+        _report.STEPS_SECTION if steps_only(args) else _report.SECTION,
         "",
         "One command starts its own PostgreSQL, measures what the machine allows (pgbench), and runs "
         "teguh and its peers through the same scenarios. Each scenario of each run gets a fresh database; "
@@ -306,7 +342,7 @@ def render(
         "and size).",
         "",
         "```sh",
-        "pip install -e '.[bench]'   # pgqueuer[asyncpg], procrastinate, absurd-sdk and absurdctl",
+        "pip install -e '.[bench]'   # pgqueuer[asyncpg], procrastinate, absurd-sdk, absurdctl, dbos",
         command,
         "```",
         "",
@@ -314,7 +350,8 @@ def render(
         f"Python {m['python']}; PostgreSQL {cluster.version} ({cluster.kind}); the whole run took "
         f"{elapsed.total_seconds() / 60:.0f} min; load average {load_before:.2f} just before it started.",
         "",
-        f"N = {args.jobs:,} no-op jobs, worker concurrency {args.concurrency}, medians of {args.runs} "
+        f"N = {args.jobs:,} {'tasks' if steps_only(args) else 'no-op jobs'}, worker concurrency "
+        f"{args.concurrency}, medians of {args.runs} "
         f"run{'s' if args.runs > 1 else ''}"
         + (
             f"; teguh at revision {teguh_revision}, copied from the working tree at the start."
@@ -322,18 +359,31 @@ def render(
             else "."
         ),
         "",
-        "### The limit: one insert and one delete by primary key per transaction",
-        "",
-        f"pgbench, {args.pgbench_seconds} s per row, `-j` = min(clients, cores), simple query protocol; "
-        "the script is `BEGIN; INSERT ... RETURNING id \\gset; DELETE ... WHERE id = :id; END;`.",
-        "",
-        _report.pgbench_table(pgbench),
-        "",
-        "### Results",
-        "",
-        _report.results_table(results, names, args.jobs, args.batch),
-        "",
     ]
+    if pgbench:
+        out += [
+            "### The limit: one insert and one delete by primary key per transaction",
+            "",
+            f"pgbench, {args.pgbench_seconds} s per row, `-j` = min(clients, cores), simple query protocol; "
+            "the script is `BEGIN; INSERT ... RETURNING id \\gset; DELETE ... WHERE id = :id; END;`.",
+            "",
+            _report.pgbench_table(pgbench),
+            "",
+        ]
+    if queue_names:
+        out += ["### Results", "", _report.results_table(results, queue_names, args.jobs, args.batch), ""]
+    if steps_names:
+        out += [
+            "### Durable steps" if queue_names else "### Results",
+            "",
+            f"Tasks of {scenarios.STEPS_PER_TASK} no-op steps (each step one checkpoint), "
+            f"{args.jobs:,} pre-filled, one worker of concurrency {args.concurrency}; dead tuples "
+            "per step are all the dead tuples the run left in the peer's tables (claiming and finishing "
+            f"the task included) divided by {scenarios.STEPS_PER_TASK} x N.",
+            "",
+            _report.results_table(results, steps_names, args.jobs, args.batch, _report.STEPS_METRICS),
+            "",
+        ]
     if len(scaling) > 1:
         out += [
             "### teguh: worker processes on one queue",
@@ -375,7 +425,7 @@ def render(
                 out += [f"| {calls:.3f} | {mean:.3f} | `{_short(query)}` |" for calls, mean, query in rows]
                 out.append("")
     out += ["### How it was measured", ""]
-    out += [f"- {line}" for line in how_measured(args)]
+    out += [f"- {line}" for line in how_measured(args) if not steps_only(args) or line.startswith("durable")]
     out += [
         "",
         f"PostgreSQL settings: all defaults but {', '.join(cluster.changed)} (and the port and "
@@ -388,6 +438,8 @@ def render(
         revision = f", revision {teguh_revision}" if peer.name == "teguh" else ""
         out.append(f"- **{peer.version()}{revision}**")
         out += [f"  - {line}" for line in peer.settings(args.concurrency)]
+        if peer.name in steps_names:
+            out += [f"  - {line}" for line in peer.steps_settings()]
     if errors:
         out += ["", "Failures during this run:", ""] + [f"- {e}" for e in errors]
     return _report.wrap("\n".join(out))
@@ -417,6 +469,11 @@ def how_measured(args) -> list[str]:
         f"{args.wakeup_gap * 1000:.0f} ms apart after 10 unmeasured ones; latency = the handler's "
         "`time.time()` at start (written to a shared memory-mapped file) minus the `time.time()` just "
         "before the spawn call. p99 is nearest-rank.",
+        f"durable steps: {args.jobs:,} tasks of {scenarios.STEPS_PER_TASK} steps spawned (1,000 per call "
+        "where the peer has batch spawn), then `CHECKPOINT`, then one worker process started, set up and "
+        "released at t0 (DBOS's `launch()` runs after t0, since launching starts dequeuing; it took "
+        "0.07 s); the end is seen as in the drain; tasks/s = N / (end - t0). Autovacuum off; dead "
+        "tuples counted on the pages and per `n_dead_tup` as in the drain, divided by the steps taken.",
     ]
 
 

@@ -352,6 +352,63 @@ def drain(cluster: Cluster, peer, s: Settings, workers: int = 1) -> dict[str, fl
     }
 
 
+# -- durable steps ------------------------------------------------------------------
+
+
+STEPS_PER_TASK = 3
+"""Steps of each durable-steps task (the peers' runners define tasks of this many no-op steps)."""
+
+
+def durable_steps(cluster: Cluster, peer, s: Settings) -> dict[str, float]:
+    """Pre-fill n tasks of 3 no-op steps each, start one worker, time until the database counts n finished.
+
+    As `drain`, with the peer's durable-steps task (`peer.spawn_steps`,
+    `peer.steps_worker_args`); dead tuples are counted on the pages after the
+    drain and divided by the steps taken (n x 3), so they include the per-task
+    cost of claiming and finishing, spread over its steps.
+    """
+    nproc = os.cpu_count() or 1
+    with FreshDatabase(cluster, peer) as db:
+        peer.spawn_steps(db.url, s.n)
+        cluster.admin("checkpoint")
+        poller = db.connect()
+        watch = StatementWatch(cluster, db)
+        procs = []
+        try:
+            poller_pid = scalar(poller, "select pg_backend_pid()")
+            procs = start_workers(peer.module, peer.steps_worker_args(db.url, s.concurrency), 1, s.log_dir)
+            cpu_w0 = proc_times(procs[0].pid)
+            cpu_pg0 = cluster.cpu_seconds() - proc_times(poller_pid)
+            watch.reset()
+            t0 = time.time()
+            procs[0].go()
+            t1 = wait_until_finished(poller, peer.finished_sql(s.n), s.n)
+            cpu_w1 = proc_times(procs[0].pid)
+            cpu_pg1 = cluster.cpu_seconds() - proc_times(poller_pid)
+            statements = watch.read(s.n)
+            if procs[0].proc.poll() is not None:
+                raise RuntimeError(f"the worker exited during the run; see {procs[0].log_path}")
+            stop_workers(procs)
+            procs = []
+            wait_for_no_other_backends(poller)
+            dead, dead_pages, size = table_stats(poller)
+        finally:
+            stop_workers(procs)
+            watch.close()
+            poller.close()
+    wall = t1 - t0
+    steps = s.n * STEPS_PER_TASK
+    return {
+        "rate": s.n / wall,
+        "cpu_worker": (cpu_w1 - cpu_w0) / (wall * nproc),
+        "cpu_pg": (cpu_pg1 - cpu_pg0) / (wall * nproc),
+        "dead_per_step": dead / steps,
+        "dead_pages_per_step": None if dead_pages is None else dead_pages / steps,
+        "size_mb": size / 1e6,
+        "statements": statements,
+    }
+
+
 # -- wake-up -------------------------------------------------------------------------
 
 

@@ -664,7 +664,9 @@ class Client(ClientBase):
         """Store a step's JSON state for the task; optionally extend the run's lease.
 
         Args:
-            extend_claim_by: seconds to extend the lease by (rounded up); 0 or None: no change.
+            extend_claim_by: the lease then runs this many seconds from now (rounded up),
+                or at least nine tenths of that when it already did (the lease row is
+                then not rewritten); 0 or None: no change.
 
         Raises:
             Cancelled, LeaseLost: `owner_run_id` no longer holds the task.

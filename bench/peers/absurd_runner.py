@@ -14,6 +14,8 @@ from importlib.metadata import version
 
 QUEUE = "bench"
 TASK = "noop"
+STEPS_TASK = "steps"
+STEPS = 3
 CLAIM_TIMEOUT = 120
 """`start_worker`'s default claim_timeout (seconds)."""
 POLL_INTERVAL = 0.25
@@ -90,6 +92,23 @@ class Peer:
         finally:
             app.close()
 
+    def spawn_steps(self, dsn: str, n: int) -> float:
+        """Spawn n durable-steps tasks, one call each (absurd has no batch spawn)."""
+        app = _client(dsn)
+        try:
+            t0 = time.perf_counter()
+            for i in range(n):
+                app.spawn(STEPS_TASK, i, queue=QUEUE)
+            return time.perf_counter() - t0
+        finally:
+            app.close()
+
+    def steps_settings(self) -> list[str]:
+        return [
+            f"durable steps: `@app.register_task('{STEPS_TASK}')` whose handler `(params, ctx)` calls "
+            f"`ctx.step(name, lambda: params)` {STEPS} times (each a checkpoint); the worker as above",
+        ]
+
     def finished_sql(self, n: int) -> str:
         return f"select count(*) from absurd.t_{QUEUE} where state = 'completed'"
 
@@ -98,6 +117,9 @@ class Peer:
 
     def worker_args(self, dsn: str, concurrency: int, stamps: str | None) -> list[str]:
         return ["--dsn", dsn, "--concurrency", str(concurrency), *(["--stamps", stamps] if stamps else [])]
+
+    def steps_worker_args(self, dsn: str, concurrency: int) -> list[str]:
+        return ["--dsn", dsn, "--concurrency", str(concurrency), "--steps"]
 
 
 def _apply_schema(dsn: str) -> None:
@@ -118,12 +140,20 @@ def worker(argv: list[str]) -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--stamps")
+    parser.add_argument("--steps", action="store_true", help="serve the durable-steps task only")
     args = parser.parse_args(argv)
 
     from bench._workers import Stamps, barrier
 
     app = _client(args.dsn)
-    if args.stamps:
+    if args.steps:
+
+        @app.register_task(STEPS_TASK)
+        def steps(params, ctx):
+            for k in range(1, STEPS + 1):
+                ctx.step(f"step-{k}", lambda: params)
+
+    elif args.stamps:
         stamps = Stamps(args.stamps)
 
         @app.register_task(TASK)

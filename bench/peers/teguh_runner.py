@@ -10,6 +10,8 @@ import time
 
 QUEUE = "bench"
 TASK = "noop"
+STEPS_TASK = "steps"
+STEPS = 3
 
 
 class Peer:
@@ -73,6 +75,25 @@ class Peer:
                 time.sleep(gap)
         return times
 
+    def spawn_steps(self, dsn: str, n: int, size: int = 1000) -> float:
+        """Spawn n durable-steps tasks, `size` per call (the steps scenario's pre-fill)."""
+        import teguh
+
+        with teguh.Client(dsn, max_connections=1) as client:
+            t0 = time.perf_counter()
+            for start in range(0, n, size):
+                stop = min(start + size, n)
+                tasks = [{"task_name": STEPS_TASK, "params": i} for i in range(start, stop)]
+                client.spawn_tasks(QUEUE, tasks)
+            return time.perf_counter() - t0
+
+    def steps_settings(self) -> list[str]:
+        return [
+            f"durable steps: `@app.task('{STEPS_TASK}')` whose handler `(params, ctx)` calls "
+            f"`ctx.step(name, lambda: params)` {STEPS} times (each a checkpoint, one `c_` row); "
+            "pre-filled with `spawn_tasks`, 1,000 per call; the worker as above",
+        ]
+
     def finished_sql(self, n: int) -> str:
         return f"select count(*) from teguh.t_{QUEUE} where state = 'completed'"
 
@@ -82,6 +103,9 @@ class Peer:
 
     def worker_args(self, dsn: str, concurrency: int, stamps: str | None) -> list[str]:
         return ["--dsn", dsn, "--concurrency", str(concurrency), *(["--stamps", stamps] if stamps else [])]
+
+    def steps_worker_args(self, dsn: str, concurrency: int) -> list[str]:
+        return ["--dsn", dsn, "--concurrency", str(concurrency), "--steps"]
 
 
 def _psycopg2_version() -> str:
@@ -105,13 +129,21 @@ def worker(argv: list[str]) -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--stamps")
+    parser.add_argument("--steps", action="store_true", help="serve the durable-steps task only")
     args = parser.parse_args(argv)
 
     import teguh
     from bench._workers import Stamps, barrier
 
     app = teguh.App(args.dsn, queue=QUEUE)
-    if args.stamps:
+    if args.steps:
+
+        @app.task(STEPS_TASK)
+        def steps(params, ctx):
+            for k in range(1, STEPS + 1):
+                ctx.step(f"step-{k}", lambda: params)
+
+    elif args.stamps:
         stamps = Stamps(args.stamps)
 
         @app.task(TASK)

@@ -2166,10 +2166,15 @@ $$;
 -- set_task_checkpoint_state(q, task_id, step_name, state, owner_run_id,
 -- extend_claim_by): records a step's state; the first committed write wins
 -- and later ones change nothing. owner_run_id must hold the task's lease
--- (else AB001/AB002); extend_claim_by > 0 also extends that lease by so many
--- seconds, as a heartbeat.
--- Locks: the run's r_ row only (waits; by the lease update when extending),
---   no t_ row lock (the exception the header names); inserts the c_ row.
+-- (else AB001/AB002); extend_claim_by > 0 also extends that lease, as a
+-- heartbeat, to extend_claim_by seconds from now, unless it already runs at
+-- least nine tenths of that: steps taken in quick succession (or just after a
+-- claim or a heartbeat) then leave the r_ row as it is. Rewriting it changes
+-- the indexed claim_expires_at, a non-HOT update: one dead tuple per step
+-- where the step itself (the c_ insert) leaves none.
+-- Locks: the run's r_ row only (waits; FOR UPDATE, then the lease update when
+--   extending), no t_ row lock (the exception the header names); inserts the
+--   c_ row.
 -- Notifies: nobody.
 create or replace function teguh.set_task_checkpoint_state(
   q text, task_id uuid, step_name text, state jsonb, owner_run_id uuid, extend_claim_by int default null
@@ -2179,6 +2184,7 @@ language plpgsql as $$
 declare
   now_ts timestamptz := teguh.current_time();
   found_task uuid;
+  expires timestamptz;
 begin
   perform teguh._check_queue(q);
   perform teguh._check_name('step name', step_name);
@@ -2186,22 +2192,23 @@ begin
     raise exception 'extend_claim_by must be >= 0 seconds' using errcode = 'TG004';
   end if;
   -- The lease row lock fences the write: cancel, fail and lease recovery all
-  -- take it before touching the task.
-  if coalesce(extend_claim_by, 0) > 0 then
-    execute format($q$
-      update teguh.%I
-         set claim_expires_at = case when claim_expires_at is null then null
-                                     else $3 + make_interval(secs => $4) end,
-             heartbeats = heartbeats + 1
-       where run_id = $1 and task_id = $2
-      returning task_id$q$, 'r_' || q)
-      into found_task using owner_run_id, task_id, now_ts, extend_claim_by;
-  else
-    execute format('select task_id from teguh.%I where run_id = $1 and task_id = $2 for update', 'r_' || q)
-      into found_task using owner_run_id, task_id;
-  end if;
+  -- take it before touching the task. A row lock leaves no dead tuple.
+  execute format('select task_id, claim_expires_at from teguh.%I where run_id = $1 and task_id = $2 '
+                 'for update', 'r_' || q)
+    into found_task, expires using owner_run_id, task_id;
   if found_task is null then
     perform teguh._raise_lease_error(q, owner_run_id);
+  end if;
+  -- extend only a lease that would gain more than a tenth of extend_claim_by
+  -- (a lease of claim_timeout 0 never expires: null stays null)
+  if coalesce(extend_claim_by, 0) > 0 and expires is not null
+     and expires < now_ts + make_interval(secs => extend_claim_by * 0.9::float8) then
+    execute format($q$
+      update teguh.%I
+         set claim_expires_at = $2 + make_interval(secs => $3),
+             heartbeats = heartbeats + 1
+       where run_id = $1$q$, 'r_' || q)
+      using owner_run_id, now_ts, extend_claim_by;
   end if;
   -- first committed write wins: a committed step is never overwritten
   execute format($q$

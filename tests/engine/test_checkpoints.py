@@ -32,6 +32,35 @@ def test_checkpoint_extends_the_lease(eng):  # B set_checkpoint_extends_claim_le
     assert eng.lease(run_id)["claim_expires_at"] == ts(110)
 
 
+def test_checkpoint_leaves_a_fresh_lease_alone(eng):
+    # a step that would gain less than a tenth of the extension does not
+    # rewrite the lease row: that update is non-HOT (claim_expires_at is
+    # indexed) and would leave one dead tuple per step
+    task_id, run_id = eng.start("t", timeout=60)
+    row = f"select ctid::text from {eng.table('r')} where run_id = %s"
+    where = eng.sql.value(row, run_id)
+    for i, second in enumerate((1, 2, 5), start=1):
+        eng.at(second)
+        eng.checkpoint(task_id, f"step-{i}", i, run_id, extend_by=60)
+        assert eng.lease(run_id)["claim_expires_at"] == ts(60)
+    assert eng.sql.value(row, run_id) == where  # no new version of the row
+    assert eng.lease(run_id)["heartbeats"] == 0
+    eng.at(7)  # 60 s from now would gain 7 s, more than a tenth: extended
+    eng.checkpoint(task_id, "step-4", 4, run_id, extend_by=60)
+    assert eng.lease(run_id)["claim_expires_at"] == ts(67)
+    assert eng.lease(run_id)["heartbeats"] == 1
+    assert eng.checkpoints(task_id, run_id) == {f"step-{i}": (i, "committed") for i in range(1, 5)}
+
+
+def test_checkpoint_keeps_a_lease_that_never_expires(eng):
+    task_id, run_id = eng.start("t", timeout=0)
+    assert eng.lease(run_id)["claim_expires_at"] is None
+    eng.at(100)
+    eng.checkpoint(task_id, "step-1", 1, run_id, extend_by=60)
+    assert eng.lease(run_id)["claim_expires_at"] is None
+    assert eng.checkpoints(task_id, run_id) == {"step-1": (1, "committed")}
+
+
 def test_checkpoint_survives_a_retry(eng):  # A7
     task = eng.spawn("t", retry_strategy={"kind": "fixed", "base_seconds": 0})
     run = eng.claim_one()
