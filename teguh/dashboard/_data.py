@@ -2,9 +2,9 @@
 
 The dashboard reads only public `Client` calls, some of which arrive with
 other features (`get_task`, `list_tasks`, `queue_stats`, `list_workers`,
-`list_schedules`, `get_batch`). Each reader here checks whether the client has
-the call and says so when it does not, so a page shows what this version of
-teguh can tell instead of failing. Values (dataclasses, named tuples, dicts)
+`list_schedules`, `list_batches`, `get_batch`, `batch_results`). Each reader
+here checks whether the client has the call and says so when it does not, so
+a page shows what this version of teguh can tell instead of failing. Values (dataclasses, named tuples, dicts)
 become dicts of plain values, so templates read them one way.
 """
 
