@@ -49,9 +49,16 @@ def build_demo(app: App) -> dict[str, str]:
         return {"total": total}
 
     @app.task("slow-export", queue="reports")
-    def slow_export(params: dict) -> str:
+    def slow_export(params: dict, ctx) -> str:
+        ctx.report_progress(3, 8, message="exporting March")
         release.wait(60)
         return "exported"
+
+    @app.task("make-thumbnail", queue="reports", max_attempts=1)
+    def make_thumbnail(params: dict) -> dict:
+        if params["image"].endswith(".tiff"):
+            raise ValueError(f"unsupported format: {params['image']}")
+        return {"thumbnail": params["image"].replace(".", "-small.")}
 
     ids: dict[str, str] = {}
     for i in range(12):
@@ -67,6 +74,12 @@ def build_demo(app: App) -> dict[str, str]:
     worker = WorkerThread(app.worker(queues=["emails", "reports"], install_signal_handlers=False, concurrency=4)).start()
     deadline = time.monotonic() + 30
     while client.get_task_result("reports", ids["failed"]).state != "failed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    images = [{"image": f"photo-{i}.jpg"} for i in range(9)] + [{"image": "scan-7.tiff"}]
+    ids["batch"] = client.spawn_batch("reports", "make-thumbnail", images).id
+    client.spawn_batch("emails", "send-welcome-email", [{"to": f"team{i}@example.com"} for i in range(4)])
+    client.spawn_batch("billing", "charge-invoice", [{"invoice": 2000 + i} for i in range(6)])
+    while client.get_batch(ids["batch"]).finished_at is None and time.monotonic() < deadline:
         time.sleep(0.1)
     ids["running"] = slow_export.spawn({"format": "csv"}).task_id
     app._demo_release = release  # type: ignore[attr-defined]
@@ -111,6 +124,9 @@ def main() -> None:
                 shot("/workers", "workers")
             if hasattr(app.client, "list_schedules"):
                 shot("/schedules", "schedules")
+            if hasattr(app.client, "list_batches"):
+                shot("/batches", "batches")
+                shot(f"/batches/{ids['batch']}", "batch", full=True)
             browser.close()
         app._demo_release.set()  # type: ignore[attr-defined]
         app._demo_worker.stop()  # type: ignore[attr-defined]

@@ -43,6 +43,8 @@ KEEPALIVE_SECONDS = 15.0
 """An idle event stream sends a comment this often: proxies keep it open, and a closed tab is noticed."""
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+BATCH_STATES = ("running", "completed", "failed", "cancelled")
+"""A batch's states (teguh.batches.BATCH_STATES), for the batches page's filter."""
 
 SECURITY_HEADERS = [
     (
@@ -108,6 +110,15 @@ def _json_block(value: Any) -> Markup:
     return html
 
 
+def _compact(value: Any, limit: int = 100) -> str:
+    """A value as one line of JSON, cut at `limit` characters (a cell of a table)."""
+    try:
+        text = json.dumps(plain(value), ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return _short(text, limit)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),
@@ -117,7 +128,13 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        clean=_clean, short=_short, ts=_timestamp, age=age, json_block=_json_block, quote=quote
+        clean=_clean,
+        short=_short,
+        compact=_compact,
+        ts=_timestamp,
+        age=age,
+        json_block=_json_block,
+        quote=quote,
     )
     env.globals.update(STATES=STATES, is_mapping=lambda v: isinstance(v, Mapping))
     return env
@@ -148,6 +165,7 @@ class Dashboard:
             ("GET", re.compile(r"/workers"), self.workers_page),
             ("GET", re.compile(r"/schedules"), self.schedules_page),
             ("GET", re.compile(r"/batches"), self.batches_page),
+            ("GET", re.compile(r"/batches/(?P<batch_id>[^/]+)"), self.batch_page),
             ("GET", re.compile(r"/login"), self.login_page),
             ("GET", re.compile(r"/events"), self.events),
             ("GET", re.compile(r"/api/queues/(?P<queue>[^/]+)/tasks/(?P<task_id>[^/]+)"), self.task_json),
@@ -388,6 +406,8 @@ class Dashboard:
         if task is None:
             raise _NotFound
         children = task.get("children") if isinstance(task.get("children"), list) else []
+        if task.get("parent_task_id") and not task.get("parent_queue"):
+            task["parent_queue"] = self.reader.parent_queue(queue, task_id) or queue
         return self._render(
             environ, "task.html", queue=queue, task=task, children=children, live_queues=[queue]
         )
@@ -404,21 +424,103 @@ class Dashboard:
         queues = {str(s.get("queue")) for s in schedules if s.get("queue")}
         return self._render(environ, "schedules.html", schedules=schedules, live_queues=sorted(queues))
 
+    def _page_args(
+        self, environ: dict[str, Any], states: Iterable[str]
+    ) -> tuple[str | None, str | None, int]:
+        """(state, after, limit) of a paged list: an unknown state is ignored, a bad `after` is a 404."""
+        query = self._query(environ)
+        state = (query.get("state") or [""])[0] or None
+        if state is not None and state not in states:
+            state = None
+        after = (query.get("after") or [""])[0] or None
+        if after is not None:
+            after = self._task_id(after)
+        try:
+            limit = int((query.get("limit") or ["50"])[0])
+        except ValueError:
+            limit = 50
+        return state, after, limit if limit in PAGE_SIZES else 50
+
     def batches_page(self, environ: dict[str, Any]) -> _Response:
+        """Batches newest first (counts, state, a progress bar), by queue and state, keyset-paged."""
         if not self.reader.has("get_batch"):
             raise _NotFound
-        batch_id = (self._query(environ).get("id") or [""])[0].strip()
-        batch = None
+        query = self._query(environ)
+        batch_id = (query.get("id") or [""])[0].strip()
+        if batch_id:  # the "open by id" form
+            return self._redirect(environ, f"{self._prefix(environ)}/batches/{quote(batch_id, safe='')}")
+        state, after, limit = self._page_args(environ, BATCH_STATES)
+        queue = (query.get("queue") or [""])[0].strip() or None
+        if queue is not None:
+            queue = self._queue(queue)
+        has_list = self.reader.has("list_batches")
+        batches: list[dict[str, Any]] = []
         error = None
-        if batch_id:
+        if has_list:
             try:
-                batch = self.reader.batch(batch_id)
+                batches = self.reader.batches(queue, state=state, limit=limit, after=after)
             except TeguhError as exc:
                 error = str(exc)
-            if batch is None and error is None:
-                error = "No such batch."
+        filters = [(k, v) for k, v in (("queue", queue), ("state", state)) if v]
+        if limit != 50:
+            filters.append(("limit", str(limit)))
+        next_link = None
+        if batches and len(batches) >= limit:
+            next_link = "?" + urlencode([*filters, ("after", str(batches[-1].get("id")))])
         return self._render(
-            environ, "batches.html", batch_id=batch_id, batch=batch, error=error, live_queues=None
+            environ,
+            "batches.html",
+            batches=batches,
+            queue=queue,
+            state=state,
+            limit=limit,
+            page_sizes=PAGE_SIZES,
+            batch_states=BATCH_STATES,
+            next_link=next_link,
+            first_link="?" + urlencode(filters) if after else None,
+            has_list=has_list,
+            error=error,
+            live_queues=sorted({str(b.get("queue")) for b in batches if b.get("queue")}),
+        )
+
+    def batch_page(self, environ: dict[str, Any], batch_id: str) -> _Response:
+        """One batch: its counts and a page of its items (by state, keyset-paged), linking to tasks."""
+        if not self.reader.has("get_batch"):
+            raise _NotFound
+        batch_id = self._task_id(batch_id)
+        batch = self.reader.batch(batch_id)
+        if batch is None:
+            raise _NotFound
+        state, after, limit = self._page_args(environ, STATES)
+        items: list[dict[str, Any]] = []
+        error = None
+        has_items = self.reader.has("batch_results")
+        if has_items:
+            try:
+                items = self.reader.batch_items(batch_id, state=state, limit=limit, after=after)
+            except TeguhError as exc:
+                error = str(exc)
+        filters = [("state", state)] if state else []
+        if limit != 50:
+            filters.append(("limit", str(limit)))
+        next_link = None
+        if items and len(items) >= limit:
+            next_link = "?" + urlencode([*filters, ("after", str(items[-1].get("task_id")))])
+        queue = str(batch.get("queue") or "")
+        return self._render(
+            environ,
+            "batch.html",
+            batch=batch,
+            queue=queue,
+            items=items,
+            state=state,
+            limit=limit,
+            page_sizes=PAGE_SIZES,
+            next_link=next_link,
+            first_link="?" + urlencode(filters) if after else None,
+            has_items=has_items,
+            error=error,
+            live_queues=[queue] if queue else [],
         )
 
     def login_page(self, environ: dict[str, Any]) -> _Response:

@@ -2,9 +2,9 @@
 
 The dashboard reads only public `Client` calls, some of which arrive with
 other features (`get_task`, `list_tasks`, `queue_stats`, `list_workers`,
-`list_schedules`, `get_batch`). Each reader here checks whether the client has
-the call and says so when it does not, so a page shows what this version of
-teguh can tell instead of failing. Values (dataclasses, named tuples, dicts)
+`list_schedules`, `list_batches`, `get_batch`, `batch_results`). Each reader
+here checks whether the client has the call and says so when it does not, so
+a page shows what this version of teguh can tell instead of failing. Values (dataclasses, named tuples, dicts)
 become dicts of plain values, so templates read them one way.
 """
 
@@ -146,5 +146,43 @@ class Reader:
         return [plain(s) for s in self.client.list_schedules()]
 
     def batch(self, batch_id: str) -> dict[str, Any] | None:
-        found = self.client.get_batch(batch_id)
-        return None if found is None else plain(found)
+        """One batch's counts, state and times (`Client.get_batch`), None when it is not there."""
+        try:
+            found = self.client.get_batch(batch_id)
+        except Exception as exc:
+            if type(exc).__name__ in ("BatchNotFound", "InvalidArgument"):
+                return None
+            raise
+        return None if found is None else with_progress(plain(found))
+
+    def batches(
+        self, queue: str | None, *, state: str | None, limit: int, after: str | None
+    ) -> list[dict[str, Any]]:
+        """A page of batches, newest first (`Client.list_batches`)."""
+        found = self.client.list_batches(queue, state=state, limit=limit, after=after)
+        return [with_progress(plain(b)) for b in found]
+
+    def batch_items(
+        self, batch_id: str, *, state: str | None, limit: int, after: str | None
+    ) -> list[dict[str, Any]]:
+        """A page of a batch's items in task id order (`Client.batch_results`)."""
+        found = self.client.batch_results(batch_id, limit=limit, after=after, state=state)
+        return [plain(i) for i in found]
+
+    def parent_queue(self, queue: str, task_id: str) -> str | None:
+        """The queue of a child task's parent (it may be another queue), None if unknown."""
+        links = getattr(self.client, "_get_task_links", None)
+        if links is None:
+            return None
+        try:
+            return links(queue, task_id)[2]
+        except Exception as exc:
+            if type(exc).__name__ == "TaskNotFound":  # deleted meanwhile
+                return None
+            raise
+
+
+def with_progress(batch: dict[str, Any]) -> dict[str, Any]:
+    """A batch dict plus `ended` (items completed, failed or cancelled): its progress bar's value."""
+    batch["ended"] = sum(int(batch.get(k) or 0) for k in ("completed", "failed", "cancelled"))
+    return batch

@@ -221,3 +221,47 @@ def test_workers_and_schedules_pages_and_schedule_actions(app: App, serve_dashbo
     assert "triggered" in page.inner_text("#flash")
     page.click(f"{row} td a.mono")
     page.wait_for_selector("#task .state-pending")
+
+
+def test_batches_pages_list_open_and_update_live(app: App, serve_dashboard, page: Any) -> None:
+    older = app.client.spawn_batch(Q, "resize", [{"n": 1}])
+    batch = app.client.spawn_batch(Q, "resize", [{"n": i} for i in range(3)])
+    server = serve_dashboard()
+    page.goto(server.url + "/")
+    page.click("nav a[href='/batches']")
+    page.wait_for_selector(f"#batch-{batch.id}[data-state=running]")
+    assert page.locator("#batches tr[data-state]").count() == 2
+    assert page.locator(f"#batch-{older.id}").count() == 1
+    page.click(f"#batch-{batch.id} a[href='/batches/{batch.id}']")
+    page.wait_for_selector("#items tr[data-state=pending]")
+    assert page.locator("#items tr[data-state]").count() == 3
+    assert page.get_attribute("#batch-progress progress", "value") == "0"
+    page.evaluate("window.__notReloaded = true")
+    page.wait_for_selector("body[data-live-ready]")
+    eventually(lambda: watched(app))
+    runs = app.client.claim_task(Q, "test-worker", 30, 4)  # the older batch's item too
+    assert len(runs) == 4
+    for run in runs:
+        app.client.complete_run(Q, run.run_id, {"size": run.params["n"]})
+    page.wait_for_selector("#batch[data-state=completed]")
+    page.wait_for_selector("#items tr[data-state=completed]")
+    assert page.get_attribute("#batch-progress progress", "value") == "3"
+    assert page.evaluate("window.__notReloaded") is True
+    first = sorted(batch.task_ids)[0]
+    page.click(f"#item-{first} a")
+    page.wait_for_selector("#task .state-completed")
+    assert first in page.inner_text("#task")
+
+
+def test_task_page_progress_moves_live(app: App, serve_dashboard, page: Any) -> None:
+    spawned = app.client.spawn_task(Q, "crunch", None)
+    (run,) = app.client.claim_task(Q, "test-worker")
+    app.client._report_progress(Q, spawned.task_id, run.run_id, '{"done": 1, "total": 4, "message": "one"}')
+    server = serve_dashboard()
+    page.goto(f"{server.url}/queues/{Q}/tasks/{spawned.task_id}")
+    assert page.get_attribute("#progress progress", "value") == "1"
+    page.wait_for_selector("body[data-live-ready]")
+    eventually(lambda: watched(app))
+    app.client._report_progress(Q, spawned.task_id, run.run_id, '{"done": 3, "total": 4, "message": "three"}')
+    page.wait_for_selector("#progress progress[value='3']")
+    assert "three" in page.inner_text("#progress")
