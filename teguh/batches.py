@@ -18,13 +18,13 @@ from typing import Any
 from . import _json, _validate
 from ._options import SPAWN_OPTIONS, spawn_options
 from .errors import InvalidArgument
+from .results import TASK_STATES
 
 __all__ = ["BATCH_STATES", "ON_FAILURE", "TASK_STATES", "Batch", "BatchInfo", "BatchItem", "batch_request"]
 
 ON_FAILURE = ("continue", "fail_fast")
 """A batch's policies: run every item whatever happens, or cancel the rest at the first failed item."""
 
-TASK_STATES = ("pending", "running", "sleeping", "completed", "failed", "cancelled")
 """The states an item (a task) can be in: `batch_results(state=...)` takes one."""
 
 BATCH_STATES = ("running", "completed", "failed", "cancelled")

@@ -34,6 +34,7 @@ from .batches import (
 )
 from .errors import BatchNotFound, EventTimeout, InvalidArgument, ScheduleNotFound, TaskNotFound, TeguhError
 from .results import (
+    TASK_STATES,
     ClaimedRun,
     EmitResult,
     QueueStats,
@@ -70,7 +71,6 @@ POLL_MIN_INTERVAL = 0.05
 
 POLL_MAX_INTERVAL = 1.0
 
-TASK_STATES = ("pending", "running", "sleeping", "completed", "failed", "cancelled")
 """Every state a task can be in (`list_tasks(state=...)`)."""
 
 MAX_LIST_LIMIT = 1000

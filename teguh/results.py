@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "TASK_STATES",
     "TERMINAL_STATES",
     "AttemptInfo",
     "ClaimedRun",
@@ -19,6 +20,9 @@ __all__ = [
     "TaskType",
     "WorkerInfo",
 ]
+
+TASK_STATES = ("pending", "running", "sleeping", "completed", "failed", "cancelled")
+"""Every state a task can be in (the engine's check constraint on t_<q>.state)."""
 
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 """Task states that never change again (except through `retry_task`)."""

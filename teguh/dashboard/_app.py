@@ -28,6 +28,7 @@ import jinja2
 from markupsafe import Markup
 
 from .. import _validate
+from ..batches import BATCH_STATES
 from ..errors import TeguhError
 from ._auth import AUTH_COOKIE, CSRF_COOKIE, CSRF_FIELD, TOKEN_ENV, Authorize, Guard, cookie_header, cookies
 from ._data import STATES, Reader, age, jsonable, plain, to_json
@@ -43,8 +44,6 @@ KEEPALIVE_SECONDS = 15.0
 """An idle event stream sends a comment this often: proxies keep it open, and a closed tab is noticed."""
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-BATCH_STATES = ("running", "completed", "failed", "cancelled")
-"""A batch's states (teguh.batches.BATCH_STATES), for the batches page's filter."""
 
 SECURITY_HEADERS = [
     (

@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-STATES = ("pending", "running", "sleeping", "completed", "failed", "cancelled")
-"""Task states, in the order the pages list them."""
+from ..results import TASK_STATES as STATES  # in the order the pages list them
 
 MAX_SHOWN_CHARS = 20_000
 """A JSON value longer than this is cut on the page (with a note saying so)."""
