@@ -66,7 +66,8 @@ def test_children_false_leaves_the_children_alone(app: teguh.App, family: dict[s
     app.client.cancel_task(Q, family["top"], children=False)
     assert _state(app, Q, family["top"]) == "cancelled"
     assert _state(app, SIDE, family["mid"]) == "sleeping"
-    assert _state(app, SIDE, family["leaf"]) in ("pending", "sleeping"), "no handler: it waits to retry"
+    # no handler takes the leaf: a worker may hold it for a moment while it fails it into a retry
+    assert _state(app, SIDE, family["leaf"]) in ("pending", "sleeping", "running")
 
 
 @pytest.mark.timeout(60)
