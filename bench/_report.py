@@ -25,6 +25,9 @@ METRICS = [
     ("size_mb", "size of the peer's tables after the drain (MB)", "{:.1f}", "low"),
     ("cpu_worker", "drain CPU: worker process (share of {cores} cores)", "{:.0%}", None),
     ("cpu_pg", "drain CPU: PostgreSQL (share of {cores} cores)", "{:.0%}", None),
+    ("cpu_worker_us", "drain CPU per job: worker process (µs)", "{:,.0f}", "low"),
+    ("cpu_pg_us", "drain CPU per job: PostgreSQL (µs)", "{:,.0f}", "low"),
+    ("cpu_us", "drain CPU per job: worker + PostgreSQL (µs)", "{:,.0f}", "low"),
     ("leftover", "dispatch + lease rows left after the drain", "{:,.0f}", None),
 ]
 
@@ -37,6 +40,7 @@ STEPS_METRICS = [
     ("steps_size_mb", "size of the peer's tables afterwards (MB)", "{:.1f}", "low"),
     ("steps_cpu_worker", "CPU: worker process (share of {cores} cores)", "{:.0%}", None),
     ("steps_cpu_pg", "CPU: PostgreSQL (share of {cores} cores)", "{:.0%}", None),
+    ("steps_cpu_us", "CPU per task: worker + PostgreSQL (µs)", "{:,.0f}", "low"),
 ]
 
 

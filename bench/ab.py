@@ -40,6 +40,8 @@ METRICS = (
     ("drain", "drain, jobs/s", True),
     ("cpu_worker", "worker CPU during the drain, share of all cores", False),
     ("cpu_pg", "PostgreSQL CPU during the drain, share of all cores", False),
+    ("cpu_worker_us", "worker CPU per job, µs", False),
+    ("cpu_pg_us", "PostgreSQL CPU per job, µs", False),
     ("dead_pages_per_job", "dead tuples per job (pages)", False),
     ("wake_median", "wake-up median, ms", False),
     ("wake_p99", "wake-up p99, ms", False),

@@ -147,7 +147,7 @@ def run_peer(
     if "drain" in which:
         d = attempt(errors, f"{tag} drain", scenarios.drain, cluster, peer, s) or {}
         out.setdefault("drain", []).append(d.get("rate"))
-        for key in ("cpu_worker", "cpu_pg", "dead_pages_per_job", "dead_per_job", "size_mb", "leftover"):
+        for key in ("cpu_worker", "cpu_pg", "cpu_worker_us", "cpu_pg_us", "cpu_us", "dead_pages_per_job", "dead_per_job", "size_mb", "leftover"):
             out.setdefault(key, []).append(d.get(key))
         if d.get("statements"):
             out.setdefault("statements", {})["drain"] = d["statements"]
@@ -155,6 +155,7 @@ def run_peer(
             log(
                 f"{tag}: drain {d['rate']:,.0f} jobs/s, "
                 f"CPU worker {d['cpu_worker']:.0%} PG {d['cpu_pg']:.0%} (of all cores), "
+                f"CPU per job worker {d['cpu_worker_us']:.0f} µs PG {d['cpu_pg_us']:.0f} µs, "
                 f"dead tuples/job {_r(d['dead_pages_per_job'], '{:.2f}')} on the pages, "
                 f"{d['dead_per_job']:.2f} per n_dead_tup, {d['size_mb']:.1f} MB"
             )
@@ -168,6 +169,7 @@ def run_peer(
             ("steps_size_mb", "size_mb"),
             ("steps_cpu_worker", "cpu_worker"),
             ("steps_cpu_pg", "cpu_pg"),
+            ("steps_cpu_us", "cpu_us"),
         ):
             out.setdefault(key, []).append(d.get(field))
         if d.get("statements"):

@@ -344,6 +344,10 @@ def drain(cluster: Cluster, peer, s: Settings, workers: int = 1) -> dict[str, fl
         "rate": s.n / wall,
         "cpu_worker": (cpu_w1 - cpu_w0) / (wall * nproc),
         "cpu_pg": (cpu_pg1 - cpu_pg0) / (wall * nproc),
+        # CPU time per job does not depend on how busy the rest of the machine is, unlike a rate
+        "cpu_worker_us": (cpu_w1 - cpu_w0) / s.n * 1e6,
+        "cpu_pg_us": (cpu_pg1 - cpu_pg0) / s.n * 1e6,
+        "cpu_us": (cpu_w1 - cpu_w0 + cpu_pg1 - cpu_pg0) / s.n * 1e6,
         "dead_per_job": dead / s.n,
         "dead_pages_per_job": None if dead_pages is None else dead_pages / s.n,
         "size_mb": size / 1e6,
@@ -402,6 +406,7 @@ def durable_steps(cluster: Cluster, peer, s: Settings) -> dict[str, float]:
         "rate": s.n / wall,
         "cpu_worker": (cpu_w1 - cpu_w0) / (wall * nproc),
         "cpu_pg": (cpu_pg1 - cpu_pg0) / (wall * nproc),
+        "cpu_us": (cpu_w1 - cpu_w0 + cpu_pg1 - cpu_pg0) / s.n * 1e6,
         "dead_per_step": dead / steps,
         "dead_pages_per_step": None if dead_pages is None else dead_pages / steps,
         "size_mb": size / 1e6,
