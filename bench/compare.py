@@ -147,7 +147,10 @@ def run_peer(
     if "drain" in which:
         d = attempt(errors, f"{tag} drain", scenarios.drain, cluster, peer, s) or {}
         out.setdefault("drain", []).append(d.get("rate"))
-        for key in ("cpu_worker", "cpu_pg", "cpu_worker_us", "cpu_pg_us", "cpu_us", "dead_pages_per_job", "dead_per_job", "size_mb", "leftover"):
+        for key in (
+            "cpu_worker", "cpu_pg", "cpu_worker_us", "cpu_pg_us", "cpu_us",
+            "dead_pages_per_job", "dead_per_job", "size_mb", "leftover",
+        ):
             out.setdefault(key, []).append(d.get(key))
         if d.get("statements"):
             out.setdefault("statements", {})["drain"] = d["statements"]
