@@ -45,6 +45,9 @@ METRICS = (
     ("dead_pages_per_job", "dead tuples per job (pages)", False),
     ("wake_median", "wake-up median, ms", False),
     ("wake_p99", "wake-up p99, ms", False),
+    ("steps_rate", "durable 3-step tasks, tasks/s", True),
+    ("steps_dead_pages", "dead tuples per step (pages)", False),
+    ("steps_cpu_us", "CPU per 3-step task (worker + PostgreSQL), µs", False),
 )
 
 
@@ -57,6 +60,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--wakeup-samples", type=int, default=200)
     p.add_argument("--server", choices=["auto", "debian15", "pgserver"], default="auto")
+    p.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=["single", "batch", "drain", "wakeup", "steps"],
+        help="run only these scenarios (default: all)",
+    )
     p.add_argument("--write", action="store_true", help=f"rewrite '{SECTION}' in docs/benchmarks.md")
     return p.parse_args(argv)
 
@@ -83,6 +92,8 @@ def one_run(args: argparse.Namespace, ref: str | None, out: Path, label: str) ->
         "--json",
         str(out),
     ]
+    if args.scenarios:
+        cmd += ["--scenarios", *args.scenarios]
     if ref:
         cmd += ["--teguh-ref", ref]
     now = f"{datetime.datetime.now():%H:%M:%S}"
@@ -122,10 +133,15 @@ def render(args, command: str, base_rev: str, head_rev: str, base: dict, head: d
         b_vals = [v for v in base.get(key, []) if v is not None]
         h_vals = [v for v in head.get(key, []) if v is not None]
         b, h = median(b_vals), median(h_vals)
+        if b is None and h is None:
+            continue  # a scenario this invocation did not run
         if b is None or h is None:
             out.append(f"| {label} | n/a | n/a | n/a | |")
             continue
-        spec = "{:.1%}" if key.startswith("cpu") else ("{:,.0f}" if higher else "{:.2f}")
+        if key.endswith("_us"):
+            spec = "{:,.0f}"
+        else:
+            spec = "{:.1%}" if key.startswith("cpu") else ("{:,.0f}" if higher else "{:.2f}")
         ratio = h / b if b else float("nan")
         lo, hi = min(b_vals), max(b_vals)
         if lo <= h <= hi:
