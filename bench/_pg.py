@@ -77,13 +77,18 @@ class Cluster:
         self._pgserver = None
         self.statements = False
         self.changed: list[str] = []
+        self.options: dict[str, str] = dict(SERVER_OPTIONS)
 
     # -- start and stop -----------------------------------------------------
 
     @classmethod
-    def start(cls, prefer: str = "auto", statements: bool = False) -> Cluster:
+    def start(
+        cls, prefer: str = "auto", statements: bool = False, options: dict[str, str] | None = None
+    ) -> Cluster:
+        """`options` override SERVER_OPTIONS (Debian's server only; pgserver starts its own)."""
         cluster = cls()
         cluster.statements = statements
+        cluster.options = {**SERVER_OPTIONS, **(options or {})}
         try:
             if prefer in ("auto", "debian15") and (DEBIAN_BIN / "initdb").exists():
                 cluster._start_debian()
@@ -125,7 +130,7 @@ class Cluster:
             stdout=subprocess.DEVNULL,
         )
         self.host, self.port = "127.0.0.1", free_port()
-        options = {**SERVER_OPTIONS, "port": str(self.port), "unix_socket_directories": str(self.workdir)}
+        options = {**self.options, "port": str(self.port), "unix_socket_directories": str(self.workdir)}
         if self.statements:
             options["shared_preload_libraries"] = "pg_stat_statements"
         self.changed = [

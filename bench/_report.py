@@ -11,6 +11,7 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Side by side with peers"
 STEPS_SECTION = "## Durable steps"
+SCALE_SECTION = "## Scale: worker processes and concurrency"
 TIMES = "\u00d7"
 
 # (key, label, format, better): better is "high" or "low"; ratios are always teguh / peer

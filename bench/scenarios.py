@@ -302,8 +302,15 @@ def top_statements(conn, n: int, limit: int = 8) -> list[tuple[float, float, str
     return rows
 
 
-def drain(cluster: Cluster, peer, s: Settings, workers: int = 1) -> dict[str, float]:
-    """Pre-fill n jobs, start the worker(s) at once, time until the database counts n finished."""
+def drain(cluster: Cluster, peer, s: Settings, workers: int = 1, observer=None) -> dict[str, float]:
+    """Pre-fill n jobs, start the worker(s) at once, time until the database counts n finished.
+
+    `observer` (optional, see bench/scale.py) is told the database before the
+    workers start (`open(db)`, which returns the pids of its own backends, left
+    out of PostgreSQL's CPU like the poller's), `start()` just before t0 and
+    `stop()` just after the end is seen; its `results()` are merged into the
+    returned dict.
+    """
     nproc = os.cpu_count() or 1
     with FreshDatabase(cluster, peer) as db:
         prefill(peer, db.url, s.n, s.batch)
@@ -313,17 +320,22 @@ def drain(cluster: Cluster, peer, s: Settings, workers: int = 1) -> dict[str, fl
         procs = []
         try:
             poller_pid = scalar(poller, "select pg_backend_pid()")
+            harness_pids = [poller_pid, *(observer.open(db) if observer is not None else [])]
             args = peer.worker_args(db.url, s.concurrency, None)
             procs = start_workers(peer.module, args, workers, s.log_dir)
             cpu_w0 = sum(proc_times(p.pid) for p in procs)
-            cpu_pg0 = cluster.cpu_seconds() - proc_times(poller_pid)
+            cpu_pg0 = cluster.cpu_seconds() - sum(proc_times(pid) for pid in harness_pids)
             watch.reset()
+            if observer is not None:
+                observer.start()
             t0 = time.time()
             for p in procs:
                 p.go()
             t1 = wait_until_finished(poller, peer.finished_sql(s.n), s.n)
             cpu_w1 = sum(proc_times(p.pid) for p in procs)
-            cpu_pg1 = cluster.cpu_seconds() - proc_times(poller_pid)
+            cpu_pg1 = cluster.cpu_seconds() - sum(proc_times(pid) for pid in harness_pids)
+            if observer is not None:
+                observer.stop()
             statements = watch.read(s.n)
             died = [p for p in procs if p.proc.poll() is not None]
             if died:
@@ -337,10 +349,13 @@ def drain(cluster: Cluster, peer, s: Settings, workers: int = 1) -> dict[str, fl
             leftover = optional_scalar(poller, peer.leftover_sql())
         finally:
             stop_workers(procs)
+            if observer is not None:
+                observer.close()
             watch.close()
             poller.close()
     wall = t1 - t0
     return {
+        **(observer.results() if observer is not None else {}),
         "rate": s.n / wall,
         "cpu_worker": (cpu_w1 - cpu_w0) / (wall * nproc),
         "cpu_pg": (cpu_pg1 - cpu_pg0) / (wall * nproc),
