@@ -498,6 +498,7 @@ def render(
         f"teguh at revision {revision}. The disk: {f(fsyncs)} fdatasync calls per second of one 8 kB "
         "write (`pg_test_fsync -s 1`), what one committer alone could reach.",
         "",
+        *([DRAFT_NOTE, ""] if args.draft else []),
         "### Throughput and CPU",
         "",
         f"CPU shares are of all {cores} cores of the machine (workers and PostgreSQL share them); "
@@ -744,14 +745,13 @@ def how_measured(args) -> list[str]:
         "out of PostgreSQL's).",
         "a share of CPU on a machine whose cores are all busy includes time spent waiting for a core: "
         "the samples cannot tell the two apart.",
-    ] + (
-        [
-            "DRAFT: taken on a small machine shared with other work; rates are noise there, per-job costs "
-            "are not. The recorded figures come from a rerun on a quiet machine."
-        ]
-        if args.draft
-        else []
-    )
+    ]
+
+
+DRAFT_NOTE = (
+    "**Draft figures**: taken on a small machine shared with other work (`--draft`); rates are noise "
+    "there, per-job costs are not. The recorded figures come from a rerun on a quiet machine."
+)
 
 
 if __name__ == "__main__":
