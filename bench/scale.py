@@ -236,6 +236,9 @@ class Observer:
 
     def close(self) -> None:
         """After the workers' backends exited (their WAL counters flushed): WAL writes and fsyncs."""
+        self._stop.set()  # a drain that failed before `stop()` leaves the sampler running
+        if self._thread is not None:
+            self._thread.join()
         try:
             if self.conn is not None and self._out:
                 cur = self.conn.cursor()
