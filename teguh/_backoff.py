@@ -13,7 +13,9 @@ Retry loops come in three shapes, and each has one tool here:
 Jitter is added on top of the capped delay (like tenacity's
 `wait_exponential(...) + wait_random(0, jitter)`), so that many clients
 failing together do not retry in lockstep. `retry()` drives tenacity (the
-project's retry library) with these delays, once a first call has failed.
+project's retry library) with these delays, once a first call has failed;
+tenacity is imported only then (about 7 ms that `import teguh` and every call
+that works at once need not pay).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import tenacity
+if TYPE_CHECKING:
+    import tenacity
 
 T = TypeVar("T")
 
@@ -131,6 +134,7 @@ def retry(
         if not retry_if(exc) or (max_attempts is not None and max_attempts <= 1):
             raise
         first: list[BaseException] = [exc]
+    import tenacity  # lazy: see the module docstring
 
     def again() -> T:
         if first:

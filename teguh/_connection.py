@@ -17,7 +17,6 @@ logs one WARNING saying how many tries failed, and a call that gives up raises
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import logging
 import os
 import threading
@@ -72,6 +71,10 @@ _PSYCOPG2_CONNECTION = psycopg2.extensions.connection
 
 def schema_sql() -> str:
     """The SQL text that installs or upgrades the teguh schema (for migrations tools)."""
+    # imported here: importlib.resources pulls in tempfile, shutil and the
+    # compression modules (about 3 ms), which only installing needs
+    import importlib.resources
+
     return importlib.resources.files("teguh").joinpath("schema/teguh.sql").read_text(encoding="utf-8")
 
 

@@ -79,6 +79,7 @@ def task_info(row: dict[str, Any]) -> TaskInfo:
         # the composition feature's t_<q> columns, when the row has them
         parent_task_id=None if row.get("parent_task_id") is None else str(row["parent_task_id"]),
         progress=row.get("progress"),
+        queue=row.get("queue_name"),
     )
 
 

@@ -261,3 +261,8 @@ LIST_WORKERS = "select * from teguh.list_workers()"
 # --- observability ---------------------------------------------------------------
 
 QUEUE_DEPTH = "select * from teguh.queue_depth(%s)"
+
+# --- children listing ---
+
+LIST_CHILDREN = "select * from teguh.list_children(%s, %s::uuid, %s::int, %s::uuid)"
+"""A page of a task's children from every queue, oldest first (`Client.list_children`)."""

@@ -655,8 +655,13 @@ def task_group() -> None:
 @click.pass_context
 def task_show(ctx: click.Context, queue: str, task_id: str) -> None:
     """Print everything about a task as JSON: state, result, last failure, what it waits for,
-    inputs, timestamps, lease, steps and the history of its failed attempts."""
-    _echo_json(_task_show_dict(_client(ctx).get_task(queue, task_id)))
+    inputs, timestamps, lease, steps, the history of its failed attempts and its first
+    100 child tasks (on any queue)."""
+    client = _client(ctx)
+    shown = _task_show_dict(client.get_task(queue, task_id))
+    shown["queue"] = queue
+    shown["children"] = _children_list(client, queue, task_id)
+    _echo_json(shown)
 
 
 @task_group.command("cancel")
@@ -1174,6 +1179,21 @@ def workers_cmd(ctx: click.Context, as_json: bool) -> None:
     ]
     headers = ("WORKER", "HOST", "PID", "QUEUES", "RUNNING", "TEGUH", "APP", "STARTED", "LAST SEEN")
     click.echo(_table(headers, rows))
+
+
+# --- children listing ---
+
+CHILDREN_SHOWN = 100
+"""How many child tasks `teguh task show` lists (`Client.list_children` pages through more)."""
+
+
+def _children_list(client: Client, queue: str, task_id: str) -> list[dict[str, Any]]:
+    """`teguh task show`'s "children": queue, id, name and state of each child, oldest first."""
+    return [
+        {"queue": c.queue, "task_id": c.task_id, "task_name": c.task_name, "state": c.state}
+        for c in client.list_children(queue, task_id, limit=CHILDREN_SHOWN)
+    ]
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

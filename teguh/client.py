@@ -1791,6 +1791,36 @@ class Client(ClientBase):
 
         return self._run("queue_depth", depth, conn=conn, queue=queue)
 
+    # --- children listing ---
+
+    def list_children(
+        self, queue: str, task_id: str, *, limit: int = 50, after: str | None = None, conn: Any = None
+    ) -> list[TaskInfo]:
+        """A page of a task's child tasks, from every queue, oldest first.
+
+        A parent's children may live on other queues: each row's `queue` says
+        which. Rows are light, like `list_tasks`'s. For the next page pass the
+        last task id of this one as `after`.
+
+        Raises:
+            InvalidArgument: a limit outside 1..1000 or a bad task id.
+            QueueNotFound: no such queue.
+            TaskNotFound: no such task in the queue.
+        """
+        queue = _validate.queue_name(queue)
+        task_id = _validate.task_uuid(task_id, "task_id")
+        limit = _validate.integer(limit, "limit", minimum=1)
+        if limit > MAX_LIST_LIMIT:
+            raise InvalidArgument(f"limit must be at most {MAX_LIST_LIMIT}, not {limit}")
+        if after is not None:
+            after = _validate.task_uuid(after, "after")
+
+        def fetch(cur: Any) -> list[TaskInfo]:
+            cur.execute(_sql.LIST_CHILDREN, (queue, task_id, limit, after))
+            return [_ops.task_info(row) for row in _sql.rows_as_dicts(cur)]
+
+        return self._run("list_children", fetch, conn=conn, retry=True, queue=queue, task_id=task_id)
+
 
 def _spawn_result(row: Any) -> SpawnResult:
     task_id, run_id, attempt, created = row

@@ -200,6 +200,9 @@ class TaskInfo(TaskResult):
     # feature adds; None until those columns are read here.
     parent_task_id: str | None = None
     progress: Any = None
+    # the task's queue: set by `Client.list_children` (a parent's children
+    # may live on several queues); None from get_task and list_tasks
+    queue: str | None = None
 
 
 @dataclass(frozen=True)

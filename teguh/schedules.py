@@ -8,6 +8,12 @@ key makes racing workers agree. Ticks are computed here, in Python, with
 engine (`teguh.fire_schedule`) checks what it is given and spawns. This
 module touches no database: the `Client` calls it.
 
+Import cost: `cronsim` and `zoneinfo` are imported inside the functions that
+parse cron expressions and zones, not at the top, because `import teguh`
+(every client, every web process that only spawns) imports this module for
+`ScheduleInfo` and most programs declare no schedule; the first schedule
+pays for them once.
+
 DST: cron expressions are evaluated in the schedule's time zone with cronsim's
 rules: a wall time that does not exist that day (the spring gap) fires once,
 at the next valid instant; a wall time that occurs twice (the autumn repeat)
@@ -23,15 +29,15 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from cronsim import CronSim, CronSimError
+from typing import TYPE_CHECKING, Any
 
 from . import _json, _validate
 from ._options import SPAWN_OPTIONS, spawn_options
 from ._time import require_aware, to_seconds
 from .errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 __all__ = ["OVERLAP", "CATCH_UP", "Schedule", "ScheduleInfo", "define"]
 
@@ -216,6 +222,8 @@ def define(
 
 
 def _zone(name: Any, what: str) -> ZoneInfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # lazy: see the module docstring
+
     if not isinstance(name, str) or not name:
         raise InvalidArgument(
             f"{what}: timezone must be an IANA zone name such as 'Europe/Berlin', not {name!r}"
@@ -227,6 +235,8 @@ def _zone(name: Any, what: str) -> ZoneInfo:
 
 
 def _cron(expr: Any, what: str, tz: ZoneInfo) -> str:
+    from cronsim import CronSim, CronSimError  # lazy: see the module docstring
+
     if not isinstance(expr, str) or not expr.strip():
         raise InvalidArgument(f"{what}: cron must be a cron expression string, not {expr!r}")
     expr = " ".join(expr.split())
@@ -255,6 +265,10 @@ def ticks_after(
         ticks = _every_ticks(every, start_at or EPOCH, after)
     else:
         assert cron is not None
+        from zoneinfo import ZoneInfo  # lazy: see the module docstring
+
+        from cronsim import CronSim
+
         tz = ZoneInfo(tz_name)
         ticks = (
             t.astimezone(timezone.utc) for t in CronSim(ALIASES.get(cron.lower(), cron), after.astimezone(tz))

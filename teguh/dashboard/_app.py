@@ -42,6 +42,8 @@ MAX_FORM_BYTES = 64 * 1024
 PAGE_SIZES = (20, 50, 100, 200)
 KEEPALIVE_SECONDS = 15.0
 """An idle event stream sends a comment this often: proxies keep it open, and a closed tab is noticed."""
+CHILDREN_SHOWN = 100
+"""How many child tasks a task page lists (oldest first; `teguh task show` lists as many)."""
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -405,10 +407,18 @@ class Dashboard:
         if task is None:
             raise _NotFound
         children = task.get("children") if isinstance(task.get("children"), list) else []
+        if not children and self.reader.has("list_children"):
+            children = self.reader.children(queue, task_id, CHILDREN_SHOWN)
         if task.get("parent_task_id") and not task.get("parent_queue"):
             task["parent_queue"] = self.reader.parent_queue(queue, task_id) or queue
         return self._render(
-            environ, "task.html", queue=queue, task=task, children=children, live_queues=[queue]
+            environ,
+            "task.html",
+            queue=queue,
+            task=task,
+            children=children,
+            children_shown=CHILDREN_SHOWN,
+            live_queues=[queue],
         )
 
     def workers_page(self, environ: dict[str, Any]) -> _Response:

@@ -2,7 +2,7 @@
 
 The dashboard reads only public `Client` calls, some of which arrive with
 other features (`get_task`, `list_tasks`, `queue_stats`, `list_workers`,
-`list_schedules`, `list_batches`, `get_batch`, `batch_results`). Each reader
+`list_schedules`, `list_batches`, `get_batch`, `batch_results`, `list_children`). Each reader
 here checks whether the client has the call and says so when it does not, so
 a page shows what this version of teguh can tell instead of failing. Values (dataclasses, named tuples, dicts)
 become dicts of plain values, so templates read them one way.
@@ -167,6 +167,10 @@ class Reader:
         """A page of a batch's items in task id order (`Client.batch_results`)."""
         found = self.client.batch_results(batch_id, limit=limit, after=after, state=state)
         return [plain(i) for i in found]
+
+    def children(self, queue: str, task_id: str, limit: int) -> list[dict[str, Any]]:
+        """A task's first `limit` child tasks, from every queue, oldest first (`Client.list_children`)."""
+        return [plain(c) for c in self.client.list_children(queue, task_id, limit=limit)]
 
     def parent_queue(self, queue: str, task_id: str) -> str | None:
         """The queue of a child task's parent (it may be another queue), None if unknown."""

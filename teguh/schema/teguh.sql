@@ -63,6 +63,7 @@
 --   Operations (read side)                 attempt history a_<q>, workers registry, get_task, list_tasks, queue_stats
 --   Section: observability                 _on_failure_spawn, queue_depth
 --   Dashboard                              watched_queues, watch_queues, _notify_watch (teguh_watch)
+--   Section: children listing              list_children (a task's children across queues)
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -5103,6 +5104,62 @@ begin
 end
 $$;
 
+-- Section: children listing
+-- ---------------------------------------------------------------------------
+-- A parent's children may live on any queue (their t_<q> rows carry
+-- parent_task_id and parent_queue, section "Composition"), so listing them
+-- visits every queue's t_ table, each through its partial index on
+-- parent_task_id (only child rows are in it: the claim, spawn and complete
+-- paths of plain tasks do not maintain it). No new index or column.
+
+-- list_children(q, task_id, lim, after): up to lim (1 to 1000) children of
+-- task task_id of queue q, from every queue, oldest first (by task id, a
+-- UUIDv7 of the spawn time), with ids above `after` (keyset paging: pass the
+-- last id of the previous page). Rows as list_tasks's, plus queue_name, the
+-- child's queue. Raises TG002 for an unknown queue, TG003 for an unknown
+-- task, TG004 for a bad limit.
+-- Locks: none (reads only). Notifies: nobody.
+create or replace function teguh.list_children(
+  q text, p_task_id uuid, p_limit int default 50, p_after uuid default null
+)
+returns table(queue_name text, task_id uuid, task_name text, params jsonb, headers jsonb, priority int,
+              state text, attempts int, max_attempts int, snoozes int, enqueued_at timestamptz,
+              first_started_at timestamptz, finished_at timestamptz, available_at timestamptz,
+              result jsonb, failure_reason jsonb, cancelled_at timestamptz, wake_event text,
+              parent_task_id uuid, progress jsonb)
+language plpgsql stable as $$
+#variable_conflict use_variable
+declare
+  found boolean;
+  branches text[];
+begin
+  perform teguh._check_queue(q);
+  if p_limit is null or p_limit < 1 or p_limit > 1000 then
+    raise exception 'limit must be between 1 and 1000, not %', coalesce(p_limit::text, 'null')
+      using errcode = 'TG004';
+  end if;
+  execute format('select exists (select 1 from teguh.%I where task_id = $1)', 't_' || q)
+    into found using p_task_id;
+  if not found then
+    raise exception 'task % not found in queue "%"', p_task_id, q using errcode = 'TG003';
+  end if;
+  -- one branch per queue, each cut to the limit by its index, then merged
+  select array_agg(format($b$
+    (select %1$L::text, t.task_id, t.task_name, t.params, t.headers, t.priority, t.state, t.attempts,
+            t.max_attempts, t.snoozes, t.enqueued_at, t.first_started_at, t.finished_at, t.available_at,
+            t.result, t.failure_reason, t.cancelled_at, t.wake_event, t.parent_task_id, t.progress
+       from teguh.%2$I t
+      where t.parent_task_id = $1 and t.parent_queue = $2 and ($3::uuid is null or t.task_id > $3)
+      order by t.task_id
+      limit %3$s)$b$, qs.queue_name, 't_' || qs.queue_name, p_limit) order by qs.queue_name)
+    into branches
+    from teguh.queues qs;
+  return query execute
+    'select * from (' || array_to_string(branches, ' union all ') || ') c order by 2 limit ' || p_limit
+    using p_task_id, q, p_after;
+end
+$$;
+
 -- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install
 -- ---------------------------------------------------------------------------
@@ -5223,6 +5280,10 @@ begin
                             'fire_schedule'];
   admin := admin || array['put_schedules', 'list_schedules', 'delete_schedule', 'pause_schedule',
                           'resume_schedule', 'trigger_schedule'];
+  -- children listing (section "Section: children listing"): a read, like list_tasks
+  producer := producer || array['list_children'];
+  worker := worker || array['list_children'];
+  admin := admin || array['list_children'];
   case kind
     when 'producer' then return producer;
     when 'worker' then return worker;

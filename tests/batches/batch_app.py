@@ -10,13 +10,13 @@ connection, so the test process sees what other processes ran.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
 from typing import Any
 
-import psycopg2
+from _support.db import query
+from _support.proc_main import serve
 
 from teguh.app import App
 
@@ -33,31 +33,20 @@ create table if not exists batch_ledger (
 """
 
 
-def _query(dsn: str, query: str, args: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def create_ledger(dsn: str) -> None:
-    _query(dsn, LEDGER_DDL)
+    query(dsn, LEDGER_DDL)
 
 
 def ledger(dsn: str, what: str) -> list[tuple[str, Any, int]]:
     """`(task_id, params, pid)` of every ledger row of kind `what`, in order."""
-    return _query(dsn, "select task_id, params, pid from batch_ledger where what = %s order by id", (what,))
+    return query(dsn, "select task_id, params, pid from batch_ledger where what = %s order by id", (what,))
 
 
 def build_app(dsn: str) -> App:
     app = App(dsn, queue=Q)
 
     def record(ctx: Any, what: str, params: Any = None) -> None:
-        _query(
+        query(
             dsn,
             "insert into batch_ledger (task_id, what, params, pid) values (%s, %s, %s::jsonb, %s)",
             (ctx.task_id, what, json.dumps(params), os.getpid()),
@@ -73,7 +62,7 @@ def build_app(dsn: str) -> App:
         if meet:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                (row,) = _query(dsn, "select count(*) from batch_ledger where what = 'item' "
+                (row,) = query(dsn, "select count(*) from batch_ledger where what = 'item' "
                                      "and (params->>'meet') is not null")
                 if row[0] >= meet:
                     break
@@ -91,15 +80,7 @@ def build_app(dsn: str) -> App:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s: %(message)s")
-    app = build_app(argv[1])
-    worker = app.worker(**(json.loads(argv[2]) if len(argv) > 2 else {}))
-    try:
-        worker.run()
-    finally:
-        worker.client.close()
-        app.client.close()
-    return 0
+    return serve(build_app, argv)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,25 @@
-"""Fixtures of the batch tests: the app of `batch_app.py`, its worker processes."""
+"""Fixtures of the batch tests: the app of `batch_app.py`, its worker processes.
+
+The mechanics live in tests/_support (processes).
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _support import processes
+from _support.processes import process_logs
 
 from teguh.app import App
 
 from . import batch_app
 
+__all__ = ["process_logs"]
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 
 
 @pytest.fixture
@@ -36,35 +37,5 @@ def app(dsn: str) -> Iterator[App]:
 @pytest.fixture
 def worker_processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start `batch_app.py DSN OPTIONS` subprocesses; SIGTERM (then SIGKILL) at teardown."""
-    procs: list[subprocess.Popen] = []
-
-    def start(dsn: str, **options: Any) -> subprocess.Popen:
-        path = tmp_path / f"worker-{len(procs)}.log"
-        log = open(path, "wb")  # noqa: SIM115 (closed at teardown)
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "batch_app.py"), dsn, json.dumps(options)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            cwd=str(REPO),
-        )
-        proc.log_file = log  # type: ignore[attr-defined]
-        proc.log_path = path  # type: ignore[attr-defined]
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        proc.log_file.close()  # type: ignore[attr-defined]
-
-
-def process_logs(procs: list[subprocess.Popen]) -> str:
-    """What the worker processes wrote (for assertion messages)."""
-    return "\n".join(Path(p.log_path).read_text(errors="replace") for p in procs)  # type: ignore[attr-defined]
+    with processes.worker_processes(HERE / "batch_app.py", tmp_path, grace=15) as launcher:
+        yield launcher.start_with_options

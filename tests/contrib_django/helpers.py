@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import psycopg2
+from _support.db import query as _query
 from _support.polling import eventually as _eventually
 
 
@@ -16,11 +16,4 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float 
 
 def query(dsn: str, sql: str, *args: Any) -> list[tuple]:
     """Rows of `sql` on a fresh autocommit connection (sees only committed data)."""
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
+    return _query(dsn, sql, args)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _support.apps import queue_app
 from _support.browserless import TOKEN, Browserless, Response
 
 from teguh.app import App
@@ -30,12 +31,8 @@ Q = "web"
 @pytest.fixture
 def app(dsn: str) -> Iterator[App]:
     """An `App` on the test's database with queue `web` created."""
-    application = App(dsn, queue=Q)
-    application.client.create_queue(Q)
-    try:
+    with queue_app(dsn, Q) as application:
         yield application
-    finally:
-        application.client.close()
 
 
 @pytest.fixture

@@ -265,3 +265,22 @@ def test_task_page_progress_moves_live(app: App, serve_dashboard, page: Any) -> 
     app.client._report_progress(Q, spawned.task_id, run.run_id, '{"done": 3, "total": 4, "message": "three"}')
     page.wait_for_selector("#progress progress[value='3']")
     assert "three" in page.inner_text("#progress")
+
+
+def test_task_page_lists_children_and_their_links_open_them(app: App, serve_dashboard, page: Any) -> None:
+    app.client.create_queue("web_side")
+    parent = app.client.spawn_task(Q, "parent", None).task_id
+    (run,) = app.client.claim_task(Q, "test-worker")
+    (here,) = app.client._spawn_children(Q, Q, parent, run.run_id, [{"task_name": "thumbnail"}])
+    (there,) = app.client._spawn_children("web_side", Q, parent, run.run_id, [{"task_name": "resize"}])
+    server = serve_dashboard()
+    page.goto(f"{server.url}/queues/{Q}/tasks/{parent}")
+    rows = page.locator("#children tbody tr")
+    assert rows.count() == 2
+    assert "thumbnail" in rows.nth(0).inner_text() and "resize" in rows.nth(1).inner_text()
+    rows.nth(1).locator("a").click()
+    page.wait_for_url(f"**/queues/web_side/tasks/{there.task_id}")
+    assert "resize" in page.inner_text("h1")
+    page.click("#parent-link")
+    page.wait_for_url(f"**/queues/{Q}/tasks/{parent}")
+    assert page.locator("#children tbody tr").nth(0).locator("a").get_attribute("href").endswith(here.task_id)

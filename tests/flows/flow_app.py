@@ -11,7 +11,6 @@ killed did and whether two steps overlapped.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -19,7 +18,8 @@ import threading
 import time
 from typing import Any
 
-import psycopg2
+from _support.db import query
+from _support.proc_main import options_of, run_worker, setup_logging
 
 import teguh
 
@@ -42,15 +42,8 @@ class Ledger:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
 
-    def _query(self, query: str, args: tuple = ()) -> list[tuple]:
-        conn = psycopg2.connect(self.dsn)
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(query, args)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return query(self.dsn, sql, args)
 
     def create(self) -> None:
         self._query(LEDGER_DDL)
@@ -131,18 +124,9 @@ def build_app(dsn: str) -> tuple[teguh.App, dict[str, teguh.Flow]]:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(threadName)s %(name)s: %(message)s"
-    )
-    dsn = argv[1]
-    options = json.loads(argv[2]) if len(argv) > 2 else {}
-    app, _ = build_app(dsn)
-    worker = app.worker(Q, **options)
-    try:
-        worker.run()
-    finally:
-        worker.client.close()
-        app.client.close()
+    setup_logging()
+    app, _ = build_app(argv[1])
+    run_worker(app, Q, **options_of(argv))
     logging.getLogger("flow_app").info("worker process exiting normally")
     return 0
 

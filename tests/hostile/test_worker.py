@@ -11,17 +11,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _support.apps import queue_app
+from _support.workers import worker_threads
 
 import teguh
 from teguh import worker as worker_module
 from teguh.app import App
+from teguh.testing import WorkerThread
 
 from .conftest import Q
-
-try:  # the worker tests' thread harness, reused as is
-    from worker.conftest import JOIN_TIMEOUT, WorkerThread
-except ImportError:  # pragma: no cover - imported under the package name
-    from tests.worker.conftest import JOIN_TIMEOUT, WorkerThread  # type: ignore[no-redef]
 
 
 def nested(depth: int) -> list[Any]:
@@ -43,31 +41,16 @@ class NotAStr(Exception):
 
 @pytest.fixture
 def app(dsn: str) -> Iterator[App]:
-    application = App(dsn, queue=Q)
-    application.client.create_queue(Q)
-    try:
+    with queue_app(dsn, Q) as application:
         yield application
-    finally:
-        application.client.close()
 
 
 @pytest.fixture
 def running(app: App) -> Iterator[Callable[[], WorkerThread]]:
     """Start one worker thread on queue Q; stopped and checked at teardown."""
-    handles: list[WorkerThread] = []
-
-    def start() -> WorkerThread:
-        handle = WorkerThread(
-            app.worker(Q, concurrency=2, claim_timeout=60, poll_interval=30, shutdown_timeout=10)
-        )
-        handles.append(handle)
-        return handle.start()
-
-    yield start
-    for handle in handles:
-        assert handle.stop(), f"worker did not stop within {JOIN_TIMEOUT} s"
-        assert handle.error is None, handle.error
-        handle.worker.client.close()
+    options = {"concurrency": 2, "claim_timeout": 60, "poll_interval": 30, "shutdown_timeout": 10}
+    with worker_threads(app, queue=Q, **options) as threads:
+        yield threads.start
 
 
 HOSTILE_HANDLERS: dict[str, tuple[Callable[..., Any], str, str]] = {

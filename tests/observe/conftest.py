@@ -1,11 +1,15 @@
-"""Fixtures of the observability tests: an app on the test's database and workers in threads."""
+"""Fixtures of the observability tests: an app on the test's database and workers in threads.
+
+The mechanics live in tests/_support (apps, workers).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
+from _support.apps import queue_app
+from _support.workers import worker_threads
 
 from teguh.app import App
 from teguh.testing import WorkerThread
@@ -16,30 +20,12 @@ Q = "obs"
 @pytest.fixture
 def app(dsn: str) -> Iterator[App]:
     """An `App` on the test's database whose queue is `Q` (created)."""
-    application = App(dsn, queue=Q)
-    application.client.create_queue(Q)
-    try:
+    with queue_app(dsn, Q) as application:
         yield application
-    finally:
-        application.client.close()
 
 
 @pytest.fixture
 def start_worker(app: App) -> Iterator[Callable[..., WorkerThread]]:
     """`start_worker(**options)`: a worker of `app` in a thread, stopped and joined at teardown."""
-    running: list[WorkerThread] = []
-
-    def start(**options: Any) -> WorkerThread:
-        options.setdefault("poll_interval", 30)
-        options.setdefault("shutdown_timeout", 10)
-        options.setdefault("install_signal_handlers", False)
-        handle = WorkerThread(app.worker(**options))
-        running.append(handle)
-        return handle.start()
-
-    yield start
-    for handle in running:
-        if not handle.stop():
-            handle.stop(5, force=True)
-        handle.worker.client.close()
-        assert handle.error is None, handle.error
+    with worker_threads(app, poll_interval=30, shutdown_timeout=10) as threads:
+        yield threads.start

@@ -8,9 +8,9 @@ stops it cleanly) and exits 0 when `Worker.run()` returns.
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
+
+from _support.proc_main import options_of, run_worker, setup_logging
 
 import teguh
 
@@ -18,19 +18,14 @@ Q = "ops"
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     app = teguh.App(argv[1], queue=Q, version="proc-1")
 
     @app.task("noop")
     def noop(params: object, ctx: teguh.TaskContext) -> None:
         return None
 
-    worker = app.worker(**json.loads(argv[2]))
-    try:
-        worker.run()
-    finally:
-        worker.client.close()
-        app.client.close()
+    run_worker(app, **options_of(argv))
     return 0
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from _support.polling import eventually
+from _support.processes import worker_processes
 from _support.workers import start_worker
 
 import teguh
@@ -21,7 +21,6 @@ import teguh
 from .conftest import Q
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 
 
 def _rows(dsn: str) -> list[tuple[str, int]]:
@@ -93,29 +92,8 @@ def test_two_workers_of_one_process_have_a_row_each(app: teguh.App) -> None:
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start `proc_worker.py DSN OPTIONS` subprocesses; any still alive is SIGKILLed at teardown."""
-    import json
-
-    procs: list[subprocess.Popen] = []
-
-    def start(dsn: str, **options: object) -> subprocess.Popen:
-        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 (closed at teardown)
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "proc_worker.py"), dsn, json.dumps(options)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            cwd=str(REPO),
-        )
-        proc.log_file = log  # type: ignore[attr-defined]
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        proc.log_file.close()  # type: ignore[attr-defined]
+    with worker_processes(HERE / "proc_worker.py", tmp_path) as launcher:
+        yield launcher.start_with_options
 
 
 @pytest.mark.timeout(90)

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _support.apps import queue_app
 from _support.polling import eventually  # noqa: F401 (the schedule tests import it from here)
+from _support.workers import worker_threads
 
 from teguh import App
 from teguh.testing import WorkerThread
@@ -17,38 +19,20 @@ Q = "sched"
 @pytest.fixture
 def app(dsn: str) -> Iterator[App]:
     """An app on the test's database whose queue `Q` exists, with a `tick` handler."""
-    application = App(dsn, queue=Q)
-    application.client.create_queue(Q)
+    with queue_app(dsn, Q) as application:
 
-    @application.task("tick")
-    def tick(params: Any) -> Any:
-        return params
+        @application.task("tick")
+        def tick(params: Any) -> Any:
+            return params
 
-    try:
         yield application
-    finally:
-        application.client.close()
 
 
 @pytest.fixture
 def start_worker(app: App) -> Iterator[Callable[..., WorkerThread]]:
     """Start workers of `app` (or another app) in threads; stopped and joined at teardown."""
-    running: list[WorkerThread] = []
-
-    def start(the_app: App | None = None, **options: Any) -> WorkerThread:
-        options.setdefault("poll_interval", 30)
-        options.setdefault("shutdown_timeout", 5)
-        options.setdefault("install_signal_handlers", False)
-        handle = WorkerThread((the_app or app).worker(**options))
-        running.append(handle)
-        return handle.start()
-
-    yield start
-    for handle in running:
-        if not handle.stop():
-            handle.stop(5, force=True)
-        handle.worker.client.close()
-        assert handle.error is None, handle.error
+    with worker_threads(app, poll_interval=30, shutdown_timeout=5) as threads:
+        yield threads.start
 
 
 def tasks_of(app: App, name: str, queue: str = Q) -> list[dict[str, Any]]:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support.processes import worker_processes
 
 from teguh import App
 
@@ -20,7 +19,6 @@ from . import sched_app
 from .conftest import eventually, tasks_of
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 
 
 @pytest.fixture
@@ -36,31 +34,12 @@ def shared_app(dsn: str) -> Iterator[App]:
 @pytest.fixture
 def spawn_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start `sched_app.py DSN WORKER_ID` (SIGKILLed at teardown if still running)."""
-    procs: list[subprocess.Popen] = []
+    with worker_processes(HERE / "sched_app.py", tmp_path) as processes:
 
-    def start(dsn: str, worker_id: str, fault: str | None = None) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        env.pop("TEGUH_FAULT", None)
-        if fault:
-            env["TEGUH_FAULT"] = fault
-        log = open(tmp_path / f"{worker_id}.log", "wb")  # noqa: SIM115 (closed at teardown)
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "sched_app.py"), dsn, worker_id],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=str(REPO),
-        )
-        proc.log_file = log  # type: ignore[attr-defined]
-        procs.append(proc)
-        return proc
+        def start(dsn: str, worker_id: str, fault: str | None = None) -> subprocess.Popen:
+            return processes.start(dsn, worker_id, env={"TEGUH_FAULT": fault or None}, log_name=worker_id)
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        proc.log_file.close()  # type: ignore[attr-defined]
+        yield start
 
 
 def assert_one_task_per_tick(app: App) -> list[datetime]:

@@ -6,23 +6,19 @@ runs a worker of `build_app(DSN)` on queue `Q` until SIGTERM. Its own queue
 (not proc_app's), so the limits its task types register do not put the other
 worker tests on the limited claim path.
 
-Handlers record "start" and "end" in the `ledger` table (tests/worker/proc_app.py)
+Handlers record "start" and "end" in the `ledger` table (`_support.ledger`)
 through their own connections, so a test can compute how many ran at once
 across processes, including processes it killed.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from proc_app import Ledger
+from _support.ledger import Ledger
+from _support.proc_main import serve
 
 from teguh.app import App
 
@@ -77,19 +73,7 @@ def build_app(dsn: str) -> App:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(threadName)s %(name)s: %(message)s"
-    )
-    dsn = argv[1]
-    options = json.loads(argv[2]) if len(argv) > 2 else {}
-    app = build_app(dsn)
-    worker = app.worker(**options)
-    try:
-        worker.run()
-    finally:
-        worker.client.close()
-        app.client.close()
-    return 0
+    return serve(build_app, argv)
 
 
 if __name__ == "__main__":

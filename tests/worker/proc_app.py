@@ -5,78 +5,27 @@
 runs a worker of `build_app(DSN)` on queue `Q` in the main thread (so SIGTERM and
 SIGINT stop it gracefully) and exits 0 when `Worker.run()` returns.
 
-Handlers record what they do in a `ledger` table through their own autocommit
-connection, so the test process can see executions of a process it killed.
+Handlers record what they do in the `ledger` table (`_support.ledger`) through
+their own autocommit connection, so the test process can see executions of a
+process it killed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import threading
 from typing import Any
 
-import psycopg2
+from _support.ledger import Ledger, create_ledger
+from _support.proc_main import options_of, run_worker, setup_logging
 
 from teguh.app import App
 
 Q = "jobs"
 
-LEDGER_DDL = """
-create table if not exists ledger (
-    id bigserial primary key,
-    task_id text not null,
-    what text not null,
-    attempt int not null,
-    pid int not null default pg_backend_pid(),
-    at timestamptz not null default clock_timestamp()
-)
-"""
-
-
-def create_ledger(dsn: str) -> None:
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(LEDGER_DDL)
-    finally:
-        conn.close()
-
-
-class Ledger:
-    """Writes and reads the `ledger` table, one short-lived autocommit connection per call."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-
-    def _query(self, query: str, args: tuple) -> list[tuple]:
-        conn = psycopg2.connect(self.dsn)
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(query, args)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
-
-    def record(self, task_id: str, what: str, attempt: int) -> int:
-        (row,) = self._query(
-            "insert into ledger (task_id, what, attempt) values (%s, %s, %s) returning id",
-            (task_id, what, attempt),
-        )
-        return row[0]
-
-    def entries(self, task_id: str | None = None) -> list[tuple[str, int]]:
-        """`(what, attempt)` in the order they were written."""
-        if task_id is None:
-            return self._query("select what, attempt from ledger order by id", ())
-        return self._query("select what, attempt from ledger where task_id = %s order by id", (task_id,))
-
-    def count(self, task_id: str, what: str) -> int:
-        return len([e for e in self.entries(task_id) if e[0] == what])
+__all__ = ["Q", "Ledger", "build_app", "create_ledger", "main"]
 
 
 def build_app(dsn: str, version: str | None = None, typed_max_attempts: int = 4) -> App:
@@ -119,20 +68,13 @@ def build_app(dsn: str, version: str | None = None, typed_max_attempts: int = 4)
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(threadName)s %(name)s: %(message)s"
-    )
+    setup_logging()
     dsn = argv[1]
-    options = json.loads(argv[2]) if len(argv) > 2 else {}
+    options = options_of(argv)
     app = build_app(
         dsn, options.pop("app_version", None), typed_max_attempts=options.pop("typed_max_attempts", 4)
     )
-    worker = app.worker(**options)
-    try:
-        worker.run()
-    finally:
-        worker.client.close()
-        app.client.close()
+    worker = run_worker(app, **options)
     log = logging.getLogger("proc_app")
     if worker.stuck_handlers:
         # As `teguh worker` does: Python cannot stop a thread, and the pool's

@@ -10,21 +10,21 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
+from _support.db import query
+from _support.processes import worker_processes
 
 from teguh._options import task_type
 from teguh.app import App
 
 from . import limits_app, proc_app
-from .conftest import REPO, eventually
+from .conftest import eventually
 
 Q = limits_app.Q
 HERE = Path(__file__).resolve().parent
@@ -48,45 +48,18 @@ def limited(dsn: str) -> Iterator[App]:
 
 @pytest.fixture
 def worker_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start `limits_app.py DSN OPTIONS` in a subprocess; killed (by pid) at teardown."""
-    import json
+    """Start `limits_app.py DSN OPTIONS` in a subprocess; SIGTERM (then SIGKILL, by pid) at teardown."""
+    with worker_processes(HERE / "limits_app.py", tmp_path, grace=15) as processes:
 
-    procs: list[tuple[subprocess.Popen, Any]] = []
+        def start(dsn: str, **options: Any) -> subprocess.Popen:
+            options.setdefault("poll_interval", 30)
+            return processes.start_with_options(dsn, **options)
 
-    def start(dsn: str, **options: Any) -> subprocess.Popen:
-        options.setdefault("poll_interval", 30)
-        log = open(tmp_path / f"limits-worker-{len(procs)}.log", "wb")  # noqa: SIM115 (closed at teardown)
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "limits_app.py"), dsn, json.dumps(options)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            cwd=str(REPO),
-        )
-        procs.append((proc, log))
-        return proc
-
-    yield start
-    for proc, log in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
+        yield start
 
 
-def _query(dsn: str, query: str, *args: Any) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
+def _query(dsn: str, sql: str, *args: Any) -> list[tuple]:
+    return query(dsn, sql, args)
 
 
 def _intervals(dsn: str, task_ids: list[str]) -> list[tuple[str, float, float]]:
