@@ -63,6 +63,7 @@
 --   Operations (read side)                 attempt history a_<q>, workers registry, get_task, list_tasks, queue_stats
 --   Section: observability                 _on_failure_spawn, queue_depth
 --   Dashboard                              watched_queues, watch_queues, _notify_watch (teguh_watch)
+--   Section: Per-queue step path           template of _step_<q> (set_task_checkpoint_state's work)
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -1274,6 +1275,7 @@ begin
   insert into teguh.queues (queue_name) values (q) on conflict do nothing;
   perform teguh._ensure_queue_tables(q);
   execute teguh._hot_path_sql(q);
+  execute teguh._step_path_sql(q);
   perform teguh._lock_down_queue(q);
   perform teguh._rebuild_tasks_view();
 end
@@ -1337,7 +1339,7 @@ begin
   delete from teguh.child_waits where parent_queue = q;
   delete from teguh.batches where queue_name = q;
   perform teguh._rebuild_tasks_view();
-  foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
+  foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_', '_step_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
   end loop;
   foreach prefix in array array['a_', 'w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
@@ -2171,7 +2173,9 @@ $$;
 -- least nine tenths of that: steps taken in quick succession (or just after a
 -- claim or a heartbeat) then leave the r_ row as it is. Rewriting it changes
 -- the indexed claim_expires_at, a non-HOT update: one dead tuple per step
--- where the step itself (the c_ insert) leaves none.
+-- where the step itself (the c_ insert) leaves none. The work is in the
+-- queue's own _step_<q> (section "Per-queue step path"), whose statements
+-- keep their plans for the session.
 -- Locks: the run's r_ row only (waits; FOR UPDATE, then the lease update when
 --   extending), no t_ row lock (the exception the header names); inserts the
 --   c_ row.
@@ -2181,41 +2185,17 @@ create or replace function teguh.set_task_checkpoint_state(
 ) returns void
 language plpgsql as $$
 #variable_conflict use_variable
-declare
-  now_ts timestamptz := teguh.current_time();
-  found_task uuid;
-  expires timestamptz;
 begin
-  perform teguh._check_queue(q);
+  -- a registered queue has a valid name: the full check only when it is not one
+  if not exists (select 1 from teguh.queues qq where qq.queue_name = q) then
+    perform teguh._check_queue(q);
+  end if;
   perform teguh._check_name('step name', step_name);
   if extend_claim_by is not null and extend_claim_by < 0 then
     raise exception 'extend_claim_by must be >= 0 seconds' using errcode = 'TG004';
   end if;
-  -- The lease row lock fences the write: cancel, fail and lease recovery all
-  -- take it before touching the task. A row lock leaves no dead tuple.
-  execute format('select task_id, claim_expires_at from teguh.%I where run_id = $1 and task_id = $2 '
-                 'for update', 'r_' || q)
-    into found_task, expires using owner_run_id, task_id;
-  if found_task is null then
-    perform teguh._raise_lease_error(q, owner_run_id);
-  end if;
-  -- extend only a lease that would gain more than a tenth of extend_claim_by
-  -- (a lease of claim_timeout 0 never expires: null stays null)
-  if coalesce(extend_claim_by, 0) > 0 and expires is not null
-     and expires < now_ts + make_interval(secs => extend_claim_by * 0.9::float8) then
-    execute format($q$
-      update teguh.%I
-         set claim_expires_at = $2 + make_interval(secs => $3),
-             heartbeats = heartbeats + 1
-       where run_id = $1$q$, 'r_' || q)
-      using owner_run_id, now_ts, extend_claim_by;
-  end if;
-  -- first committed write wins: a committed step is never overwritten
-  execute format($q$
-    insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
-    values ($1, $2, $3, 'committed', 'step', $4, $5)
-    on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
-    using task_id, step_name, coalesce(state, 'null'::jsonb), owner_run_id, now_ts;
+  execute format('select teguh.%I($1, $2, $3, $4, $5)', '_step_' || q)
+    using task_id, step_name, state, owner_run_id, extend_claim_by;
 end
 $$;
 
@@ -5104,6 +5084,62 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Section: Per-queue step path (docs/architecture.md, "Durable steps")
+-- ---------------------------------------------------------------------------
+
+-- A step's checkpoint is the one call a durable task makes per step, so, like
+-- the hot path above, it runs in a function of its own queue written with
+-- static SQL: PL/pgSQL caches the plans of its lease probe and its insert for
+-- the session, where set_task_checkpoint_state's dynamic SQL parsed and
+-- planned both on every step. set_task_checkpoint_state checks its arguments
+-- and calls it. Placeholders: %1$I _step_<q>, %2$I r_<q>, %3$I c_<q>, %4$L
+-- the queue name. create_queue (and every install, for existing queues)
+-- generates it; internal, never granted (teguh._lock_down_queue revokes
+-- PUBLIC's execute); drop_queue drops it.
+create or replace function teguh._step_path_sql(q text) returns text
+language sql immutable as $outer$
+  select format($tmpl$
+-- _step_<q>(task_id, step_name, state, owner_run_id, extend_claim_by): the
+-- work of set_task_checkpoint_state. The lease row lock fences the write:
+-- cancel, fail and lease recovery all take it before touching the task, and
+-- a row lock leaves no dead tuple. The lease is extended only when that
+-- gains more than a tenth of extend_claim_by (a lease of claim_timeout 0
+-- never expires: null stays null); rewriting the r_ row changes the indexed
+-- claim_expires_at, a non-HOT update. The first committed write of a step
+-- wins; later ones change nothing.
+-- Locks: the run's r_ row (waits; FOR UPDATE, then the lease update when
+--   extending); inserts the c_ row.
+-- Notifies: nobody.
+create or replace function teguh.%1$I(p_task_id uuid, p_step_name text, p_state jsonb, p_run_id uuid,
+                                       p_extend int)
+returns void
+language plpgsql as $body$
+#variable_conflict use_column
+declare
+  now_ts timestamptz := teguh.current_time();
+  v_expires timestamptz;
+begin
+  select r.claim_expires_at into v_expires
+    from teguh.%2$I r where r.run_id = p_run_id and r.task_id = p_task_id
+     for update;
+  if not found then
+    perform teguh._raise_lease_error(%4$L, p_run_id);
+  end if;
+  if p_extend > 0 and v_expires < now_ts + make_interval(secs => p_extend * 0.9::float8) then
+    update teguh.%2$I r
+       set claim_expires_at = now_ts + make_interval(secs => p_extend), heartbeats = r.heartbeats + 1
+     where r.run_id = p_run_id;
+  end if;
+  insert into teguh.%3$I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+  values (p_task_id, p_step_name, coalesce(p_state, 'null'::jsonb), 'committed', 'step', p_run_id, now_ts)
+  on conflict (task_id, checkpoint_name) do nothing;
+end
+$body$;
+$tmpl$,
+    '_step_' || q, 'r_' || q, 'c_' || q, q)
+$outer$;
+
+-- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install
 -- ---------------------------------------------------------------------------
 
@@ -5126,6 +5162,7 @@ begin
       execute format('drop function teguh.%I(text, int, int, boolean, text[], boolean)', '_claim_' || qn);
     end if;
     execute teguh._hot_path_sql(qn);
+    execute teguh._step_path_sql(qn);
   end loop;
   perform teguh._rebuild_tasks_view();
 end
