@@ -261,3 +261,11 @@ LIST_WORKERS = "select * from teguh.list_workers()"
 # --- observability ---------------------------------------------------------------
 
 QUEUE_DEPTH = "select * from teguh.queue_depth(%s)"
+
+# --- step checkpoints, group commit ---
+
+SET_TASK_CHECKPOINT_STATES = (
+    "select i, ok from teguh.set_task_checkpoint_states("
+    "%s, %s::uuid[], %s::text[], %s::jsonb[], %s::uuid[], %s::int)"
+)
+"""Many steps' checkpoints in one statement and one commit (`teguh._checkpoint_batch`)."""
