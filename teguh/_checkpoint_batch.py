@@ -127,7 +127,7 @@ class CheckpointBatcher:
             for p in redo:
                 try:
                     self._write_one(queue, *p.item, extend)
-                except Exception as exc:  # handed to its own caller
+                except BaseException as exc:  # to its own caller (LeaseLost, Cancelled: BaseExceptions)
                     p.error = exc
                 settled.add(id(p))
         finally:
