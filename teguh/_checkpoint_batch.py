@@ -113,8 +113,15 @@ class CheckpointBatcher:
         head.done.set()
 
     def _write_batch(self, queue: str, batch: list[_Pending], extend: int | None) -> None:
-        """Write `batch` (its head is the calling thread); every other member is released when done."""
+        """Write `batch` (its head is the calling thread), releasing each other member once it is settled."""
+        head = batch[0]
         settled: set[int] = set()
+
+        def release(p: _Pending) -> None:
+            settled.add(id(p))
+            if p is not head:
+                p.done.set()
+
         try:
             redo = batch
             if len(batch) > 1:
@@ -122,17 +129,20 @@ class CheckpointBatcher:
                     oks = self._write_many(queue, [p.item for p in batch], extend)
                 except Exception:  # any failure of the batch: each item alone says what it is
                     oks = [False] * len(batch)
-                redo = [p for p, ok in zip(batch, oks, strict=True) if not ok]
-                settled.update(id(p) for p, ok in zip(batch, oks, strict=True) if ok)
+                redo = []
+                for p, ok in zip(batch, oks, strict=True):
+                    if ok:
+                        release(p)  # stored: its caller goes on at once
+                    else:
+                        redo.append(p)
             for p in redo:
                 try:
                     self._write_one(queue, *p.item, extend)
                 except BaseException as exc:  # to its own caller (LeaseLost, Cancelled: BaseExceptions)
                     p.error = exc
-                settled.add(id(p))
+                release(p)
         finally:
             for p in batch:
                 if id(p) not in settled:  # interrupted before its write: it must not pass as stored
                     p.error = TeguhError("the checkpoint write was interrupted; the step is not stored")
-            for p in batch[1:]:
-                p.done.set()
+                    release(p)

@@ -156,3 +156,51 @@ def test_the_batch_call_reports_a_lost_lease_and_the_single_call_raises(
     assert client.get_checkpoints(queue, a["task_id"], a["run_id"]) == {"s": 1}
     with pytest.raises(LeaseLost):
         client.set_checkpoint(queue, b["task_id"], "s", 2, b["run_id"])
+
+
+def test_stored_items_are_released_before_the_batch_retries_the_others() -> None:
+    writes = FakeWrites(lost={"lost-run"})
+    retrying = threading.Event()
+    finish_retry = threading.Event()
+    real_one = writes.one
+
+    def slow_retry(queue, task_id, name, state, run_id, extend) -> None:
+        if run_id == "lost-run":
+            retrying.set()
+            assert finish_retry.wait(10)
+        real_one(queue, task_id, name, state, run_id, extend)
+
+    batcher = CheckpointBatcher(slow_retry, writes.many)
+    done: dict[str, threading.Event] = {n: threading.Event() for n in "bcd"}
+    errors: dict[str, BaseException] = {}
+
+    def call(name: str) -> None:
+        run = "lost-run" if name == "c" else f"run-{name}"
+        try:
+            batcher.write("q", (f"task-{name}", name, "1", run), 30)
+        except BaseException as exc:
+            errors[name] = exc
+        if name in done:
+            done[name].set()
+
+    threads = [threading.Thread(target=call, args=("a",))]
+    threads[0].start()
+    assert writes.entered.wait(10)
+    for n in "bcd":
+        threads.append(threading.Thread(target=call, args=(n,)))
+        threads[-1].start()
+    for _ in range(1000):
+        with batcher._lock:
+            if len(batcher._lanes[("q", 30)].waiting) == 3:
+                break
+        retrying.wait(0.01)
+    writes.release.set()
+    assert retrying.wait(10)
+    # c's lone retry is still running: the items the batch stored have returned (but the head, if it is not c)
+    released = {n for n in "bd" if done[n].wait(0.5)}
+    assert released, "no stored item was released before the retry finished"
+    finish_retry.set()
+    for t in threads:
+        t.join(10)
+    assert set(errors) == {"c"}
+    assert isinstance(errors["c"], LeaseLost)
