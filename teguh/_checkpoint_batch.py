@@ -54,21 +54,22 @@ class _Pending:
 
 
 class _Lane:
-    """The writes of one (queue, extend): whether one is in flight, and who waits."""
+    """The writes of one (queue, extend): how many are in flight, and who waits."""
 
-    __slots__ = ("busy", "waiting")
+    __slots__ = ("in_flight", "waiting")
 
     def __init__(self) -> None:
-        self.busy = False
+        self.in_flight = 0
         self.waiting: list[_Pending] = []
 
 
 class CheckpointBatcher:
     """Writes checkpoints for concurrent callers, merging those that arrive during a write."""
 
-    def __init__(self, write_one: WriteOne, write_many: WriteMany) -> None:
+    def __init__(self, write_one: WriteOne, write_many: WriteMany, max_in_flight: int = 1) -> None:
         self._write_one = write_one
         self._write_many = write_many
+        self._max_in_flight = max_in_flight
         self._lock = threading.Lock()
         self._lanes: dict[tuple[str, int | None], _Lane] = {}
 
@@ -79,8 +80,8 @@ class CheckpointBatcher:
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = _Lane()
-            if not lane.busy:
-                lane.busy = True
+            if lane.in_flight < self._max_in_flight:
+                lane.in_flight += 1
                 me = None
             else:
                 me = _Pending(item)
@@ -106,7 +107,7 @@ class CheckpointBatcher:
         with self._lock:
             batch, lane.waiting = lane.waiting, []
             if not batch:
-                lane.busy = False
+                lane.in_flight -= 1
                 return
         head = batch[0]
         head.lead = batch

@@ -89,7 +89,7 @@ def test_writes_that_arrive_during_a_write_share_one_batch() -> None:
     assert writes.singles == ["a"]
     assert len(writes.batches) == 1
     assert sorted(writes.batches[0]) == ["b", "c", "d"]
-    assert batcher._lanes[("q", 30)].busy is False  # the lane is free again
+    assert batcher._lanes[("q", 30)].in_flight == 0  # the lane is free again
 
 
 def test_what_the_batch_cannot_write_is_written_alone_and_raises_to_its_caller() -> None:
