@@ -1817,7 +1817,6 @@ class Client(ClientBase):
 
         return self._run("queue_depth", depth, conn=conn, queue=queue)
 
-
     # --- step checkpoints, group commit ---
 
     def _set_checkpoints_json(
