@@ -5125,7 +5125,7 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
--- Section: Per-queue step path (docs/architecture.md, "Durable steps")
+-- Section: Per-queue step path (docs/benchmarks.md, "Durable steps")
 -- ---------------------------------------------------------------------------
 
 -- A step's checkpoint is the one call a durable task makes per step, so, like
@@ -5133,10 +5133,11 @@ $$;
 -- static SQL: PL/pgSQL caches the plans of its lease probe and its insert for
 -- the session, where set_task_checkpoint_state's dynamic SQL parsed and
 -- planned both on every step. set_task_checkpoint_state checks its arguments
--- and calls it. Placeholders: %1$I _step_<q>, %2$I r_<q>, %3$I c_<q>, %4$L
--- the queue name, %5$I _steps_<q>. create_queue (and every install, for existing queues)
--- generates it; internal, never granted (teguh._lock_down_queue revokes
--- PUBLIC's execute); drop_queue drops it.
+-- and calls it; set_task_checkpoint_states, the client's group commit of
+-- steps, calls _steps_<q>. Placeholders: %1$I _step_<q>, %2$I r_<q>,
+-- %3$I c_<q>, %4$L the queue name, %5$I _steps_<q>. create_queue (and every
+-- install, for existing queues) generates them; internal, never granted
+-- (teguh._lock_down_queue revokes PUBLIC's execute); drop_queue drops them.
 create or replace function teguh._step_path_sql(q text) returns text
 language sql immutable as $outer$
   select format($tmpl$
