@@ -266,3 +266,11 @@ QUEUE_DEPTH = "select * from teguh.queue_depth(%s)"
 
 LIST_CHILDREN = "select * from teguh.list_children(%s, %s::uuid, %s::int, %s::uuid)"
 """A page of a task's children from every queue, oldest first (`Client.list_children`)."""
+
+# --- step checkpoints, group commit ---
+
+SET_TASK_CHECKPOINT_STATES = (
+    "select i, ok from teguh.set_task_checkpoint_states("
+    "%s, %s::uuid[], %s::text[], %s::jsonb[], %s::uuid[], %s::int)"
+)
+"""Many steps' checkpoints in one statement and one commit (`teguh._checkpoint_batch`)."""

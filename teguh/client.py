@@ -18,6 +18,7 @@ from typing import Any
 from . import _faults, _json, _ops, _sql, _tracing, _validate
 from . import schedules as _schedules
 from ._backoff import Backoff
+from ._checkpoint_batch import CheckpointBatcher
 from ._connection import ClientBase, schema_sql
 from ._notify import DISCONNECTED, NOTIFIED, ListenWaiter
 from ._options import SPAWN_OPTIONS, spawn_options
@@ -694,7 +695,32 @@ class Client(ClientBase):
         conn: Any = None,
     ) -> None:
         # `set_checkpoint` once its arguments are checked and the state encoded
-        # (TaskContext.step encodes the result itself, for the value it returns)
+        # (TaskContext.step encodes the result itself, for the value it returns).
+        # On the pool, steps of other threads written at the same time share
+        # one statement and one commit (teguh/_checkpoint_batch.py).
+        if conn is not None:
+            self._set_checkpoint_one(queue, task_id, step_name, state_json, owner_run_id, extend, conn=conn)
+            return
+        batcher = self.__dict__.get("_checkpoint_batcher")
+        if batcher is None:
+            # setdefault: two threads racing here agree on one batcher
+            batcher = self.__dict__.setdefault(
+                "_checkpoint_batcher", CheckpointBatcher(self._set_checkpoint_one, self._set_checkpoints_json)
+            )
+        batcher.write(queue, (task_id, step_name, state_json, owner_run_id), extend)
+
+    def _set_checkpoint_one(
+        self,
+        queue: str,
+        task_id: str,
+        step_name: str,
+        state_json: str,
+        owner_run_id: str,
+        extend: int | None,
+        *,
+        conn: Any = None,
+    ) -> None:
+        # one checkpoint, one statement (set_task_checkpoint_state)
         self._run(
             "set_checkpoint",
             lambda cur: cur.execute(
@@ -1820,6 +1846,31 @@ class Client(ClientBase):
             return [_ops.task_info(row) for row in _sql.rows_as_dicts(cur)]
 
         return self._run("list_children", fetch, conn=conn, retry=True, queue=queue, task_id=task_id)
+
+    # --- step checkpoints, group commit ---
+
+    def _set_checkpoints_json(
+        self, queue: str, items: Sequence[tuple[str, str, str, str]], extend: int | None
+    ) -> list[bool]:
+        """Write many checkpoints (task_id, step_name, state_json, owner_run_id) of one queue at once.
+
+        One statement and one commit (`set_task_checkpoint_states`); per item,
+        in order, True when it was written (or already there) under its run's
+        lease. An item that is not written is the caller's to retry alone.
+        """
+        task_ids = [it[0] for it in items]
+        names = [it[1] for it in items]
+        states = [it[2] for it in items]
+        run_ids = [it[3] for it in items]
+
+        def write(cur: Any) -> list[bool]:
+            cur.execute(_sql.SET_TASK_CHECKPOINT_STATES, (queue, task_ids, names, states, run_ids, extend))
+            oks = [False] * len(items)
+            for i, ok in cur.fetchall():
+                oks[i - 1] = bool(ok)
+            return oks
+
+        return self._run("set_checkpoints", write, queue=queue)
 
 
 def _spawn_result(row: Any) -> SpawnResult:

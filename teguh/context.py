@@ -33,6 +33,9 @@ T = TypeVar("T")
 
 logger = logging.getLogger("teguh.context")
 
+_SELF_ROUND_TRIPPING = frozenset((str, int, float, bool, type(None)))
+"""Exact types a step result of which is its own JSON round trip (once `_json.dumps` accepted it)."""
+
 
 @runtime_checkable
 class RunCalls(Protocol):
@@ -283,7 +286,9 @@ class TaskContext:
         )
         if _faults.ARMED is not None:
             _faults.hit("after_checkpoint_commit")
-        value = json.loads(text)
+        # a plain str, int, float, bool or None comes back from JSON as itself
+        # (floats by their shortest repr): decoding it again would change nothing
+        value = result if type(result) in _SELF_ROUND_TRIPPING else json.loads(text)
         self._checkpoints[name] = value
         return value
 

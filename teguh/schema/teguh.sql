@@ -64,6 +64,7 @@
 --   Section: observability                 _on_failure_spawn, queue_depth
 --   Dashboard                              watched_queues, watch_queues, _notify_watch (teguh_watch)
 --   Section: children listing              list_children (a task's children across queues)
+--   Section: Per-queue step path           template of _step_<q>, _steps_<q>; set_task_checkpoint_states
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -1275,6 +1276,7 @@ begin
   insert into teguh.queues (queue_name) values (q) on conflict do nothing;
   perform teguh._ensure_queue_tables(q);
   execute teguh._hot_path_sql(q);
+  execute teguh._step_path_sql(q);
   perform teguh._lock_down_queue(q);
   perform teguh._rebuild_tasks_view();
 end
@@ -1338,7 +1340,7 @@ begin
   delete from teguh.child_waits where parent_queue = q;
   delete from teguh.batches where queue_name = q;
   perform teguh._rebuild_tasks_view();
-  foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_'] loop
+  foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_', '_step_', '_steps_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
   end loop;
   foreach prefix in array array['a_', 'w_', 'e_', 'c_', 'r_', 'p_', 't_'] loop
@@ -2172,7 +2174,9 @@ $$;
 -- least nine tenths of that: steps taken in quick succession (or just after a
 -- claim or a heartbeat) then leave the r_ row as it is. Rewriting it changes
 -- the indexed claim_expires_at, a non-HOT update: one dead tuple per step
--- where the step itself (the c_ insert) leaves none.
+-- where the step itself (the c_ insert) leaves none. The work is in the
+-- queue's own _step_<q> (section "Per-queue step path"), whose statements
+-- keep their plans for the session.
 -- Locks: the run's r_ row only (waits; FOR UPDATE, then the lease update when
 --   extending), no t_ row lock (the exception the header names); inserts the
 --   c_ row.
@@ -2182,41 +2186,58 @@ create or replace function teguh.set_task_checkpoint_state(
 ) returns void
 language plpgsql as $$
 #variable_conflict use_variable
-declare
-  now_ts timestamptz := teguh.current_time();
-  found_task uuid;
-  expires timestamptz;
 begin
-  perform teguh._check_queue(q);
+  -- a registered queue has a valid name: the full check only when it is not one
+  if not exists (select 1 from teguh.queues qq where qq.queue_name = q) then
+    perform teguh._check_queue(q);
+  end if;
   perform teguh._check_name('step name', step_name);
   if extend_claim_by is not null and extend_claim_by < 0 then
     raise exception 'extend_claim_by must be >= 0 seconds' using errcode = 'TG004';
   end if;
-  -- The lease row lock fences the write: cancel, fail and lease recovery all
-  -- take it before touching the task. A row lock leaves no dead tuple.
-  execute format('select task_id, claim_expires_at from teguh.%I where run_id = $1 and task_id = $2 '
-                 'for update', 'r_' || q)
-    into found_task, expires using owner_run_id, task_id;
-  if found_task is null then
-    perform teguh._raise_lease_error(q, owner_run_id);
+  execute format('select teguh.%I($1, $2, $3, $4, $5)', '_step_' || q)
+    using task_id, step_name, state, owner_run_id, extend_claim_by;
+end
+$$;
+
+-- set_task_checkpoint_states(q, task_ids, step_names, states, owner_run_ids,
+-- extend_claim_by): set_task_checkpoint_state for many steps in one statement
+-- and one commit (the client's group commit of concurrent steps, see
+-- teguh/_checkpoint_batch.py). The arrays pair up by position (TG004 unless of
+-- equal length). Returns one row per item: i, its 1-based position, and ok:
+-- written (or already there) under its run's lease. An item is not ok, and
+-- nothing is written for it, when its run holds no lease or when another
+-- transaction holds its lease row (it does not wait); the caller then calls
+-- set_task_checkpoint_state for it, which waits and raises AB001/AB002.
+-- The work is in the queue's own _steps_<q> (section "Per-queue step path").
+-- Locks: the items' r_ rows (skip locked; the lease update for those
+--   extended); inserts their c_ rows.
+-- Notifies: nobody.
+create or replace function teguh.set_task_checkpoint_states(
+  q text, task_ids uuid[], step_names text[], states jsonb[], owner_run_ids uuid[], extend_claim_by int default null
+) returns table(i int, ok boolean)
+language plpgsql as $$
+#variable_conflict use_variable
+declare
+  bad text;
+begin
+  if not exists (select 1 from teguh.queues qq where qq.queue_name = q) then
+    perform teguh._check_queue(q);
   end if;
-  -- extend only a lease that would gain more than a tenth of extend_claim_by
-  -- (a lease of claim_timeout 0 never expires: null stays null)
-  if coalesce(extend_claim_by, 0) > 0 and expires is not null
-     and expires < now_ts + make_interval(secs => extend_claim_by * 0.9::float8) then
-    execute format($q$
-      update teguh.%I
-         set claim_expires_at = $2 + make_interval(secs => $3),
-             heartbeats = heartbeats + 1
-       where run_id = $1$q$, 'r_' || q)
-      using owner_run_id, now_ts, extend_claim_by;
+  if task_ids is null or step_names is null or states is null or owner_run_ids is null
+     or cardinality(task_ids) <> cardinality(step_names) or cardinality(task_ids) <> cardinality(states)
+     or cardinality(task_ids) <> cardinality(owner_run_ids) then
+    raise exception 'set_task_checkpoint_states takes arrays of equal length' using errcode = 'TG004';
   end if;
-  -- first committed write wins: a committed step is never overwritten
-  execute format($q$
-    insert into teguh.%I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
-    values ($1, $2, $3, 'committed', 'step', $4, $5)
-    on conflict (task_id, checkpoint_name) do nothing$q$, 'c_' || q)
-    using task_id, step_name, coalesce(state, 'null'::jsonb), owner_run_id, now_ts;
+  for bad in select n from unnest(step_names) as n
+              where n is null or n ~ '^[ \t\n\r\f\v]*$' or octet_length(n) > 1024 loop
+    perform teguh._check_name('step name', bad);
+  end loop;
+  if extend_claim_by is not null and extend_claim_by < 0 then
+    raise exception 'extend_claim_by must be >= 0 seconds' using errcode = 'TG004';
+  end if;
+  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5)', '_steps_' || q)
+    using task_ids, step_names, states, owner_run_ids, extend_claim_by;
 end
 $$;
 
@@ -5161,6 +5182,116 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Section: Per-queue step path (docs/benchmarks.md, "Durable steps")
+-- ---------------------------------------------------------------------------
+
+-- A step's checkpoint is the one call a durable task makes per step, so, like
+-- the hot path above, it runs in a function of its own queue written with
+-- static SQL: PL/pgSQL caches the plans of its lease probe and its insert for
+-- the session, where set_task_checkpoint_state's dynamic SQL parsed and
+-- planned both on every step. set_task_checkpoint_state checks its arguments
+-- and calls it; set_task_checkpoint_states, the client's group commit of
+-- steps, calls _steps_<q>. Placeholders: %1$I _step_<q>, %2$I r_<q>,
+-- %3$I c_<q>, %4$L the queue name, %5$I _steps_<q>. create_queue (and every
+-- install, for existing queues) generates them; internal, never granted
+-- (teguh._lock_down_queue revokes PUBLIC's execute); drop_queue drops them.
+create or replace function teguh._step_path_sql(q text) returns text
+language sql immutable as $outer$
+  select format($tmpl$
+-- _step_<q>(task_id, step_name, state, owner_run_id, extend_claim_by): the
+-- work of set_task_checkpoint_state. The lease row lock fences the write:
+-- cancel, fail and lease recovery all take it before touching the task, and
+-- a row lock leaves no dead tuple. The lease is extended only when that
+-- gains more than a tenth of extend_claim_by (a lease of claim_timeout 0
+-- never expires: null stays null); rewriting the r_ row changes the indexed
+-- claim_expires_at, a non-HOT update. The first committed write of a step
+-- wins; later ones change nothing.
+-- Locks: the run's r_ row (waits; FOR UPDATE, then the lease update when
+--   extending); inserts the c_ row.
+-- Notifies: nobody.
+create or replace function teguh.%1$I(p_task_id uuid, p_step_name text, p_state jsonb, p_run_id uuid,
+                                       p_extend int)
+returns void
+language plpgsql as $body$
+#variable_conflict use_column
+declare
+  now_ts timestamptz := teguh.current_time();
+  v_expires timestamptz;
+begin
+  select r.claim_expires_at into v_expires
+    from teguh.%2$I r where r.run_id = p_run_id and r.task_id = p_task_id
+     for update;
+  if not found then
+    perform teguh._raise_lease_error(%4$L, p_run_id);
+  end if;
+  if p_extend > 0 and v_expires < now_ts + make_interval(secs => p_extend * 0.9::float8) then
+    update teguh.%2$I r
+       set claim_expires_at = now_ts + make_interval(secs => p_extend), heartbeats = r.heartbeats + 1
+     where r.run_id = p_run_id;
+  end if;
+  insert into teguh.%3$I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+  values (p_task_id, p_step_name, coalesce(p_state, 'null'::jsonb), 'committed', 'step', p_run_id, now_ts)
+  on conflict (task_id, checkpoint_name) do nothing;
+end
+$body$;
+
+-- _steps_<q>(task_ids, step_names, states, owner_run_ids, extend_claim_by):
+-- the work of set_task_checkpoint_states: _step_<q> for many steps (of
+-- different runs) in one statement and one commit. It never waits for a
+-- lease row: a row another transaction holds is skipped, like a run that
+-- holds no lease, and such items come back not ok, written nowhere (the
+-- client then writes each alone, which waits and raises what _step_<q>
+-- raises). So it can join no deadlock. Returns one row per item, by its
+-- position (1-based): ok when written (or already there) under its lease.
+-- Locks: the items' r_ rows (skip locked; the lease update for those
+--   extended); inserts their c_ rows.
+-- Notifies: nobody.
+create or replace function teguh.%5$I(p_task_ids uuid[], p_step_names text[], p_states jsonb[],
+                                       p_run_ids uuid[], p_extend int)
+returns table(i int, ok boolean)
+language plpgsql as $body$
+#variable_conflict use_column
+declare
+  now_ts timestamptz := teguh.current_time();
+  v_runs uuid[];
+  v_tasks uuid[];
+  v_ext uuid[];
+begin
+  select array_agg(l.run_id), array_agg(l.task_id),
+         array_agg(l.run_id) filter (where p_extend > 0
+                                       and l.claim_expires_at < now_ts + make_interval(secs => p_extend * 0.9::float8))
+    into v_runs, v_tasks, v_ext
+    from (select r.run_id, r.task_id, r.claim_expires_at from teguh.%2$I r
+           where r.run_id = any(p_run_ids)
+             for update skip locked) l;
+  if v_ext is not null then
+    update teguh.%2$I r
+       set claim_expires_at = now_ts + make_interval(secs => p_extend), heartbeats = r.heartbeats + 1
+     where r.run_id = any(v_ext);
+  end if;
+  return query
+    with items as (
+      select u.i::int as i, u.task_id, u.step_name, u.state, u.run_id,
+             exists (select 1 from unnest(v_runs, v_tasks) as h(run_id, task_id)
+                      where h.run_id = u.run_id and h.task_id = u.task_id) as ok
+        from unnest(p_task_ids, p_step_names, p_states, p_run_ids)
+             with ordinality as u(task_id, step_name, state, run_id, i)
+    ), ins as (
+      insert into teguh.%3$I (task_id, checkpoint_name, state, status, kind, owner_run_id, updated_at)
+      select items.task_id, items.step_name, coalesce(items.state, 'null'::jsonb), 'committed', 'step',
+             items.run_id, now_ts
+        from items where items.ok
+       order by items.i
+      on conflict (task_id, checkpoint_name) do nothing
+    )
+    select items.i, items.ok from items order by items.i;
+end
+$body$;
+$tmpl$,
+    '_step_' || q, 'r_' || q, 'c_' || q, q, '_steps_' || q)
+$outer$;
+
+-- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install
 -- ---------------------------------------------------------------------------
 
@@ -5183,6 +5314,7 @@ begin
       execute format('drop function teguh.%I(text, int, int, boolean, text[], boolean)', '_claim_' || qn);
     end if;
     execute teguh._hot_path_sql(qn);
+    execute teguh._step_path_sql(qn);
   end loop;
   perform teguh._rebuild_tasks_view();
 end
@@ -5264,7 +5396,7 @@ declare
                            'get_task', 'list_tasks', 'queue_stats', 'list_workers'];
   worker text[] := producer || array['claim_task', 'claim_runs', 'complete_run', 'complete_runs', 'fail_run',
                                      'fail_run_non_retryable', 'snooze_run',
-                                     'schedule_run', 'sleep_run', 'set_task_checkpoint_state',
+                                     'schedule_run', 'sleep_run', 'set_task_checkpoint_state', 'set_task_checkpoint_states',
                                      'get_task_checkpoint_state', 'get_task_checkpoint_states', 'await_event',
                                      'extend_claim', 'extend_claims', 'next_due', 'register_task_types',
                                      'spawn_children', 'await_children', 'report_progress',
