@@ -258,6 +258,8 @@ class Worker:
         self._label = ",".join(config.queues)
         """The queues as one word, for worker-wide log records and connection names."""
         self._listener: Waiter | None = None
+        self._wake_pending = False
+        """A wake-up was written since the loop's last wait began: another one would add nothing."""
         self._schedules: ScheduleFirer | None = None
         self.started = threading.Event()
         """Set once the worker listens and claims (tests and embedders wait on it)."""
@@ -497,9 +499,24 @@ class Worker:
         return queue(target) if queue is not None else self.queue
 
     def _wake(self) -> None:
-        """End the claim loop's current or next wait (any thread)."""
+        """End the claim loop's current or next wait (any thread).
+
+        One write to the waiter's pipe per wait is enough: on a busy worker
+        every run's slot wakes the loop, and a pipe write is a system call.
+        The flag is cleared before each wait (`_wait`), so a wake-up after
+        that is written; one skipped was written by another thread first.
+        """
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         if self._listener is not None:
             self._listener.wake()
+
+    def _wait(self, timeout: float) -> str:
+        """Wait on the listener; wake-ups from now on are written again (see `_wake`)."""
+        assert self._listener is not None
+        self._wake_pending = False
+        return self._listener.wait(timeout)
 
     def _check_stuck(self) -> None:
         """After each heartbeat: stop (exit code 3) once `max_stuck_runs` slots are held by stuck handlers."""
@@ -534,7 +551,7 @@ class Worker:
                         delay,
                         extra={"queue": self._claiming},
                     )
-                    self._listener.wait(delay)
+                    self._wait(delay)
                     continue
                 failures = 0
                 got_all = got == qty
@@ -555,19 +572,19 @@ class Worker:
         listener = self._listener
         assert listener is not None
         if not self._inflight.quiet():
-            self._noticed(listener.wait(timeout))
+            self._noticed(self._wait(timeout))
             return
         # A wake-up already pending (a slot freed since the claim) ends the
         # wait at once: take it now, so `idle` is never set for a wait that ends
         # by itself. Every wake-up of this worker is written before the slot it
         # announces is freed, so none can arrive after this check.
-        result = listener.wait(0)
+        result = self._wait(0)
         if result != TIMEOUT:
             self._noticed(result)
             return
         self._inflight.enter_wait()
         try:
-            result = listener.wait(timeout)
+            result = self._wait(timeout)
         finally:
             self._inflight.leave_wait()
         self._noticed(result)
