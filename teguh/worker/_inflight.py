@@ -114,14 +114,8 @@ class InFlight:
                 run = Run(row, queue)
                 self._runs[run.run_id] = run
                 self._buffer.append(run)
-            # parked threads take the new runs first: waking one costs far less
-            # than starting a thread (`reserve_slots`) for each run
-            woken = min(self._parked, len(rows))
-            if woken:
-                self._parked -= woken
-                self._active += woken
-                self._grants += woken
-                self._ready.notify(woken)
+            # a parked thread takes the new runs first (see `take`)
+            self._wake_parked()
 
     def reserve_slots(self) -> tuple[int, int]:
         """Take a free slot without a thread for each buffered run no woken thread will take.
@@ -177,9 +171,11 @@ class InFlight:
         to a deque pop. With the buffer empty the thread gives its slot back
         and parks here until `hold` has a run for it: a fast queue, whose
         threads empty the buffer between two claims, would otherwise start a
-        thread (a `ThreadPoolExecutor.submit`) for almost every run. The claim
-        loop is woken when the buffer runs low (to claim more) and when the
-        slot frees up.
+        thread (a `ThreadPoolExecutor.submit`) for almost every run. Parked
+        threads are woken one at a time, each by the previous one once it has
+        taken its run and more are buffered (`_wake_parked`). The claim loop is
+        woken when the buffer runs low (to claim more) and when the slot frees
+        up.
         """
         with self._lock:
             while not self._buffer or self._closed:
@@ -198,10 +194,24 @@ class InFlight:
                 self._grants -= 1
             run = self._buffer.popleft()
             low = len(self._buffer) == self._low_water
+            if self._parked and self._buffer and not self._grants:
+                self._wake_parked()
         if low:
             self._wake()
         run.running = True
         return run
+
+    def _wake_parked(self) -> None:
+        # Caller holds the lock. Wake one parked thread for the buffered runs,
+        # unless one is waking already: the thread that wakes wakes the next
+        # when runs are still left after it took its own. Waking every parked
+        # thread at once costs a thread switch per run on a fast queue, where
+        # a running thread takes most runs before a woken one gets the GIL.
+        if self._parked and self._buffer and not self._grants:
+            self._parked -= 1
+            self._active += 1
+            self._grants += 1
+            self._ready.notify()
 
     def _free_slot(self) -> None:
         # Caller holds the lock. Wake before freeing the slot: whoever sees the

@@ -259,7 +259,7 @@ class Worker:
         """The queues as one word, for worker-wide log records and connection names."""
         self._listener: Waiter | None = None
         self._wake_pending = False
-        """A wake-up was written since the loop's last wait began: another one would add nothing."""
+        """A wake-up was written in this turn of the claim loop: another one would add nothing."""
         self._schedules: ScheduleFirer | None = None
         self.started = threading.Event()
         """Set once the worker listens and claims (tests and embedders wait on it)."""
@@ -501,22 +501,18 @@ class Worker:
     def _wake(self) -> None:
         """End the claim loop's current or next wait (any thread).
 
-        One write to the waiter's pipe per wait is enough: on a busy worker
-        every run's slot wakes the loop, and a pipe write is a system call.
-        The flag is cleared before each wait (`_wait`), so a wake-up after
-        that is written; one skipped was written by another thread first.
+        One write to the waiter's pipe per turn of the loop is enough: on a
+        busy worker every run's slot wakes the loop, and a pipe write is a
+        system call. The loop clears the flag at the top of each turn, before
+        it looks at anything, so what changed after that is announced by a
+        write still in the pipe when the turn's wait begins; what changed
+        before it, the turn sees.
         """
         if self._wake_pending:
             return
         self._wake_pending = True
         if self._listener is not None:
             self._listener.wake()
-
-    def _wait(self, timeout: float) -> str:
-        """Wait on the listener; wake-ups from now on are written again (see `_wake`)."""
-        assert self._listener is not None
-        self._wake_pending = False
-        return self._listener.wait(timeout)
 
     def _check_stuck(self) -> None:
         """After each heartbeat: stop (exit code 3) once `max_stuck_runs` slots are held by stuck handlers."""
@@ -531,6 +527,7 @@ class Worker:
         inflight = self._inflight
         failures = 0
         while not self._stopping:
+            self._wake_pending = False  # before looking at anything (see `_wake`)
             # schedules fire from here, busy or idle: nothing to read until the next tick is due
             tick_in = self._schedules.seconds_until_next() if self._schedules is not None else None
             free = self._start_buffered(executor, runner)
@@ -551,7 +548,7 @@ class Worker:
                         delay,
                         extra={"queue": self._claiming},
                     )
-                    self._wait(delay)
+                    self._listener.wait(delay)
                     continue
                 failures = 0
                 got_all = got == qty
@@ -572,19 +569,19 @@ class Worker:
         listener = self._listener
         assert listener is not None
         if not self._inflight.quiet():
-            self._noticed(self._wait(timeout))
+            self._noticed(listener.wait(timeout))
             return
         # A wake-up already pending (a slot freed since the claim) ends the
         # wait at once: take it now, so `idle` is never set for a wait that ends
         # by itself. Every wake-up of this worker is written before the slot it
         # announces is freed, so none can arrive after this check.
-        result = self._wait(0)
+        result = listener.wait(0)
         if result != TIMEOUT:
             self._noticed(result)
             return
         self._inflight.enter_wait()
         try:
-            result = self._wait(timeout)
+            result = listener.wait(timeout)
         finally:
             self._inflight.leave_wait()
         self._noticed(result)
