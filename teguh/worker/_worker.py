@@ -558,7 +558,12 @@ class Worker:
             timeout = self.poll_interval
             if tick_in is not None:
                 timeout = min(timeout, max(tick_in, MIN_IDLE_WAIT))
-            if not got_all and free > 0:
+            # Only a claim that came back short says the queue may be empty. With
+            # no claim (want <= 0: runs buffered for parked threads, which count
+            # as free slots) the runs' threads wake the loop when the buffer
+            # runs low, so asking the database for its next due moment is a
+            # wasted round trip.
+            if want > 0 and not got_all and free > 0:
                 due = self._seconds_until_due()
                 if due is not None:
                     timeout = min(timeout, max(due, MIN_IDLE_WAIT))

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from teguh import _notify
+from teguh.client import Client
 from teguh.worker._inflight import InFlight
+from teguh.worker._schedules import ScheduleFirer
 
 from .conftest import Q, eventually
 
@@ -22,7 +24,7 @@ def _row(n: int) -> dict[str, Any]:
 def test_a_fast_queue_reuses_its_threads_and_does_not_wake_the_loop_per_run(
     app: Any, client: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counts = {"submit": 0, "wake": 0}
+    counts = {"submit": 0, "wake": 0, "due": 0, "turn": 0}
     submit, wake = ThreadPoolExecutor.submit, _notify.ListenWaiter.wake
 
     def counting(name: str, call: Any) -> Any:
@@ -34,6 +36,10 @@ def test_a_fast_queue_reuses_its_threads_and_does_not_wake_the_loop_per_run(
 
     monkeypatch.setattr(ThreadPoolExecutor, "submit", counting("submit", submit))
     monkeypatch.setattr(_notify.ListenWaiter, "wake", counting("wake", wake))
+    monkeypatch.setattr(Client, "_seconds_until_due", counting("due", Client._seconds_until_due))
+    # called once at the top of each turn of the claim loop
+    turn = counting("turn", ScheduleFirer.seconds_until_next)
+    monkeypatch.setattr(ScheduleFirer, "seconds_until_next", turn)
 
     @app.task("noop")
     def noop(params: Any) -> None:
@@ -49,7 +55,11 @@ def test_a_fast_queue_reuses_its_threads_and_does_not_wake_the_loop_per_run(
     assert counts["submit"] <= 4
     # every freed slot wakes the claim loop, but one write per turn of the loop
     # is enough (it was one or more per run)
-    assert counts["wake"] < 2000 // 4
+    assert counts["wake"] <= counts["turn"] + 2
+    assert counts["wake"] < 2000
+    # the next due moment is read when a claim comes back short, not while
+    # runs wait in the buffer for parked threads
+    assert counts["due"] <= 10
 
 
 @pytest.mark.timeout(30)
