@@ -78,10 +78,17 @@ class InFlight:
         self._concurrency = concurrency
         self._low_water = prefetch // 2
         self._wake = wake
-        self._lock = threading.Condition()
+        mutex = threading.RLock()
+        self._lock = threading.Condition(mutex)
+        self._ready = threading.Condition(mutex)
+        """Where parked slot threads wait for runs (not `_lock`: its `notify(k)` could wake others)."""
         self._runs: dict[str, Run] = {}
         self._buffer: collections.deque[Run] = collections.deque()
         self._active = 0
+        self._parked = 0
+        """Slot threads waiting in `take()` for runs: free slots whose thread is already there."""
+        self._grants = 0
+        """Runs `hold` promised to parked threads it woke (those slots already count in `_active`)."""
         self._closed = False
         self._quiet_wait = False
         self.processed = 0
@@ -107,17 +114,22 @@ class InFlight:
                 run = Run(row, queue)
                 self._runs[run.run_id] = run
                 self._buffer.append(run)
+            # a parked thread takes the new runs first (see `take`)
+            self._wake_parked()
 
     def reserve_slots(self) -> tuple[int, int]:
-        """Take a free slot for each buffered run; returns (slots taken, slots still free).
+        """Take a free slot without a thread for each buffered run no woken thread will take.
 
-        The caller starts one `take()` loop per slot taken.
+        Returns (slots taken, slots still free); parked threads are free
+        slots. The caller starts one `take()` loop per slot taken.
         """
         with self._lock:
-            free = self._concurrency - self._active
-            n = min(free, len(self._buffer))
+            n = min(
+                self._concurrency - self._active - self._parked,
+                max(0, len(self._buffer) - self._grants),
+            )
             self._active += n
-        return n, free - n
+            return n, self._concurrency - self._active
 
     def quiet(self) -> bool:
         """Whether no slot is busy and nothing is buffered (runs may still await their completion).
@@ -152,27 +164,61 @@ class InFlight:
     # -- the handler threads' side -----------------------------------------
 
     def take(self) -> Run | None:
-        """The next buffered run for a slot's thread, or None: the slot is given back.
+        """The next buffered run for a slot's thread; None once closed (the thread then ends).
 
         Taking the next run here, rather than going back through the claim
         loop and the executor for each one, keeps a fast queue's per-task cost
-        to a deque pop. The claim loop is woken when the buffer runs low (to
-        claim more) and when the slot frees up.
+        to a deque pop. With the buffer empty the thread gives its slot back
+        and parks here until `hold` has a run for it: a fast queue, whose
+        threads empty the buffer between two claims, would otherwise start a
+        thread (a `ThreadPoolExecutor.submit`) for almost every run. Parked
+        threads are woken one at a time, each by the previous one once it has
+        taken its run and more are buffered (`_wake_parked`). The claim loop is
+        woken when the buffer runs low (to claim more) and when the slot frees
+        up.
         """
         with self._lock:
-            if not self._buffer or self._closed:
-                # wake before freeing the slot: whoever sees the slot free also
-                # finds the wake-up pending (see `enter_wait`)
-                self._wake()
-                self._active -= 1
-                self._lock.notify_all()
-                return None
+            while not self._buffer or self._closed:
+                self._free_slot()
+                if self._closed:
+                    return None
+                self._parked += 1
+                while not self._grants and not self._closed:
+                    self._ready.wait()
+                if not self._grants:  # closed while parked
+                    self._parked -= 1
+                    return None
+                # `hold` moved a parked thread's slot to `_active` for a run;
+                # any parked thread may take it (the buffer is checked again:
+                # a busy thread may have taken that run first)
+                self._grants -= 1
             run = self._buffer.popleft()
             low = len(self._buffer) == self._low_water
+            if self._parked and self._buffer and not self._grants:
+                self._wake_parked()
         if low:
             self._wake()
         run.running = True
         return run
+
+    def _wake_parked(self) -> None:
+        # Caller holds the lock. Wake one parked thread for the buffered runs,
+        # unless one is waking already: the thread that wakes wakes the next
+        # when runs are still left after it took its own. Waking every parked
+        # thread at once costs a thread switch per run on a fast queue, where
+        # a running thread takes most runs before a woken one gets the GIL.
+        if self._parked and self._buffer and not self._grants:
+            self._parked -= 1
+            self._active += 1
+            self._grants += 1
+            self._ready.notify()
+
+    def _free_slot(self) -> None:
+        # Caller holds the lock. Wake before freeing the slot: whoever sees the
+        # slot free also finds the wake-up pending (see `enter_wait`).
+        self._wake()
+        self._active -= 1
+        self._lock.notify_all()
 
     def finish(self, runs: Iterable[Run]) -> None:
         """Runs whose outcome is recorded (or given up on) leave the worker."""
@@ -227,6 +273,7 @@ class InFlight:
             self._buffer.clear()
             for run in unstarted:
                 self._runs.pop(run.run_id, None)
+            self._ready.notify_all()  # parked threads see `close()` and end
         return unstarted
 
     def wait_for_handlers(self, timeout: float, grace: float, forced: Callable[[], bool]) -> None:

@@ -258,6 +258,8 @@ class Worker:
         self._label = ",".join(config.queues)
         """The queues as one word, for worker-wide log records and connection names."""
         self._listener: Waiter | None = None
+        self._wake_pending = False
+        """A wake-up was written in this turn of the claim loop: another one would add nothing."""
         self._schedules: ScheduleFirer | None = None
         self.started = threading.Event()
         """Set once the worker listens and claims (tests and embedders wait on it)."""
@@ -497,7 +499,18 @@ class Worker:
         return queue(target) if queue is not None else self.queue
 
     def _wake(self) -> None:
-        """End the claim loop's current or next wait (any thread)."""
+        """End the claim loop's current or next wait (any thread).
+
+        One write to the waiter's pipe per turn of the loop is enough: on a
+        busy worker every run's slot wakes the loop, and a pipe write is a
+        system call. The loop clears the flag at the top of each turn, before
+        it looks at anything, so what changed after that is announced by a
+        write still in the pipe when the turn's wait begins; what changed
+        before it, the turn sees.
+        """
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         if self._listener is not None:
             self._listener.wake()
 
@@ -514,6 +527,7 @@ class Worker:
         inflight = self._inflight
         failures = 0
         while not self._stopping:
+            self._wake_pending = False  # before looking at anything (see `_wake`)
             # schedules fire from here, busy or idle: nothing to read until the next tick is due
             tick_in = self._schedules.seconds_until_next() if self._schedules is not None else None
             free = self._start_buffered(executor, runner)
@@ -544,7 +558,12 @@ class Worker:
             timeout = self.poll_interval
             if tick_in is not None:
                 timeout = min(timeout, max(tick_in, MIN_IDLE_WAIT))
-            if not got_all and free > 0:
+            # Only a claim that came back short says the queue may be empty. With
+            # no claim (want <= 0: runs buffered for parked threads, which count
+            # as free slots) the runs' threads wake the loop when the buffer
+            # runs low, so asking the database for its next due moment is a
+            # wasted round trip.
+            if want > 0 and not got_all and free > 0:
                 due = self._seconds_until_due()
                 if due is not None:
                     timeout = min(timeout, max(due, MIN_IDLE_WAIT))
