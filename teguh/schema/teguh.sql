@@ -1175,14 +1175,17 @@ $body$;
 -- spawn_task, which reads the queue's default_max_attempts (0: unlimited,
 -- stored as null) and whether it has task types. With task types, options
 -- not given are taken from the task's type (teguh.task_types), unless the
--- spawn gives all of them.
+-- spawn gives all of them. Returns the new task's id, or null when the
+-- idempotency key names a task already (spawn_task reads that one): a
+-- scalar, since a function returning a table costs spawn_task's dynamic
+-- call a function scan and two result sets more.
 -- Locks: none on existing rows; inserts the t_ row and, when the task is
 --   ready now, its p_ row. An idempotency key held by an uncommitted spawn
 --   makes the insert wait for that transaction.
 -- Notifies: teguh_<q> 'spawn' when the task is ready now.
 create or replace function teguh.%10$I(p_task_name text, p_params jsonb, p_options jsonb,
                                         p_default_max int, p_types boolean)
-returns table(task_id uuid, run_id uuid, attempt int, created boolean)
+returns uuid
 language plpgsql as $body$
 #variable_conflict use_column
 declare
@@ -1202,8 +1205,7 @@ begin
     returning t.task_id, t.enqueued_at into v_id, now_ts;
     insert into teguh.%5$I (task_id, attempt, priority, available_at) values (v_id, 1, 0, now_ts);
     perform pg_notify(%8$L, 'spawn');
-    return query select v_id, null::uuid, 1, true;
-    return;
+    return v_id;
   end if;
   now_ts := teguh.current_time();
   v_id := teguh.portable_uuidv7();
@@ -1238,17 +1240,14 @@ begin
             p_options->>'concurrency_key', p_options->>'rate_limit_key')
     on conflict (idempotency_key) where idempotency_key is not null do nothing;
     if not found then
-      -- the key is taken: return its task (a fresh statement sees a concurrent winner)
-      return query select t.task_id, null::uuid, t.attempts, false
-                     from teguh.%3$I t where t.idempotency_key = p_options->>'idempotency_key';
-      return;
+      return null;  -- the key is taken: spawn_task reads its task
     end if;
   end if;
   if v_later is null then
     insert into teguh.%5$I (task_id, attempt, priority, available_at) values (v_id, 1, v_priority, now_ts);
     perform pg_notify(%8$L, 'spawn');
   end if;
-  return query select v_id, null::uuid, 1, true;
+  return v_id;
 end
 $body$;
 
@@ -1833,6 +1832,7 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 declare
   qrow record;
+  v_id uuid;
 begin
   -- the queue check and the queue's spawn settings in one read
   select qq.default_max_attempts, qq.has_task_types, qq.has_limits into qrow
@@ -1858,8 +1858,16 @@ begin
       raise exception 'spawn options must not hold task_name or params' using errcode = 'TG004';
     end if;
   end if;
-  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5)', '_spawn_' || q)
+  execute format('select teguh.%I($1, $2, $3, $4, $5)', '_spawn_' || q) into v_id
     using task_name, params, options, qrow.default_max_attempts, qrow.has_task_types;
+  if v_id is not null then
+    return query select v_id, null::uuid, 1, true;
+    return;
+  end if;
+  -- the key is taken: its task (a fresh statement sees a concurrent winner)
+  return query execute format('select t.task_id, null::uuid, t.attempts, false from teguh.%I t '
+                              'where t.idempotency_key = $1', 't_' || q)
+    using options->>'idempotency_key';
 end
 $$;
 
@@ -5141,6 +5149,12 @@ begin
     -- 0.2's claim before flow control
     execute format('drop function if exists teguh.%I(text, int, int, boolean, text[])', '_claim_' || qn);
     execute format('drop function if exists teguh.%I(text, jsonb, jsonb)', '_spawn_' || qn);
+    -- the spawn before it returned the new task's id alone (a table then)
+    if exists (select 1 from pg_proc
+                where oid = to_regprocedure(format('teguh.%I(text, jsonb, jsonb, int, boolean)', '_spawn_' || qn))
+                  and proretset) then
+      execute format('drop function teguh.%I(text, jsonb, jsonb, int, boolean)', '_spawn_' || qn);
+    end if;
     -- the claim before queue_wait and lease_expired (its result columns changed)
     if exists (select 1 from pg_proc
                 where oid = to_regprocedure(format('teguh.%I(text, int, int, boolean, text[], boolean)', '_claim_' || qn))
