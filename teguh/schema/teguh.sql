@@ -1882,6 +1882,7 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 declare
   qrow record;
+  v_ids uuid[];
 begin
   select qq.default_max_attempts, qq.has_task_types, qq.has_limits into qrow
     from teguh.queues qq where qq.queue_name = q;
@@ -1898,6 +1899,39 @@ begin
        from jsonb_array_elements(case when jsonb_typeof(items) = 'array' then items else '[]' end)
             with ordinality as x(item, pos)
       where jsonb_typeof(x.item) = 'object';
+  end if;
+  -- Plain items (a valid task_name and params, nothing else) in a queue
+  -- without task types, the common batch: one statement reads each item
+  -- once, checks it in the same pass, and inserts only when every item
+  -- passed (ids drawn for a batch that fell through are skipped numbers).
+  -- Anything else takes teguh._spawn, which checks item by item.
+  if not qrow.has_task_types and jsonb_typeof(items) = 'array' then
+    execute format($q$
+      with input as materialized (
+        select x.pos, teguh.portable_uuidv7() as task_id, x.item->>'task_name' as task_name,
+               coalesce(x.item->'params', 'null'::jsonb) as params,
+               case when jsonb_typeof(x.item) <> 'object' then false  -- '-' would raise on a scalar
+                    else jsonb_typeof(x.item->'task_name') = 'string'
+                         and x.item->>'task_name' !~ '^\s*$' and octet_length(x.item->>'task_name') <= 1024
+                         and (x.item - 'task_name' - 'params') = '{}'::jsonb end as plain
+          from jsonb_array_elements($1) with ordinality as x(item, pos)
+      ), ok as (
+        select coalesce(bool_and(i.plain), false) as plain from input i
+      ), ins as (
+        insert into teguh.%1$I (task_id, task_name, params, max_attempts, state, attempts, enqueued_at)
+        select i.task_id, i.task_name, i.params, $2, 'pending', 1, $3 from input i, ok where ok.plain
+      ), ready as (
+        insert into teguh.%2$I (task_id, attempt, priority, available_at)
+        select i.task_id, 1, 0, $3 from input i, ok where ok.plain
+      )
+      select case when ok.plain then (select array_agg(i.task_id order by i.pos) from input i) end
+        from ok$q$, 't_' || q, 'p_' || q)
+      into v_ids using items, nullif(qrow.default_max_attempts, 0), teguh.current_time();
+    if v_ids is not null then
+      perform pg_notify('teguh_' || q, 'spawn');
+      return query select x.task_id, null::uuid, 1, true from unnest(v_ids) as x(task_id);
+      return;
+    end if;
   end if;
   return query select * from teguh._spawn(q, items, qrow.default_max_attempts, qrow.has_task_types);
 end
