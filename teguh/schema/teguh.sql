@@ -1861,7 +1861,8 @@ begin
   execute format('select teguh.%I($1, $2, $3, $4, $5)', '_spawn_' || q) into v_id
     using task_name, params, options, qrow.default_max_attempts, qrow.has_task_types;
   if v_id is not null then
-    return query select v_id, null::uuid, 1, true;
+    task_id := v_id; attempt := 1; created := true;  -- the row without a query
+    return next;
     return;
   end if;
   -- the key is taken: its task (a fresh statement sees a concurrent winner)
