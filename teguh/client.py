@@ -77,6 +77,9 @@ POLL_MAX_INTERVAL = 1.0
 MAX_LIST_LIMIT = 1000
 """The most tasks one `list_tasks` call returns."""
 
+_PLAIN_ITEM_KEYS = frozenset({"task_name", "params"})
+"""The keys of a `spawn_tasks` item that needs no option handling."""
+
 DONE_CHANNEL = "teguh_done"
 """The channel on which tasks spawned with `notify_done=True` announce their terminal state."""
 
@@ -414,18 +417,18 @@ class Client(ClientBase):
         so one encoding checks every item at once. Returns None to take the
         item-by-item path (options, an oversized batch, or an item to report).
         """
-        plain = []
+        # The items are encoded as they are, without a copy: a missing params
+        # is null to the engine, as it is here.
         for item in items:
-            if not isinstance(item, dict) or item.keys() - {"task_name", "params"}:
+            if type(item) is not dict or not item.keys() <= _PLAIN_ITEM_KEYS:
                 return None
             name = item.get("task_name")
-            if not isinstance(name, str) or not name.strip() or len(name) > 256:
+            if type(name) is not str or not name.strip() or len(name) > 256:
                 return None
-            plain.append({"task_name": name, "params": item.get("params")})
-        if not plain:
+        if not items:
             return None
         try:
-            return _json.dumps(plain, "items", max_bytes=self.max_payload_bytes)
+            return _json.dumps(items, "items", max_bytes=self.max_payload_bytes)
         except (TypeError, ValueError):
             return None  # the per-item path names the item at fault
 

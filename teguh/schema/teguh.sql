@@ -1177,23 +1177,41 @@ $body$;
 -- spawn_task, which reads the queue's default_max_attempts (0: unlimited,
 -- stored as null) and whether it has task types. With task types, options
 -- not given are taken from the task's type (teguh.task_types), unless the
--- spawn gives all of them.
+-- spawn gives all of them. Returns the new task's id, or null when the
+-- idempotency key names a task already (spawn_task reads that one): a
+-- scalar, since a function returning a table costs spawn_task's dynamic
+-- call a function scan and two result sets more.
 -- Locks: none on existing rows; inserts the t_ row and, when the task is
 --   ready now, its p_ row. An idempotency key held by an uncommitted spawn
 --   makes the insert wait for that transaction.
 -- Notifies: teguh_<q> 'spawn' when the task is ready now.
 create or replace function teguh.%10$I(p_task_name text, p_params jsonb, p_options jsonb,
                                         p_default_max int, p_types boolean)
-returns table(task_id uuid, run_id uuid, attempt int, created boolean)
+returns uuid
 language plpgsql as $body$
 #variable_conflict use_column
 declare
-  now_ts timestamptz := teguh.current_time();
-  v_id uuid := teguh.portable_uuidv7();
+  now_ts timestamptz;
+  v_id uuid;
   v_later timestamptz;
   v_priority int := 0;
-  v_max int := nullif(p_default_max, 0);
+  v_max int;
 begin
+  -- The common spawn (no options, no task types, a valid name) in two
+  -- statements and no other expression: each expression and statement of a
+  -- function is set up again in every transaction, so the fewer the cheaper.
+  if p_options = '{}'::jsonb and not p_types and p_task_name !~ '^\s*$' and octet_length(p_task_name) <= 1024 then
+    insert into teguh.%3$I as t (task_id, task_name, params, max_attempts, state, attempts, enqueued_at)
+    values (teguh.portable_uuidv7(), p_task_name, coalesce(p_params, 'null'::jsonb), nullif(p_default_max, 0),
+            'pending', 1, teguh.current_time())
+    returning t.task_id, t.enqueued_at into v_id, now_ts;
+    insert into teguh.%5$I (task_id, attempt, priority, available_at) values (v_id, 1, 0, now_ts);
+    perform pg_notify(%8$L, 'spawn');
+    return v_id;
+  end if;
+  now_ts := teguh.current_time();
+  v_id := teguh.portable_uuidv7();
+  v_max := nullif(p_default_max, 0);
   if p_types and not teguh._gives_all_defaults(p_options) then
     p_options := teguh._with_defaults(p_options,
       (select tt.defaults from teguh.task_types tt where tt.queue_name = %7$L and tt.task_name = p_task_name));
@@ -1224,17 +1242,14 @@ begin
             p_options->>'concurrency_key', p_options->>'rate_limit_key')
     on conflict (idempotency_key) where idempotency_key is not null do nothing;
     if not found then
-      -- the key is taken: return its task (a fresh statement sees a concurrent winner)
-      return query select t.task_id, null::uuid, t.attempts, false
-                     from teguh.%3$I t where t.idempotency_key = p_options->>'idempotency_key';
-      return;
+      return null;  -- the key is taken: spawn_task reads its task
     end if;
   end if;
   if v_later is null then
     insert into teguh.%5$I (task_id, attempt, priority, available_at) values (v_id, 1, v_priority, now_ts);
     perform pg_notify(%8$L, 'spawn');
   end if;
-  return query select v_id, null::uuid, 1, true;
+  return v_id;
 end
 $body$;
 
@@ -1820,27 +1835,43 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 declare
   qrow record;
+  v_id uuid;
 begin
   -- the queue check and the queue's spawn settings in one read
   select qq.default_max_attempts, qq.has_task_types, qq.has_limits into qrow
     from teguh.queues qq where qq.queue_name = q;
-  if not found then
-    perform teguh._check_queue(q);
+  -- One test passes the common spawn (a known queue, no options, params too
+  -- small to reach any size limit); anything else is checked step by step.
+  -- Every expression costs its setup once per transaction, and most spawns
+  -- are a transaction of their own.
+  if qrow.has_limits is null or options is distinct from '{}'::jsonb or pg_column_size(params) > 65536 then
+    if not found then
+      perform teguh._check_queue(q);
+    end if;
+    if not qrow.has_limits and jsonb_typeof(options->'concurrency_key') = 'string' then
+      perform teguh._set_has_limits(q);
+    end if;
+    perform teguh._check_payload('params', params);
+    perform teguh._check_payload('headers', options->'headers');
+    options := coalesce(options, '{}'::jsonb);
+    if jsonb_typeof(options) <> 'object' then
+      raise exception 'spawn options must be a JSON object' using errcode = 'TG004';
+    end if;
+    if options ? 'task_name' or options ? 'params' then
+      raise exception 'spawn options must not hold task_name or params' using errcode = 'TG004';
+    end if;
   end if;
-  if not qrow.has_limits and jsonb_typeof(options->'concurrency_key') = 'string' then
-    perform teguh._set_has_limits(q);
-  end if;
-  perform teguh._check_payload('params', params);
-  perform teguh._check_payload('headers', options->'headers');
-  options := coalesce(options, '{}'::jsonb);
-  if jsonb_typeof(options) <> 'object' then
-    raise exception 'spawn options must be a JSON object' using errcode = 'TG004';
-  end if;
-  if options ? 'task_name' or options ? 'params' then
-    raise exception 'spawn options must not hold task_name or params' using errcode = 'TG004';
-  end if;
-  return query execute format('select * from teguh.%I($1, $2, $3, $4, $5)', '_spawn_' || q)
+  execute format('select teguh.%I($1, $2, $3, $4, $5)', '_spawn_' || q) into v_id
     using task_name, params, options, qrow.default_max_attempts, qrow.has_task_types;
+  if v_id is not null then
+    task_id := v_id; attempt := 1; created := true;  -- the row without a query
+    return next;
+    return;
+  end if;
+  -- the key is taken: its task (a fresh statement sees a concurrent winner)
+  return query execute format('select t.task_id, null::uuid, t.attempts, false from teguh.%I t '
+                              'where t.idempotency_key = $1', 't_' || q)
+    using options->>'idempotency_key';
 end
 $$;
 
@@ -1855,6 +1886,7 @@ returns table(task_id uuid, run_id uuid, attempt int, created boolean)
 language plpgsql as $$
 declare
   qrow record;
+  v_ids uuid[];
 begin
   select qq.default_max_attempts, qq.has_task_types, qq.has_limits into qrow
     from teguh.queues qq where qq.queue_name = q;
@@ -1871,6 +1903,39 @@ begin
        from jsonb_array_elements(case when jsonb_typeof(items) = 'array' then items else '[]' end)
             with ordinality as x(item, pos)
       where jsonb_typeof(x.item) = 'object';
+  end if;
+  -- Plain items (a valid task_name and params, nothing else) in a queue
+  -- without task types, the common batch: one statement reads each item
+  -- once, checks it in the same pass, and inserts only when every item
+  -- passed (ids drawn for a batch that fell through are skipped numbers).
+  -- Anything else takes teguh._spawn, which checks item by item.
+  if not qrow.has_task_types and jsonb_typeof(items) = 'array' then
+    execute format($q$
+      with input as materialized (
+        select x.pos, teguh.portable_uuidv7() as task_id, x.item->>'task_name' as task_name,
+               coalesce(x.item->'params', 'null'::jsonb) as params,
+               case when jsonb_typeof(x.item) <> 'object' then false  -- '-' would raise on a scalar
+                    else jsonb_typeof(x.item->'task_name') = 'string'
+                         and x.item->>'task_name' !~ '^\s*$' and octet_length(x.item->>'task_name') <= 1024
+                         and (x.item - 'task_name' - 'params') = '{}'::jsonb end as plain
+          from jsonb_array_elements($1) with ordinality as x(item, pos)
+      ), ok as (
+        select coalesce(bool_and(i.plain), false) as plain from input i
+      ), ins as (
+        insert into teguh.%1$I (task_id, task_name, params, max_attempts, state, attempts, enqueued_at)
+        select i.task_id, i.task_name, i.params, $2, 'pending', 1, $3 from input i, ok where ok.plain
+      ), ready as (
+        insert into teguh.%2$I (task_id, attempt, priority, available_at)
+        select i.task_id, 1, 0, $3 from input i, ok where ok.plain
+      )
+      select case when ok.plain then (select array_agg(i.task_id order by i.pos) from input i) end
+        from ok$q$, 't_' || q, 'p_' || q)
+      into v_ids using items, nullif(qrow.default_max_attempts, 0), teguh.current_time();
+    if v_ids is not null then
+      perform pg_notify('teguh_' || q, 'spawn');
+      return query select x.task_id, null::uuid, 1, true from unnest(v_ids) as x(task_id);
+      return;
+    end if;
   end if;
   return query select * from teguh._spawn(q, items, qrow.default_max_attempts, qrow.has_task_types);
 end
@@ -5307,6 +5372,12 @@ begin
     -- 0.2's claim before flow control
     execute format('drop function if exists teguh.%I(text, int, int, boolean, text[])', '_claim_' || qn);
     execute format('drop function if exists teguh.%I(text, jsonb, jsonb)', '_spawn_' || qn);
+    -- the spawn before it returned the new task's id alone (a table then)
+    if exists (select 1 from pg_proc
+                where oid = to_regprocedure(format('teguh.%I(text, jsonb, jsonb, int, boolean)', '_spawn_' || qn))
+                  and proretset) then
+      execute format('drop function teguh.%I(text, jsonb, jsonb, int, boolean)', '_spawn_' || qn);
+    end if;
     -- the claim before queue_wait and lease_expired (its result columns changed)
     if exists (select 1 from pg_proc
                 where oid = to_regprocedure(format('teguh.%I(text, int, int, boolean, text[], boolean)', '_claim_' || qn))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import uuid
 
+import psycopg2
+import pytest
 from teguh_engine_helpers import BASE, Engine, ts
 
 
@@ -283,3 +285,18 @@ def test_racing_producers_are_each_claimed_in_spawn_order(eng, engine_factory):
     for p in range(4):
         mine = [r["params"]["i"] for r in claimed if r["params"]["p"] == p]
         assert mine == list(range(70)), (p, mine)
+
+
+def test_a_plain_batch_takes_one_statement_and_falls_back_on_any_other_item(eng):
+    """Plain items go through spawn_tasks' one-statement path; one item that is not plain sends the
+    whole batch to the item-by-item path, which names it, and nothing of the batch is written."""
+    rows = eng.spawn_many([{"task_name": "p", "params": {"i": 0}}, {"task_name": "p"}])
+    assert [eng.task(r["task_id"])["params"] for r in rows] == [{"i": 0}, None]
+    assert all(eng.task(r["task_id"])["max_attempts"] == 25 for r in rows)  # the queue's default
+    assert eng.count("p") == 2
+    for bad in (5, None, ["p"], {"task_name": " "}, {"task_name": "p", "params": 1, "extra": 1}):
+        with pytest.raises(psycopg2.Error):
+            eng.spawn_many([{"task_name": "p", "params": 1}, bad])
+    assert eng.count("t") == 2 and eng.count("p") == 2
+    mixed = eng.spawn_many([{"task_name": "p", "params": 1}, {"task_name": "p", "params": 2, "priority": 3}])
+    assert [eng.task(r["task_id"])["priority"] for r in mixed] == [0, 3]
