@@ -64,6 +64,7 @@
 --   Section: observability                 _on_failure_spawn, queue_depth
 --   Dashboard                              watched_queues, watch_queues, _notify_watch (teguh_watch)
 --   Section: children listing              list_children (a task's children across queues)
+--   Section: deadline cascade              _deadline_cascade (engine cancels cascade to children)
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -1456,6 +1457,7 @@ begin
      where task_id = $1 and state not in ('completed', 'failed', 'cancelled')
     returning notify_done, parent_task_id, batch_id$q$, 't_' || q)
     into nd, par, v_batch using p_task_id, now_ts;
+  if nd is not null then perform teguh._deadline_cascade(q, p_task_id); end if;  -- section: deadline cascade
   if nd then
     perform teguh._notify_done(q, p_task_id);
   end if;
@@ -5157,6 +5159,53 @@ begin
   return query execute
     'select * from (' || array_to_string(branches, ' union all ') || ') c order by 2 limit ' || p_limit
     using p_task_id, q, p_after;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Section: deadline cascade
+-- ---------------------------------------------------------------------------
+-- A task the engine cancels on its own, through _cancel (its max_delay or
+-- max_duration deadline passed: the sweep _enforce_deadlines; or _fail, when
+-- a retry would start past max_duration), cancels its unfinished children
+-- and theirs, in every queue, as cancel_task(..., children => true) does:
+-- through teguh._cancel_children, the one cascade (section "Composition").
+--
+-- No column of a parent's row says it has children, so the guard is one
+-- probe of each queue's partial index t_<q>_pa (it holds children only, and
+-- is empty where composition is unused), all in one statement, run only
+-- when the engine cancels a task: never on claim, spawn or complete. A task
+-- without children costs that statement and nothing else.
+--
+-- Locks: the caller holds the task's t_ row (and its p_, r_, w_ rows are
+-- gone); the cascade then takes each child's rows as cancel_task does
+-- (waits). A child ending at that very moment while its parent waits for it
+-- takes the parent's rows after its own: PostgreSQL's deadlock detection
+-- then rolls one of the two back (the sweep runs again at the next tick, a
+-- worker's completion is retried or its lease expires). Such a child is
+-- being cancelled anyway.
+
+-- _deadline_cascade(q, task_id): after _cancel cancelled task_id of queue q,
+-- cancels its unfinished children (teguh._cancel_children) and deletes its
+-- open child wait, when it has unfinished children; else does nothing.
+-- Locks: as teguh._cancel_children, when there are children; then the
+--   task's child_waits row (delete).
+-- Notifies: as cancel_task, for each child cancelled.
+create or replace function teguh._deadline_cascade(q text, p_task_id uuid) returns void
+language plpgsql as $$
+declare
+  probe text;
+  open_children boolean;
+begin
+  select string_agg(format('exists (select 1 from teguh.%I where parent_task_id = $1 and parent_queue = $2 '
+                           'and state not in (''completed'', ''failed'', ''cancelled''))', 't_' || queue_name),
+                    ' or ')
+    into probe from teguh.queues;
+  execute 'select ' || probe into open_children using p_task_id, q;
+  if open_children then
+    perform teguh._cancel_children(q, p_task_id);
+    delete from teguh.child_waits w where w.parent_queue = q and w.parent_task_id = p_task_id;
+  end if;
 end
 $$;
 
