@@ -64,7 +64,7 @@
 --   Section: observability                 _on_failure_spawn, queue_depth
 --   Dashboard                              watched_queues, watch_queues, _notify_watch (teguh_watch)
 --   Section: children listing              list_children (a task's children across queues)
---   Section: deadline cascade              _deadline_cascade (engine cancels cascade to children)
+--   Section: deadline cascade              _cancel_cascade (the engine's cancels cascade to children)
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -1457,7 +1457,7 @@ begin
      where task_id = $1 and state not in ('completed', 'failed', 'cancelled')
     returning notify_done, parent_task_id, batch_id$q$, 't_' || q)
     into nd, par, v_batch using p_task_id, now_ts;
-  if nd is not null then perform teguh._deadline_cascade(q, p_task_id); end if;  -- section: deadline cascade
+  if nd is not null then perform teguh._cancel_cascade(q, array[p_task_id]); end if;  -- section: deadline cascade
   if nd then
     perform teguh._notify_done(q, p_task_id);
   end if;
@@ -4263,6 +4263,7 @@ begin
     )
     select count(*), array_agg(c.task_id) filter (where c.notify_done) from c$q$, 't_' || q)
     into v_n, v_done using v_ids, now_ts;
+  if v_n > 0 then perform teguh._cancel_cascade(q, v_ids); end if;  -- section: deadline cascade
   if v_slot then
     perform pg_notify('teguh_' || q, 'wake');
   end if;
@@ -5165,47 +5166,56 @@ $$;
 -- ---------------------------------------------------------------------------
 -- Section: deadline cascade
 -- ---------------------------------------------------------------------------
--- A task the engine cancels on its own, through _cancel (its max_delay or
--- max_duration deadline passed: the sweep _enforce_deadlines; or _fail, when
--- a retry would start past max_duration), cancels its unfinished children
--- and theirs, in every queue, as cancel_task(..., children => true) does:
+-- A task the engine cancels on its own cancels its unfinished children and
+-- theirs, in every queue, as cancel_task(..., children => true) does:
 -- through teguh._cancel_children, the one cascade (section "Composition").
+-- The engine cancels a task (1) through _cancel: its max_delay or
+-- max_duration deadline passed (the sweep _enforce_deadlines), or a retry
+-- would start past max_duration (_fail); (2) through _batch_cancel_rest: a
+-- fail_fast batch failed and its other items are cancelled.
 --
 -- No column of a parent's row says it has children, so the guard is one
--- probe of each queue's partial index t_<q>_pa (it holds children only, and
--- is empty where composition is unused), all in one statement, run only
--- when the engine cancels a task: never on claim, spawn or complete. A task
--- without children costs that statement and nothing else.
+-- statement probing each queue's partial index t_<q>_pa (children only: it
+-- is empty where composition is unused) with the cancelled task ids, run
+-- only when the engine cancels tasks: never on claim, spawn or complete. A
+-- task without children costs that statement and nothing else.
 --
--- Locks: the caller holds the task's t_ row (and its p_, r_, w_ rows are
--- gone); the cascade then takes each child's rows as cancel_task does
--- (waits). A child ending at that very moment while its parent waits for it
--- takes the parent's rows after its own: PostgreSQL's deadlock detection
--- then rolls one of the two back (the sweep runs again at the next tick, a
--- worker's completion is retried or its lease expires). Such a child is
--- being cancelled anyway.
+-- Locks: the caller holds the cancelled tasks' t_ rows (their p_, r_, w_
+-- rows are gone); the cascade then takes each child's rows as cancel_task
+-- does (waits), below the parents: the section's lock order, children
+-- before parent, cannot hold here. A child ending at that very moment while
+-- its parent waits for it takes the parent's rows after its own:
+-- PostgreSQL's deadlock detection then rolls one of the two back (a sweep
+-- runs again at the next claim or tick; a worker's completion is retried or
+-- its lease expires), and that child is being cancelled anyway.
 
--- _deadline_cascade(q, task_id): after _cancel cancelled task_id of queue q,
--- cancels its unfinished children (teguh._cancel_children) and deletes its
--- open child wait, when it has unfinished children; else does nothing.
--- Locks: as teguh._cancel_children, when there are children; then the
---   task's child_waits row (delete).
+-- _cancel_cascade(q, task_ids): after the engine cancelled task_ids of queue
+-- q, cancels the unfinished children of those that have some
+-- (teguh._cancel_children, parents in task_id order) and deletes their open
+-- child waits; else does nothing.
+-- Locks: as teguh._cancel_children, for each parent with children; then the
+--   parent's child_waits row (delete).
 -- Notifies: as cancel_task, for each child cancelled.
-create or replace function teguh._deadline_cascade(q text, p_task_id uuid) returns void
+create or replace function teguh._cancel_cascade(q text, p_task_ids uuid[]) returns void
 language plpgsql as $$
 declare
   probe text;
-  open_children boolean;
+  parents uuid[];
+  parent uuid;
 begin
-  select string_agg(format('exists (select 1 from teguh.%I where parent_task_id = $1 and parent_queue = $2 '
-                           'and state not in (''completed'', ''failed'', ''cancelled''))', 't_' || queue_name),
-                    ' or ')
+  select string_agg(format('select t.parent_task_id from teguh.%I t where t.parent_task_id = any($1) '
+                           'and t.parent_queue = $2 and t.state not in (''completed'', ''failed'', ''cancelled'')',
+                           't_' || queue_name), ' union ')
     into probe from teguh.queues;
-  execute 'select ' || probe into open_children using p_task_id, q;
-  if open_children then
-    perform teguh._cancel_children(q, p_task_id);
-    delete from teguh.child_waits w where w.parent_queue = q and w.parent_task_id = p_task_id;
+  execute 'select array_agg(p.parent_task_id order by p.parent_task_id) from (' || probe || ') p'
+    into parents using p_task_ids, q;
+  if parents is null then
+    return;
   end if;
+  foreach parent in array parents loop
+    perform teguh._cancel_children(q, parent);
+    delete from teguh.child_waits w where w.parent_queue = q and w.parent_task_id = parent;
+  end loop;
 end
 $$;
 

@@ -120,8 +120,14 @@ def test_a_task_without_children_cancelled_by_its_deadline_changes_nothing_else(
     )
     waits = db.all("select * from teguh.child_waits")
     _at(db, 6)
-    db.run("select teguh.ticker(%s)", SIDE)
+    db.run("set track_functions = 'pl'")  # counts calls of plpgsql functions in this transaction
+    cascaded = db.value(
+        "with t as (select teguh.ticker(%s)) select pg_stat_get_xact_function_calls("
+        "'teguh._cancel_children'::regproc) from t",
+        SIDE,
+    )
     assert _state(db, SIDE, plain) == "cancelled"
+    assert not cascaded, "the guard keeps a task without children out of the cascade"
     after = db.all(
         f"select task_id, state, deadline_at, cancelled_at from teguh.t_{SIDE} where task_id <> %s "
         f"union all select task_id, state, deadline_at, cancelled_at from teguh.t_{Q} order by 1",
@@ -129,3 +135,23 @@ def test_a_task_without_children_cancelled_by_its_deadline_changes_nothing_else(
     )
     assert after == before
     assert db.all("select * from teguh.child_waits") == waits
+
+
+def test_a_fail_fast_batch_cancels_the_children_of_the_items_it_cancels(db: Any) -> None:
+    db.fake_now(T0)
+    db.run("select teguh.create_queue(%s)", Q)
+    db.run("select teguh.create_queue(%s)", SIDE)
+    (batch_id, ids) = db.one(
+        "select batch_id, task_ids::text[] from teguh.spawn_batch(%s, 'item', '[1, 2]', "
+        """'{"max_attempts": 1}', 'fail_fast')""",
+        Q,
+    )
+    first_run, first = _claim(db, Q)
+    second_run, second = _claim(db, Q)
+    assert sorted([first, second]) == sorted(ids)
+    kid = _child(db, SIDE, Q, second, second_run, "kid")
+    grandkid_run, _ = _claim(db, SIDE)
+    grandkid = _child(db, SIDE, SIDE, kid, grandkid_run, "grandkid")
+    db.run("select teguh.fail_run(%s, %s, '\"boom\"')", Q, first_run)
+    assert db.value("select state from teguh.get_batch(%s)", batch_id) == "failed"
+    assert [_state(db, Q, second), _state(db, SIDE, kid), _state(db, SIDE, grandkid)] == ["cancelled"] * 3
