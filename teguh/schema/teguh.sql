@@ -65,6 +65,7 @@
 --   Dashboard                              watched_queues, watch_queues, _notify_watch (teguh_watch)
 --   Section: children listing              list_children (a task's children across queues)
 --   Section: Per-queue step path           template of _step_<q>, _steps_<q>; set_task_checkpoint_states
+--   Section: deadline cascade              _cancel_cascade (the engine's cancels cascade to children)
 --   Upgrade the tables of queues ...       re-runs the per-queue DDL and hot path per queue
 --   Server-side size limit                 _check_payload, set_max_payload_bytes
 --   Privileges and roles                   grant_producer, grant_worker, grant_admin, revoke_all
@@ -1473,6 +1474,7 @@ begin
      where task_id = $1 and state not in ('completed', 'failed', 'cancelled')
     returning notify_done, parent_task_id, batch_id$q$, 't_' || q)
     into nd, par, v_batch using p_task_id, now_ts;
+  if nd is not null then perform teguh._cancel_cascade(q, array[p_task_id]); end if;  -- section: deadline cascade
   if nd then
     perform teguh._notify_done(q, p_task_id);
   end if;
@@ -4347,6 +4349,7 @@ begin
     )
     select count(*), array_agg(c.task_id) filter (where c.notify_done) from c$q$, 't_' || q)
     into v_n, v_done using v_ids, now_ts;
+  if v_n > 0 then perform teguh._cancel_cascade(q, v_ids); end if;  -- section: deadline cascade
   if v_slot then
     perform pg_notify('teguh_' || q, 'wake');
   end if;
@@ -5355,6 +5358,62 @@ $body$;
 $tmpl$,
     '_step_' || q, 'r_' || q, 'c_' || q, q, '_steps_' || q)
 $outer$;
+
+-- ---------------------------------------------------------------------------
+-- Section: deadline cascade
+-- ---------------------------------------------------------------------------
+-- A task the engine cancels on its own cancels its unfinished children and
+-- theirs, in every queue, as cancel_task(..., children => true) does:
+-- through teguh._cancel_children, the one cascade (section "Composition").
+-- The engine cancels a task (1) through _cancel: its max_delay or
+-- max_duration deadline passed (the sweep _enforce_deadlines), or a retry
+-- would start past max_duration (_fail); (2) through _batch_cancel_rest: a
+-- fail_fast batch failed and its other items are cancelled.
+--
+-- No column of a parent's row says it has children, so the guard is one
+-- statement probing each queue's partial index t_<q>_pa (children only: it
+-- is empty where composition is unused) with the cancelled task ids, run
+-- only when the engine cancels tasks: never on claim, spawn or complete. A
+-- task without children costs that statement and nothing else.
+--
+-- Locks: the caller holds the cancelled tasks' t_ rows (their p_, r_, w_
+-- rows are gone); the cascade then takes each child's rows as cancel_task
+-- does (waits), below the parents: the section's lock order, children
+-- before parent, cannot hold here. A child ending at that very moment while
+-- its parent waits for it takes the parent's rows after its own:
+-- PostgreSQL's deadlock detection then rolls one of the two back (a sweep
+-- runs again at the next claim or tick; a worker's completion is retried or
+-- its lease expires), and that child is being cancelled anyway.
+
+-- _cancel_cascade(q, task_ids): after the engine cancelled task_ids of queue
+-- q, cancels the unfinished children of those that have some
+-- (teguh._cancel_children, parents in task_id order) and deletes their open
+-- child waits; else does nothing.
+-- Locks: as teguh._cancel_children, for each parent with children; then the
+--   parent's child_waits row (delete).
+-- Notifies: as cancel_task, for each child cancelled.
+create or replace function teguh._cancel_cascade(q text, p_task_ids uuid[]) returns void
+language plpgsql as $$
+declare
+  probe text;
+  parents uuid[];
+  parent uuid;
+begin
+  select string_agg(format('select t.parent_task_id from teguh.%I t where t.parent_task_id = any($1) '
+                           'and t.parent_queue = $2 and t.state not in (''completed'', ''failed'', ''cancelled'')',
+                           't_' || queue_name), ' union ')
+    into probe from teguh.queues;
+  execute 'select array_agg(p.parent_task_id order by p.parent_task_id) from (' || probe || ') p'
+    into parents using p_task_ids, q;
+  if parents is null then
+    return;
+  end if;
+  foreach parent in array parents loop
+    perform teguh._cancel_children(q, parent);
+    delete from teguh.child_waits w where w.parent_queue = q and w.parent_task_id = parent;
+  end loop;
+end
+$$;
 
 -- ---------------------------------------------------------------------------
 -- Upgrade the tables of queues created by an earlier install

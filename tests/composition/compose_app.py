@@ -7,7 +7,9 @@ Handlers write each run to the `ledger` table (`_support.ledger`) through their
 own autocommit connection, so the test process sees the runs of a process it killed.
 Options besides the worker's: `hold_child` and `hold_work` (seconds a
 `slow-child` run, and the work step of a `busy-parent`, sleep, so a test can
-kill the process mid-run).
+kill the process mid-run). `awaiting-parent` waits for a `stepping-child`
+(queue `side`) that records a `tick` per step and `stepping-child-cancelled`
+when a step tells it its task was cancelled.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from _support.ledger import Ledger, create_ledger
 from _support.proc_main import options_of, run_worker, setup_logging
 
 from teguh.app import App
+from teguh.errors import Cancelled
 
 Q = "jobs"
 SIDE = "side"
@@ -61,7 +64,31 @@ def build_app(dsn: str, hold_child: float = 0.0, hold_work: float = 0.0) -> App:
         ctx.step("work", _work, ledger, ctx.task_id, hold_work)
         return ctx.gather(kids)
 
+    @app.task("stepping-child", queue=SIDE)
+    def stepping_child(params: Any, ctx: Any) -> Any:
+        # one short step after another: a cancel shows at the next one (AB001 -> Cancelled)
+        step = 0
+        try:
+            for step in range(params["steps"]):
+                ctx.step(f"tick-{step}", _tick, ledger, ctx.task_id, params["hold"])
+        except Cancelled:
+            ledger.record(ctx.task_id, "stepping-child-cancelled", step)
+            raise
+        ledger.record(ctx.task_id, "stepping-child-done")
+        return params["steps"]
+
+    @app.task("awaiting-parent")
+    def awaiting_parent(params: Any, ctx: Any) -> Any:
+        ledger.record(ctx.task_id, "awaiting-parent-run")
+        return ctx.wait_for(ctx.spawn_task("stepping-child", params, queue=SIDE))
+
     return app
+
+
+def _tick(ledger: Ledger, task_id: str, hold: float) -> bool:
+    ledger.record(task_id, "tick")
+    time.sleep(hold)
+    return True
 
 
 def _work(ledger: Ledger, task_id: str, hold: float) -> bool:

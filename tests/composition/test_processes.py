@@ -145,3 +145,34 @@ def test_cancelling_a_parent_while_its_children_complete_on_two_processes(
             assert cur.fetchone()[0] == 0
             cur.execute("select count(*) from teguh.child_waits")
             assert cur.fetchone()[0] == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_parent_cancelled_by_its_deadline_stops_its_child_running_in_another_process(
+    dsn: str, app: teguh.App, spawn_process: Any
+) -> None:
+    # the parent's process sweeps its deadline; the child runs in the other one
+    app.client.create_queue(SIDE)
+    spawn_process(dsn, concurrency=2, queues=[Q])
+    spawn_process(dsn, concurrency=2, queues=[SIDE])
+    ledger = _ledger(dsn)
+    parent = app.client.spawn_task(
+        Q, "awaiting-parent", {"steps": 600, "hold": 0.1}, cancellation={"max_duration": 6}
+    )
+    (child,) = eventually(lambda: _child_ids(app, parent.task_id), 30)
+    eventually(lambda: ledger.count(child, "tick") >= 1, 30)
+    eventually(lambda: app.client.get_task_result(Q, parent.task_id).state == "cancelled", 30)
+    assert app.client.get_task_result(SIDE, child).state == "cancelled"
+    # the child's handler learns it at its next step, long before its 600 steps (60 s) are done
+    eventually(lambda: ledger.count(child, "stepping-child-cancelled") == 1, 20)
+    assert ledger.count(child, "stepping-child-done") == 0
+    assert ledger.count(child, "tick") < 600
+    with app.client.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from teguh.child_waits")
+        assert cur.fetchone()[0] == 0
+
+
+def _child_ids(app: teguh.App, parent_id: str) -> list[str]:
+    with app.client.transaction() as conn, conn.cursor() as cur:
+        cur.execute(f"select task_id::text from teguh.t_{SIDE} where parent_task_id = %s", (parent_id,))
+        return [r[0] for r in cur.fetchall()]
