@@ -874,6 +874,7 @@ declare
   woken int := 0;
   claimed int;
   v_ids uuid[];
+  v_resumed uuid[];
   v_slots uuid[];
   v_limits jsonb;
   v_type_run jsonb;
@@ -1008,6 +1009,7 @@ begin
     if cardinality(v_ids) = 0 then
       return;
     end if;
+    v_resumed := v_ids;  -- checkpoints read for every task, as before
   elsif p_skip is null then
     select array_agg(x.task_id) into v_ids
       from (select p.task_id from teguh.%5$I p
@@ -1037,8 +1039,11 @@ begin
     -- one turned the queue's has_limits on, but a claim that read the flag
     -- just before would otherwise start it unchecked. It keeps its p_ row,
     -- and the spawn's notification brings a claim that takes the limited path.
-    select array_agg(x.task_id) into v_ids
-      from (select t.task_id from teguh.%3$I t
+    -- v_resumed: the tasks that ran before. Only a run writes checkpoints,
+    -- so a first claim (first_started_at null, the common case) has none,
+    -- and the claim below skips its c_ probe.
+    select array_agg(x.task_id), array_agg(x.task_id) filter (where x.ran) into v_ids, v_resumed
+      from (select t.task_id, t.first_started_at is not null as ran from teguh.%3$I t
              where t.task_id = any(v_ids) and t.concurrency_key is null
                for update skip locked) x;
     if v_ids is null then
@@ -1082,10 +1087,12 @@ begin
     )
     select upd.run_id, upd.task_id, upd.attempt, upd.task_name, upd.params, upd.retry_strategy,
            upd.max_attempts, upd.headers, upd.wake_event, upd.event_payload,
-           coalesce((select jsonb_object_agg(c.checkpoint_name, c.state)
-                       from teguh.%6$I c
-                      where c.task_id = upd.task_id and c.status = 'committed' and c.kind <> 'sleep'),
-                    '{}'::jsonb),
+           case when upd.task_id = any(v_resumed) then
+             coalesce((select jsonb_object_agg(c.checkpoint_name, c.state)
+                         from teguh.%6$I c
+                        where c.task_id = upd.task_id and c.status = 'committed' and c.kind <> 'sleep'),
+                      '{}'::jsonb)
+           else '{}'::jsonb end,
            extract(epoch from now_ts - upd.available_at)::double precision, upd.lease_expired
       from upd
      order by upd.priority desc, upd.available_at, upd.task_id;
@@ -1236,14 +1243,18 @@ begin
 end
 $body$;
 
--- _due_<q>(): the work of next_due: the least of three partial indexes'
--- minimums. Locks: none.
+-- _due_<q>(): the work of next_due (every idle worker's poll): the least of
+-- three partial indexes' minimums. PL/pgSQL keeps its plan for the session;
+-- as a SQL function it was inlined into next_due's dynamic call and planned
+-- again on every poll. Locks: none.
 create or replace function teguh.%9$I() returns timestamptz
-language sql stable as $body$
-  select least(
+language plpgsql stable as $body$
+begin
+  return least(
     (select min(t.available_at) from teguh.%3$I t where t.available_at is not null),
     (select min(t.deadline_at) from teguh.%3$I t where t.deadline_at is not null),
-    (select min(r.claim_expires_at) from teguh.%4$I r where r.claim_expires_at is not null))
+    (select min(r.claim_expires_at) from teguh.%4$I r where r.claim_expires_at is not null));
+end
 $body$;
 $tmpl$,
     '_claim_' || q, '_done_' || q, 't_' || q, 'r_' || q, 'p_' || q, 'c_' || q, q, 'teguh_' || q,
@@ -1994,7 +2005,10 @@ create or replace function teguh.complete_runs(q text, run_ids uuid[], results j
 returns table(run_id uuid, outcome text)
 language plpgsql as $$
 begin
-  perform teguh._check_queue(q);
+  -- the full check (its name rules) only when the queue is not registered
+  if not exists (select 1 from teguh.queues qq where qq.queue_name = q) then
+    perform teguh._check_queue(q);
+  end if;
   if run_ids is null or results is null or cardinality(run_ids) <> cardinality(results) then
     raise exception 'complete_runs takes as many results as run ids' using errcode = 'TG004';
   end if;
@@ -5073,10 +5087,15 @@ create table if not exists teguh.watched_queues (
 );
 
 -- Sends teguh_watch '<q>' when a dashboard watches queue q now.
+-- PL/pgSQL, not SQL: a SQL function called from PL/pgSQL (every terminal
+-- transition does) is parsed and planned again on every call, where
+-- PL/pgSQL keeps the probe's plan for the session.
 create or replace function teguh._notify_watch(q text) returns void
-language sql as $$
-  select pg_notify('teguh_watch', q) from teguh.watched_queues
-   where queue_name = q and watched_until > now()
+language plpgsql as $$
+begin
+  perform pg_notify('teguh_watch', q) from teguh.watched_queues
+   where queue_name = q and watched_until > now();
+end
 $$;
 
 -- watch_queues(queues, seconds): marks queues as watched for the next

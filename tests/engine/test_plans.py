@@ -377,3 +377,17 @@ def test_task_rows_stay_hot_when_no_prune_can_run(eng, engine_factory, sql_facto
     row = task_update_counts(sql_factory(), racers, at_least=2 * n)
     assert row["n_tup_upd"] == 2 * n, row
     assert row["n_tup_hot_upd"] == row["n_tup_upd"], row
+
+
+def test_functions_called_per_job_or_poll_keep_their_plans(eng):
+    # PL/pgSQL caches the plans of its static statements for the session; a
+    # SQL function called from PL/pgSQL (or inlined into a dynamic EXECUTE)
+    # is planned again on every call: _due_<q> made each idle poll several
+    # times dearer, _notify_watch each completion batch.
+    names = [f"_claim_{Q}", f"_done_{Q}", f"_due_{Q}", f"_spawn_{Q}", "_notify_watch"]
+    rows = eng.sql.all(
+        "select p.proname::text, l.lanname::text from pg_proc p join pg_language l on l.oid = p.prolang"
+        " where p.pronamespace = 'teguh'::regnamespace and p.proname = any(%s)",
+        names,
+    )
+    assert sorted(rows) == sorted((name, "plpgsql") for name in names)
