@@ -889,6 +889,7 @@ declare
   v_cap double precision;
   v_rkey text;
   v_took boolean;
+  v_plans text;
   cand record;
 begin
   -- A claim lost in a crash only makes its tasks claimable again, and any
@@ -1029,6 +1030,14 @@ begin
   if v_ids is null then
     return;
   end if;
+  -- Every statement from here on is driven by the picked ids (= any(array):
+  -- primary-key probes, whatever their number). Left to choose, the plan
+  -- cache plans them again on every call whose batch is smaller than the
+  -- ten elements a generic plan assumes (most claims below saturation), and
+  -- planning the claim costs more than running it. The pick above keeps its
+  -- custom plan: its LIMIT is what makes it a walk of the index.
+  v_plans := current_setting('plan_cache_mode');
+  perform set_config('plan_cache_mode', 'force_generic_plan', true);
   -- Their task rows, without waiting: a sweep in another transaction may
   -- hold one (FOR UPDATE keeps the lock on a row it rechecked and skipped),
   -- and waiting for it while holding our own locks can deadlock. A task
@@ -1047,6 +1056,7 @@ begin
              where t.task_id = any(v_ids) and t.concurrency_key is null
                for update skip locked) x;
     if v_ids is null then
+      perform set_config('plan_cache_mode', v_plans, true);
       return;
     end if;
   end if;
@@ -1098,6 +1108,7 @@ begin
      order by upd.priority desc, upd.available_at, upd.task_id;
 
   get diagnostics claimed = row_count;
+  perform set_config('plan_cache_mode', v_plans, true);
   -- the sweeps may have readied more than this claim took: wake the others
   if woken > 0 and claimed >= p_qty then
     perform pg_notify(%8$L, 'wake');
@@ -1112,9 +1123,12 @@ $body$;
 -- Notifies: teguh_done for each completed task spawned with notify_done;
 --   teguh_<q> 'wake' when a run held a concurrency slot (its r_ row has a
 --   task_name), so idle workers claim the task waiting for it.
+-- Its statements run with generic plans (the SET below), for the reason
+-- given in _claim_<q>: every one probes keys by = any(array).
 create or replace function teguh.%2$I(p_run_ids uuid[], p_results jsonb[])
 returns table(run_id uuid, outcome text)
-language plpgsql as $body$
+language plpgsql
+set plan_cache_mode = force_generic_plan as $body$
 #variable_conflict use_column
 declare
   now_ts timestamptz := teguh.current_time();

@@ -391,3 +391,35 @@ def test_functions_called_per_job_or_poll_keep_their_plans(eng):
         names,
     )
     assert sorted(rows) == sorted((name, "plpgsql") for name in names)
+
+
+def test_claims_and_completions_use_generic_plans_and_leave_the_callers_setting(eng):
+    # Below ten ids per call the plan cache would plan the claim's and the
+    # completion's statements again on every call (a custom plan looks
+    # cheaper for a short array), which costs more than running them: they
+    # run with generic plans, and the caller's transaction keeps its setting.
+    config = eng.sql.value(
+        "select proconfig from pg_proc where oid = to_regprocedure(%s)", f"teguh._done_{Q}(uuid[], jsonb[])"
+    )
+    assert config == ["plan_cache_mode=force_generic_plan"]
+    eng.spawn_many([{"task_name": "t", "params": i} for i in range(3)])
+    conn = eng.sql.conn
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("set local plan_cache_mode = force_custom_plan")
+            cur.execute("select run_id::text from teguh.claim_runs(%s, 'w', 60, 2)", (Q,))
+            ids = [r[0] for r in cur.fetchall()]
+            assert len(ids) == 2
+            cur.execute("show plan_cache_mode")
+            assert cur.fetchone()[0] == "force_custom_plan"
+            complete = "select outcome from teguh.complete_runs(%s, %s::uuid[], %s::jsonb[])"
+            cur.execute(complete, (Q, ids, ["1", "2"]))
+            assert [r[0] for r in cur.fetchall()] == ["ok", "ok"]
+            cur.execute("show plan_cache_mode")
+            assert cur.fetchone()[0] == "force_custom_plan"
+        conn.commit()
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+    assert eng.count("t", "state = 'completed'") == 2
