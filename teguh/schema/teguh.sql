@@ -2657,7 +2657,10 @@ language plpgsql as $$
 declare
   extended uuid[];
 begin
-  perform teguh._check_queue(q);
+  -- the full check (its name rules) only when the queue is not registered
+  if not exists (select 1 from teguh.queues qq where qq.queue_name = q) then
+    perform teguh._check_queue(q);
+  end if;
   if extend_by is null or extend_by <= 0 then
     raise exception 'extend_by must be > 0 seconds, not %', coalesce(extend_by::text, 'NULL')
       using errcode = 'TG004';
