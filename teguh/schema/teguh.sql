@@ -825,6 +825,16 @@ $$;
 -- Per-queue hot path
 -- ---------------------------------------------------------------------------
 
+-- The plan cache mode of the hot path's statements driven by n ids (=
+-- any(array)): generic plans up to 64 ids, where a custom plan would be
+-- planned again on every call and planning costs more than running; custom
+-- plans above, where the generic plan's probe of the whole array per row
+-- (quadratic in n) costs more than planning. See _claim_<q>.
+create or replace function teguh._plan_mode(n int) returns text
+language sql immutable as $$
+  select case when coalesce(n, 0) <= 64 then 'force_generic_plan' else 'force_custom_plan' end
+$$;
+
 -- The calls made for every task (spawn, claim, complete, next_due) run as
 -- functions of their own queue, written with static SQL: PL/pgSQL caches
 -- their plans for the session, where dynamic SQL would be planned on every
@@ -1030,14 +1040,16 @@ begin
   if v_ids is null then
     return;
   end if;
-  -- Every statement from here on is driven by the picked ids (= any(array):
-  -- primary-key probes, whatever their number). Left to choose, the plan
-  -- cache plans them again on every call whose batch is smaller than the
-  -- ten elements a generic plan assumes (most claims below saturation), and
-  -- planning the claim costs more than running it. The pick above keeps its
-  -- custom plan: its LIMIT is what makes it a walk of the index.
+  -- Every statement from here on is driven by the picked ids (= any(array)).
+  -- Left to choose, the plan cache plans them again on every call whose
+  -- batch is smaller than the ten elements a generic plan assumes (most
+  -- claims below saturation), and planning the claim costs more than running
+  -- it; but the generic plan probes the whole array once per row, so it
+  -- grows with the square of the batch, and a custom plan is the cheaper one
+  -- for a large batch. Hence the choice by size (the same in _done_<q>). The
+  -- pick above keeps its custom plan: its LIMIT makes it a walk of the index.
   v_plans := current_setting('plan_cache_mode');
-  perform set_config('plan_cache_mode', 'force_generic_plan', true);
+  perform set_config('plan_cache_mode', teguh._plan_mode(cardinality(v_ids)), true);
   -- Their task rows, without waiting: a sweep in another transaction may
   -- hold one (FOR UPDATE keeps the lock on a row it rechecked and skipped),
   -- and waiting for it while holding our own locks can deadlock. A task
@@ -1123,12 +1135,11 @@ $body$;
 -- Notifies: teguh_done for each completed task spawned with notify_done;
 --   teguh_<q> 'wake' when a run held a concurrency slot (its r_ row has a
 --   task_name), so idle workers claim the task waiting for it.
--- Its statements run with generic plans (the SET below), for the reason
--- given in _claim_<q>: every one probes keys by = any(array).
+-- Its statements run with generic plans for a small batch and custom ones
+-- for a large one, for the reasons given in _claim_<q>.
 create or replace function teguh.%2$I(p_run_ids uuid[], p_results jsonb[])
 returns table(run_id uuid, outcome text)
-language plpgsql
-set plan_cache_mode = force_generic_plan as $body$
+language plpgsql as $body$
 #variable_conflict use_column
 declare
   now_ts timestamptz := teguh.current_time();
@@ -1138,7 +1149,9 @@ declare
   v_kids uuid[];
   v_slot boolean;
   v_batches uuid[];
+  v_plans text := current_setting('plan_cache_mode');
 begin
+  perform set_config('plan_cache_mode', teguh._plan_mode(cardinality(p_run_ids)), true);
   -- lease rows first, then task rows: r_ -> t_; every statement probes by key
   with ended as (
     delete from teguh.%4$I r where r.run_id = any(p_run_ids) returning r.run_id, r.task_id, r.task_name
@@ -1187,6 +1200,7 @@ begin
                 when exists (select 1 from teguh.%3$I t where t.cancelled_run_id = x.run_id) then 'cancelled'
                 else 'lost' end
       from (select distinct y.run_id from unnest(p_run_ids) as y(run_id) where y.run_id is not null) x;
+  perform set_config('plan_cache_mode', v_plans, true);
 end
 $body$;
 

@@ -393,15 +393,15 @@ def test_functions_called_per_job_or_poll_keep_their_plans(eng):
     assert sorted(rows) == sorted((name, "plpgsql") for name in names)
 
 
-def test_claims_and_completions_use_generic_plans_and_leave_the_callers_setting(eng):
+def test_claims_and_completions_choose_plans_by_batch_size_and_leave_the_callers_setting(eng):
     # Below ten ids per call the plan cache would plan the claim's and the
     # completion's statements again on every call (a custom plan looks
-    # cheaper for a short array), which costs more than running them: they
-    # run with generic plans, and the caller's transaction keeps its setting.
-    config = eng.sql.value(
-        "select proconfig from pg_proc where oid = to_regprocedure(%s)", f"teguh._done_{Q}(uuid[], jsonb[])"
-    )
-    assert config == ["plan_cache_mode=force_generic_plan"]
+    # cheaper for a short array), which costs more than running them; a
+    # generic plan grows with the square of a large batch. So: generic plans
+    # for small batches, custom for large, and the caller keeps its setting.
+    assert eng.sql.value("select teguh._plan_mode(1)") == "force_generic_plan"
+    assert eng.sql.value("select teguh._plan_mode(64)") == "force_generic_plan"
+    assert eng.sql.value("select teguh._plan_mode(65)") == "force_custom_plan"
     eng.spawn_many([{"task_name": "t", "params": i} for i in range(3)])
     conn = eng.sql.conn
     conn.autocommit = False
