@@ -828,6 +828,16 @@ $$;
 -- Per-queue hot path
 -- ---------------------------------------------------------------------------
 
+-- The plan cache mode of the hot path's statements driven by n ids (=
+-- any(array)): generic plans up to 64 ids, where a custom plan would be
+-- planned again on every call and planning costs more than running; custom
+-- plans above, where the generic plan's probe of the whole array per row
+-- (quadratic in n) costs more than planning. See _claim_<q>.
+create or replace function teguh._plan_mode(n int) returns text
+language sql immutable as $$
+  select case when coalesce(n, 0) <= 64 then 'force_generic_plan' else 'force_custom_plan' end
+$$;
+
 -- The calls made for every task (spawn, claim, complete, next_due) run as
 -- functions of their own queue, written with static SQL: PL/pgSQL caches
 -- their plans for the session, where dynamic SQL would be planned on every
@@ -877,6 +887,7 @@ declare
   woken int := 0;
   claimed int;
   v_ids uuid[];
+  v_resumed uuid[];
   v_slots uuid[];
   v_limits jsonb;
   v_type_run jsonb;
@@ -891,6 +902,7 @@ declare
   v_cap double precision;
   v_rkey text;
   v_took boolean;
+  v_plans text;
   cand record;
 begin
   -- A claim lost in a crash only makes its tasks claimable again, and any
@@ -1011,6 +1023,7 @@ begin
     if cardinality(v_ids) = 0 then
       return;
     end if;
+    v_resumed := v_ids;  -- checkpoints read for every task, as before
   elsif p_skip is null then
     select array_agg(x.task_id) into v_ids
       from (select p.task_id from teguh.%5$I p
@@ -1030,6 +1043,16 @@ begin
   if v_ids is null then
     return;
   end if;
+  -- Every statement from here on is driven by the picked ids (= any(array)).
+  -- Left to choose, the plan cache plans them again on every call whose
+  -- batch is smaller than the ten elements a generic plan assumes (most
+  -- claims below saturation), and planning the claim costs more than running
+  -- it; but the generic plan probes the whole array once per row, so it
+  -- grows with the square of the batch, and a custom plan is the cheaper one
+  -- for a large batch. Hence the choice by size (the same in _done_<q>). The
+  -- pick above keeps its custom plan: its LIMIT makes it a walk of the index.
+  v_plans := current_setting('plan_cache_mode');
+  perform set_config('plan_cache_mode', teguh._plan_mode(cardinality(v_ids)), true);
   -- Their task rows, without waiting: a sweep in another transaction may
   -- hold one (FOR UPDATE keeps the lock on a row it rechecked and skipped),
   -- and waiting for it while holding our own locks can deadlock. A task
@@ -1040,11 +1063,15 @@ begin
     -- one turned the queue's has_limits on, but a claim that read the flag
     -- just before would otherwise start it unchecked. It keeps its p_ row,
     -- and the spawn's notification brings a claim that takes the limited path.
-    select array_agg(x.task_id) into v_ids
-      from (select t.task_id from teguh.%3$I t
+    -- v_resumed: the tasks that ran before. Only a run writes checkpoints,
+    -- so a first claim (first_started_at null, the common case) has none,
+    -- and the claim below skips its c_ probe.
+    select array_agg(x.task_id), array_agg(x.task_id) filter (where x.ran) into v_ids, v_resumed
+      from (select t.task_id, t.first_started_at is not null as ran from teguh.%3$I t
              where t.task_id = any(v_ids) and t.concurrency_key is null
                for update skip locked) x;
     if v_ids is null then
+      perform set_config('plan_cache_mode', v_plans, true);
       return;
     end if;
   end if;
@@ -1085,15 +1112,18 @@ begin
     )
     select upd.run_id, upd.task_id, upd.attempt, upd.task_name, upd.params, upd.retry_strategy,
            upd.max_attempts, upd.headers, upd.wake_event, upd.event_payload,
-           coalesce((select jsonb_object_agg(c.checkpoint_name, c.state)
-                       from teguh.%6$I c
-                      where c.task_id = upd.task_id and c.status = 'committed' and c.kind <> 'sleep'),
-                    '{}'::jsonb),
+           case when upd.task_id = any(v_resumed) then
+             coalesce((select jsonb_object_agg(c.checkpoint_name, c.state)
+                         from teguh.%6$I c
+                        where c.task_id = upd.task_id and c.status = 'committed' and c.kind <> 'sleep'),
+                      '{}'::jsonb)
+           else '{}'::jsonb end,
            extract(epoch from now_ts - upd.available_at)::double precision, upd.lease_expired
       from upd
      order by upd.priority desc, upd.available_at, upd.task_id;
 
   get diagnostics claimed = row_count;
+  perform set_config('plan_cache_mode', v_plans, true);
   -- the sweeps may have readied more than this claim took: wake the others
   if woken > 0 and claimed >= p_qty then
     perform pg_notify(%8$L, 'wake');
@@ -1108,6 +1138,8 @@ $body$;
 -- Notifies: teguh_done for each completed task spawned with notify_done;
 --   teguh_<q> 'wake' when a run held a concurrency slot (its r_ row has a
 --   task_name), so idle workers claim the task waiting for it.
+-- Its statements run with generic plans for a small batch and custom ones
+-- for a large one, for the reasons given in _claim_<q>.
 create or replace function teguh.%2$I(p_run_ids uuid[], p_results jsonb[])
 returns table(run_id uuid, outcome text)
 language plpgsql as $body$
@@ -1120,7 +1152,9 @@ declare
   v_kids uuid[];
   v_slot boolean;
   v_batches uuid[];
+  v_plans text := current_setting('plan_cache_mode');
 begin
+  perform set_config('plan_cache_mode', teguh._plan_mode(cardinality(p_run_ids)), true);
   -- lease rows first, then task rows: r_ -> t_; every statement probes by key
   with ended as (
     delete from teguh.%4$I r where r.run_id = any(p_run_ids) returning r.run_id, r.task_id, r.task_name
@@ -1169,6 +1203,7 @@ begin
                 when exists (select 1 from teguh.%3$I t where t.cancelled_run_id = x.run_id) then 'cancelled'
                 else 'lost' end
       from (select distinct y.run_id from unnest(p_run_ids) as y(run_id) where y.run_id is not null) x;
+  perform set_config('plan_cache_mode', v_plans, true);
 end
 $body$;
 
@@ -1254,14 +1289,18 @@ begin
 end
 $body$;
 
--- _due_<q>(): the work of next_due: the least of three partial indexes'
--- minimums. Locks: none.
+-- _due_<q>(): the work of next_due (every idle worker's poll): the least of
+-- three partial indexes' minimums. PL/pgSQL keeps its plan for the session;
+-- as a SQL function it was inlined into next_due's dynamic call and planned
+-- again on every poll. Locks: none.
 create or replace function teguh.%9$I() returns timestamptz
-language sql stable as $body$
-  select least(
+language plpgsql stable as $body$
+begin
+  return least(
     (select min(t.available_at) from teguh.%3$I t where t.available_at is not null),
     (select min(t.deadline_at) from teguh.%3$I t where t.deadline_at is not null),
-    (select min(r.claim_expires_at) from teguh.%4$I r where r.claim_expires_at is not null))
+    (select min(r.claim_expires_at) from teguh.%4$I r where r.claim_expires_at is not null));
+end
 $body$;
 $tmpl$,
     '_claim_' || q, '_done_' || q, 't_' || q, 'r_' || q, 'p_' || q, 'c_' || q, q, 'teguh_' || q,
@@ -2064,7 +2103,10 @@ create or replace function teguh.complete_runs(q text, run_ids uuid[], results j
 returns table(run_id uuid, outcome text)
 language plpgsql as $$
 begin
-  perform teguh._check_queue(q);
+  -- the full check (its name rules) only when the queue is not registered
+  if not exists (select 1 from teguh.queues qq where qq.queue_name = q) then
+    perform teguh._check_queue(q);
+  end if;
   if run_ids is null or results is null or cardinality(run_ids) <> cardinality(results) then
     raise exception 'complete_runs takes as many results as run ids' using errcode = 'TG004';
   end if;
@@ -2718,7 +2760,10 @@ language plpgsql as $$
 declare
   extended uuid[];
 begin
-  perform teguh._check_queue(q);
+  -- the full check (its name rules) only when the queue is not registered
+  if not exists (select 1 from teguh.queues qq where qq.queue_name = q) then
+    perform teguh._check_queue(q);
+  end if;
   if extend_by is null or extend_by <= 0 then
     raise exception 'extend_by must be > 0 seconds, not %', coalesce(extend_by::text, 'NULL')
       using errcode = 'TG004';
@@ -5163,10 +5208,15 @@ create table if not exists teguh.watched_queues (
 );
 
 -- Sends teguh_watch '<q>' when a dashboard watches queue q now.
+-- PL/pgSQL, not SQL: a SQL function called from PL/pgSQL (every terminal
+-- transition does) is parsed and planned again on every call, where
+-- PL/pgSQL keeps the probe's plan for the session.
 create or replace function teguh._notify_watch(q text) returns void
-language sql as $$
-  select pg_notify('teguh_watch', q) from teguh.watched_queues
-   where queue_name = q and watched_until > now()
+language plpgsql as $$
+begin
+  perform pg_notify('teguh_watch', q) from teguh.watched_queues
+   where queue_name = q and watched_until > now();
+end
 $$;
 
 -- watch_queues(queues, seconds): marks queues as watched for the next

@@ -150,3 +150,43 @@ def test_checkpoints_are_kept_after_completion(eng):
     eng.checkpoint(task_id, "s", 1, run_id)
     eng.complete(run_id)
     assert eng.get_checkpoint(task_id, "s")["state"] == 1
+
+
+def claim_runs(eng, qty: int, timeout: int = 60) -> dict[str, dict]:
+    """The worker's claim (claim_runs, with its checkpoints column), by task id."""
+    rows = eng.sql.dicts("select * from teguh.claim_runs(%s, %s, %s, %s)", eng.q, "worker-1", timeout, qty)
+    return {str(r["task_id"]): r for r in rows}
+
+
+def test_claim_runs_hands_checkpoints_to_resumed_tasks_only(eng):
+    # The claim reads c_ only for tasks that ran before (first_started_at set):
+    # a first claim cannot have checkpoints. A batch mixing a retried task, a
+    # taken-over one and fresh ones must still give each its own.
+    retried = eng.spawn("t", retry_strategy={"kind": "fixed", "base_seconds": 10})["task_id"]
+    expired = eng.spawn("t")["task_id"]
+    first = claim_runs(eng, 2, timeout=5)
+    assert {k: v["checkpoints"] for k, v in first.items()} == {str(retried): {}, str(expired): {}}
+    eng.checkpoint(retried, "a", {"n": 1}, first[str(retried)]["run_id"])
+    eng.checkpoint(expired, "b", [2], first[str(expired)]["run_id"])
+    eng.fail(first[str(retried)]["run_id"])
+    fresh = [eng.spawn("t")["task_id"] for _ in range(2)]
+    eng.at(10)  # the retry is due and the other lease expired: this claim's sweeps ready both
+    again = claim_runs(eng, 4)
+    assert {k: v["checkpoints"] for k, v in again.items()} == {
+        str(retried): {"a": {"n": 1}},
+        str(expired): {"b": [2]},
+        str(fresh[0]): {},
+        str(fresh[1]): {},
+    }
+
+
+def test_limited_claim_hands_checkpoints_to_resumed_tasks(eng):
+    retry = {"kind": "fixed", "base_seconds": 10}
+    keyed = eng.spawn("t", concurrency_key="k", retry_strategy=retry)["task_id"]
+    run = claim_runs(eng, 1)[str(keyed)]
+    eng.checkpoint(keyed, "a", "x", run["run_id"])
+    eng.fail(run["run_id"])
+    fresh = eng.spawn("t", concurrency_key="other")["task_id"]
+    eng.at(10)
+    again = claim_runs(eng, 2)
+    assert {k: v["checkpoints"] for k, v in again.items()} == {str(keyed): {"a": "x"}, str(fresh): {}}

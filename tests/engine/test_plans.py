@@ -377,3 +377,49 @@ def test_task_rows_stay_hot_when_no_prune_can_run(eng, engine_factory, sql_facto
     row = task_update_counts(sql_factory(), racers, at_least=2 * n)
     assert row["n_tup_upd"] == 2 * n, row
     assert row["n_tup_hot_upd"] == row["n_tup_upd"], row
+
+
+def test_functions_called_per_job_or_poll_keep_their_plans(eng):
+    # PL/pgSQL caches the plans of its static statements for the session; a
+    # SQL function called from PL/pgSQL (or inlined into a dynamic EXECUTE)
+    # is planned again on every call: _due_<q> made each idle poll several
+    # times dearer, _notify_watch each completion batch.
+    names = [f"_claim_{Q}", f"_done_{Q}", f"_due_{Q}", f"_spawn_{Q}", "_notify_watch"]
+    rows = eng.sql.all(
+        "select p.proname::text, l.lanname::text from pg_proc p join pg_language l on l.oid = p.prolang"
+        " where p.pronamespace = 'teguh'::regnamespace and p.proname = any(%s)",
+        names,
+    )
+    assert sorted(rows) == sorted((name, "plpgsql") for name in names)
+
+
+def test_claims_and_completions_choose_plans_by_batch_size_and_leave_the_callers_setting(eng):
+    # Below ten ids per call the plan cache would plan the claim's and the
+    # completion's statements again on every call (a custom plan looks
+    # cheaper for a short array), which costs more than running them; a
+    # generic plan grows with the square of a large batch. So: generic plans
+    # for small batches, custom for large, and the caller keeps its setting.
+    assert eng.sql.value("select teguh._plan_mode(1)") == "force_generic_plan"
+    assert eng.sql.value("select teguh._plan_mode(64)") == "force_generic_plan"
+    assert eng.sql.value("select teguh._plan_mode(65)") == "force_custom_plan"
+    eng.spawn_many([{"task_name": "t", "params": i} for i in range(3)])
+    conn = eng.sql.conn
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("set local plan_cache_mode = force_custom_plan")
+            cur.execute("select run_id::text from teguh.claim_runs(%s, 'w', 60, 2)", (Q,))
+            ids = [r[0] for r in cur.fetchall()]
+            assert len(ids) == 2
+            cur.execute("show plan_cache_mode")
+            assert cur.fetchone()[0] == "force_custom_plan"
+            complete = "select outcome from teguh.complete_runs(%s, %s::uuid[], %s::jsonb[])"
+            cur.execute(complete, (Q, ids, ["1", "2"]))
+            assert [r[0] for r in cur.fetchall()] == ["ok", "ok"]
+            cur.execute("show plan_cache_mode")
+            assert cur.fetchone()[0] == "force_custom_plan"
+        conn.commit()
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+    assert eng.count("t", "state = 'completed'") == 2
