@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -948,6 +949,10 @@ def batch_show(ctx: click.Context, batch_id: str, failures: int) -> None:
 # --- dashboard ---
 
 
+def _stop_serving(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # ends serve_forever; its `finally` closes the server
+
+
 @main.command("dashboard")
 @click.option(
     "--host",
@@ -981,6 +986,10 @@ def dashboard_cmd(ctx: click.Context, host: str, port: int, dashboard_dsn: str |
     server = serve(app, host, port)
     mode = "actions enabled (token set)" if os.environ.get(TOKEN_ENV) else f"read-only ({TOKEN_ENV} not set)"
     click.echo(f"teguh dashboard on {server.url}/ ({mode}); Ctrl-C stops it", err=True)
+    # Ctrl-C and SIGTERM stop it cleanly whatever the signals' inherited state: a process started
+    # in the background by a non-interactive shell (nohup ... &, some supervisors) has SIGINT ignored
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_serving)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
