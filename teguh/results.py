@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 TASK_STATES = ("pending", "running", "sleeping", "completed", "failed", "cancelled")
-"""Every state a task can be in (the engine's check constraint on t_<q>.state)."""
+"""Every state a task can be in (the values the engine writes to t_<q>.state)."""
 
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 """Task states that never change again (except through `retry_task`)."""

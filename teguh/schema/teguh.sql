@@ -634,6 +634,19 @@ begin
 end
 $$;
 
+-- Drops the check constraints of table teguh.<tbl> (see _ensure_queue_tables).
+create or replace function teguh._drop_state_check(tbl text) returns void
+language plpgsql as $$
+declare
+  c name;
+begin
+  for c in select conname from pg_constraint
+            where conrelid = format('teguh.%I', tbl)::regclass and contype = 'c' loop
+    execute format('alter table teguh.%I drop constraint %I', tbl, c);
+  end loop;
+end
+$$;
+
 -- Creates (or upgrades) a queue's tables. Index names stay within 63 bytes for
 -- the longest (55-byte) queue name.
 -- Locks: none on a queue whose tables are up to date (it only reads the
@@ -654,7 +667,7 @@ begin
       cancellation jsonb,
       idempotency_key text,
       priority int not null default 0,
-      state text not null check (state in ('pending', 'running', 'sleeping', 'completed', 'failed', 'cancelled')),
+      state text not null,
       attempts int not null default 1,
       enqueued_at timestamptz not null,
       first_started_at timestamptz,
@@ -684,6 +697,16 @@ begin
                     and attname = 'cancelled_run_id' and not attisdropped) then
     execute format('alter table teguh.%I add column cancelled_run_id uuid', 't_' || q);
     execute format('update teguh.%I set cancelled_run_id = last_run_id where state = ''cancelled''', 't_' || q);
+  end if;
+  -- Tables made before 0.3 check state against the six states. Only the
+  -- engine's functions write t_<q> (no role has a privilege on it), and
+  -- PostgreSQL rebuilt the check from its stored text for every insert and
+  -- update statement: a tenth of a spawn's server time, and as much again on
+  -- every claim and completion. Dropping it takes a brief ACCESS EXCLUSIVE
+  -- lock, once.
+  if exists (select 1 from pg_constraint
+              where conrelid = format('teguh.%I', 't_' || q)::regclass and contype = 'c') then
+    perform teguh._drop_state_check('t_' || q);
   end if;
   -- 0.2: snooze_run counts snoozes (a constant default: no table rewrite)
   if not exists (select 1 from pg_attribute
@@ -1334,6 +1357,7 @@ begin
   execute teguh._step_path_sql(q);
   perform teguh._lock_down_queue(q);
   perform teguh._rebuild_tasks_view();
+  perform teguh._rebuild_spawn_dispatch();
 end
 $$;
 
@@ -1374,6 +1398,68 @@ begin
 end
 $$;
 
+-- The static dispatch to each queue's _spawn_<q>. spawn_task called it with
+-- dynamic SQL, parsed and planned on every call: about a quarter of a plain
+-- spawn's server time. teguh._spawn_dispatch names every queue's function in
+-- a tree of IF statements over the sorted queue names (a handful of
+-- comparisons for thousands of queues), so each branch is a call PL/pgSQL
+-- plans once per session. Rebuilt under the install lock whenever the set of
+-- queues changes (and on every install), like the view above; a queue it
+-- does not name takes the dynamic call, so a stale copy is only slower.
+
+-- The IF tree over names[lo..hi]: `return <call>` for the queue q names, where
+-- call is a format() string whose %I takes fn_prefix || the queue's name.
+create or replace function teguh._dispatch_tree(names text[], lo int, hi int, fn_prefix text, call text)
+returns text
+language plpgsql immutable as $$
+declare
+  mid int;
+  body text := '';
+  i int;
+begin
+  if hi - lo < 4 then  -- a leaf: a few equality tests in a row
+    for i in lo .. hi loop
+      body := body || format('if q = %L then return %s; end if; ', names[i], format(call, fn_prefix || names[i]));
+    end loop;
+    return body;
+  end if;
+  mid := (lo + hi) / 2;
+  return format('if q <= %L collate "C" then %s else %s end if; ',
+                names[mid], teguh._dispatch_tree(names, lo, mid, fn_prefix, call),
+                teguh._dispatch_tree(names, mid + 1, hi, fn_prefix, call));
+end
+$$;
+
+create or replace function teguh._rebuild_spawn_dispatch() returns void
+language plpgsql as $$
+declare
+  names text[];
+begin
+  select coalesce(array_agg(q.queue_name order by q.queue_name collate "C"), '{}') into names
+    from teguh.queues q
+   where to_regprocedure(format('teguh.%I(text, jsonb, jsonb, int, boolean)', '_spawn_' || q.queue_name)) is not null;
+  execute format($fn$
+    create or replace function teguh._spawn_dispatch(q text, p_task_name text, p_params jsonb, p_options jsonb,
+                                                     p_default_max int, p_types boolean)
+    returns uuid
+    language plpgsql as $body$
+    declare
+      v_id uuid;
+    begin
+      %s
+      execute format('select teguh.%%I($1, $2, $3, $4, $5)', '_spawn_' || q) into v_id
+        using p_task_name, p_params, p_options, p_default_max, p_types;
+      return v_id;
+    end
+    $body$
+    $fn$,
+    case when cardinality(names) = 0 then ''
+         else teguh._dispatch_tree(names, 1, cardinality(names), '_spawn_',
+                                   'teguh.%I(p_task_name, p_params, p_options, p_default_max, p_types)') end);
+  execute 'revoke execute on function teguh._spawn_dispatch(text, text, jsonb, jsonb, int, boolean) from public';
+end
+$$;
+
 -- drop_queue(q): drops queue q's generated functions, its tables (with every
 -- task, checkpoint and event in them) and its teguh.queues row. An unknown
 -- queue is a no-op.
@@ -1395,6 +1481,7 @@ begin
   delete from teguh.child_waits where parent_queue = q;
   delete from teguh.batches where queue_name = q;
   perform teguh._rebuild_tasks_view();
+  perform teguh._rebuild_spawn_dispatch();  -- before its _spawn_<q> goes
   foreach prefix in array array['_claim_', '_done_', '_due_', '_spawn_', '_step_', '_steps_'] loop
     execute format('drop function if exists teguh.%I', prefix || q);
   end loop;
@@ -1902,8 +1989,8 @@ begin
       raise exception 'spawn options must not hold task_name or params' using errcode = 'TG004';
     end if;
   end if;
-  execute format('select teguh.%I($1, $2, $3, $4, $5)', '_spawn_' || q) into v_id
-    using task_name, params, options, qrow.default_max_attempts, qrow.has_task_types;
+  -- the queue's own _spawn_<q>, through a call planned once per session
+  v_id := teguh._spawn_dispatch(q, task_name, params, options, qrow.default_max_attempts, qrow.has_task_types);
   if v_id is not null then
     task_id := v_id; attempt := 1; created := true;  -- the row without a query
     return next;
@@ -5497,6 +5584,7 @@ begin
     execute teguh._step_path_sql(qn);
   end loop;
   perform teguh._rebuild_tasks_view();
+  perform teguh._rebuild_spawn_dispatch();
 end
 $upgrade$;
 

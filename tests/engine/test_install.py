@@ -275,6 +275,11 @@ def test_reinstall_upgrades_task_tables_of_older_versions(db):
         " where state in ('completed', 'failed', 'cancelled')"
     )
     db.run("create index t_old_ci on teguh.t_old (last_run_id) where state = 'cancelled'")
+    # and the check on state that tables made before 0.3 have
+    db.run(
+        "alter table teguh.t_old add check"
+        " (state in ('pending', 'running', 'sleeping', 'completed', 'failed', 'cancelled'))"
+    )
 
     with db.conn.cursor() as cur:
         cur.execute(SCHEMA_FILE.read_text())
@@ -287,6 +292,8 @@ def test_reinstall_upgrades_task_tables_of_older_versions(db):
         "select array_to_string(reloptions, ',') from pg_class where oid = 'teguh.t_old'::regclass"
     )
     assert "fillfactor=30" in options
+    checks = "select count(*) from pg_constraint where conrelid = 'teguh.t_old'::regclass and contype = 'c'"
+    assert db.value(checks) == 0
     with sqlstate("AB001"):
         db.run("select teguh.complete_run('old', %s, null)", run["run_id"])
 

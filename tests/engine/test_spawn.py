@@ -300,3 +300,52 @@ def test_a_plain_batch_takes_one_statement_and_falls_back_on_any_other_item(eng)
     assert eng.count("t") == 2 and eng.count("p") == 2
     mixed = eng.spawn_many([{"task_name": "p", "params": 1}, {"task_name": "p", "params": 2, "priority": 3}])
     assert [eng.task(r["task_id"])["priority"] for r in mixed] == [0, 3]
+
+
+def _dispatch_body(db) -> str:
+    return db.value("select pg_get_functiondef('teguh._spawn_dispatch(text, text, jsonb, jsonb, int, boolean)'::regprocedure)")
+
+
+def test_spawns_reach_their_own_queue_through_the_static_dispatch(db):
+    """spawn_task calls each queue's _spawn_<q> through teguh._spawn_dispatch, an IF tree over the
+    queue names rebuilt whenever the set of queues changes: with enough queues for several levels,
+    every spawn lands in its own queue, and a dropped queue leaves the tree."""
+    names = [f"q{i:02d}" for i in range(37)] + ["a", "zz", "q05_x"]
+    for q in reversed(names):  # created out of order: the tree sorts them
+        db.run("select teguh.create_queue(%s)", q)
+    body = _dispatch_body(db)
+    assert all(f"_spawn_{q}(" in body for q in names)
+    for q in names:
+        db.run("select * from teguh.spawn_task(%s, 'where', %s::jsonb)", q, f'"{q}"')
+    for q in names:
+        assert db.all(f"select params #>> '{{}}' from teguh.t_{q}") == [(q,)], q
+    db.run("select teguh.drop_queue('q05')")
+    assert "_spawn_q05(" not in _dispatch_body(db) and "_spawn_q05_x(" in _dispatch_body(db)
+    db.run("select * from teguh.spawn_task('q05_x', 'where', '2')")
+    assert db.value("select count(*) from teguh.t_q05_x") == 2
+    with pytest.raises(psycopg2.Error) as err:
+        db.run("select * from teguh.spawn_task('q05', 'where', '1')")
+    assert err.value.pgcode == "TG002"
+
+
+def test_a_queue_the_dispatch_does_not_name_is_spawned_through_dynamic_sql(db):
+    """A stale dispatch (a queue it does not name yet) is only slower: the call falls back to
+    dynamic SQL. Simulated by rebuilding it while the queue's row is out of teguh.queues."""
+    db.run("select teguh.create_queue('named')")
+    db.run("select teguh.create_queue('unnamed')")
+    db.run("create temp table saved as select * from teguh.queues where queue_name = 'unnamed'")
+    db.run("delete from teguh.queues where queue_name = 'unnamed'")
+    db.run("select teguh._rebuild_spawn_dispatch()")
+    db.run("insert into teguh.queues select * from saved")
+    assert "_spawn_unnamed(" not in _dispatch_body(db)
+    row = db.dicts("select * from teguh.spawn_task('unnamed', 't', '7')")[0]
+    assert row["created"] is True
+    assert db.value("select params from teguh.t_unnamed where task_id = %s", row["task_id"]) == 7
+
+
+def test_the_dispatch_is_not_executable_by_public(db):
+    db.run("select teguh.create_queue('locked')")
+    assert not db.value(
+        "select has_function_privilege('public', "
+        "'teguh._spawn_dispatch(text, text, jsonb, jsonb, int, boolean)', 'execute')"
+    )
