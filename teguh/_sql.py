@@ -56,6 +56,8 @@ RESUME_TASK_TYPE = "select teguh.resume_task_type(%s, %s)"
 # -- spawning and events --------------------------------------------------------
 
 SPAWN_TASK = "select * from teguh.spawn_task(%s, %s, %s::jsonb, %s::jsonb)"
+SPAWN_PLAIN = "select teguh.spawn_plain(%s, %s, %s::jsonb)"
+"""A spawn without options: the new task's id alone (cheaper than spawn_task's table)."""
 SPAWN_TASKS = "select * from teguh.spawn_tasks(%s, %s::jsonb)"
 EMIT_EVENT = "select * from teguh.emit_event_first(%s, %s, %s::jsonb)"
 """Emit an event; one row (first, emitted_at, payload_unchanged) saying what this emit did."""

@@ -359,23 +359,27 @@ class Client(ClientBase):
             and concurrency_key is None
             and rate_limit_key is None
         ):
-            options_json = "{}"  # the common spawn: nothing to validate or encode
-        else:
-            options = spawn_options(
-                "",
-                self.max_payload_bytes,
-                headers=headers,
-                retry_strategy=retry_strategy,
-                max_attempts=max_attempts,
-                cancellation=cancellation,
-                idempotency_key=idempotency_key,
-                available_at=available_at,
-                notify_done=notify_done,
-                priority=priority,
-                concurrency_key=concurrency_key,
-                rate_limit_key=rate_limit_key,
-            )
-            options_json = _json.dumps(options, "options", max_bytes=None)
+            # the common spawn: nothing to validate or encode, and a scalar result
+            def spawn_plain(cur: Any) -> SpawnResult:
+                cur.execute(_sql.SPAWN_PLAIN, (queue, task_name, params_json))
+                return SpawnResult(str(cur.fetchone()[0]), None, 1, True)
+
+            return self._run("spawn_task", spawn_plain, conn=conn, queue=queue)
+        options = spawn_options(
+            "",
+            self.max_payload_bytes,
+            headers=headers,
+            retry_strategy=retry_strategy,
+            max_attempts=max_attempts,
+            cancellation=cancellation,
+            idempotency_key=idempotency_key,
+            available_at=available_at,
+            notify_done=notify_done,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            rate_limit_key=rate_limit_key,
+        )
+        options_json = _json.dumps(options, "options", max_bytes=None)
 
         def spawn(cur: Any) -> SpawnResult:
             cur.execute(_sql.SPAWN_TASK, (queue, task_name, params_json, options_json))

@@ -337,6 +337,7 @@ _BY_PGCODE: dict[str, type[BaseException]] = {
     "42501": PermissionDenied,  # insufficient_privilege
     "42P01": SchemaNotInstalled,  # undefined_table
     "3F000": SchemaNotInstalled,  # invalid_schema_name
+    "42883": SchemaNotInstalled,  # undefined_function: a schema older than the client
 }
 
 
@@ -410,7 +411,9 @@ def map_db_error(
     code = sqlstate(exc)
     message = error_message(exc)
     cls = _BY_PGCODE.get(code or "")
-    if cls is SchemaNotInstalled:
+    if code == "42883":
+        message = f"the teguh schema in this database is older than this client ({message}): run `teguh install`"
+    elif cls is SchemaNotInstalled:
         message = f"the teguh schema is not installed in this database ({message}): run `teguh install`"
     elif cls is None:
         if is_connection_lost(exc):

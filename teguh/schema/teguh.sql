@@ -330,8 +330,8 @@ $$;
 -- is what makes tasks claimed in spawn order, the items of one spawn_tasks
 -- call included (they are numbered in array order). The counter wraps after
 -- 2^38 ids; only ids of the one millisecond that straddles the wrap could
--- then sort out of order. One expression, so PostgreSQL inlines it: a batch
--- of 1,000 spawns calls it 1,000 times. The random bytes come from
+-- then sort out of order. One expression, so PostgreSQL inlines it (a plain
+-- spawn_tasks batch uses its sibling _uuidv7_from). The random bytes come from
 -- gen_random_uuid(), or from pgcrypto's gen_random_bytes when pgcrypto is
 -- installed.
 create sequence if not exists teguh._uuidv7_counter as bigint;
@@ -345,6 +345,29 @@ language sql volatile as $$
     || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
     || substring(uuid_send(gen_random_uuid()) from 14 for 3),
     'hex')::uuid
+$$;
+
+-- _uuidv7_from(rand): portable_uuidv7 with its three random bytes given. A
+-- batch draws the random bytes of all its items at once
+-- (_random_triples): one gen_random_uuid() per four items instead of one
+-- per item, where the random bytes cost more than the rest of an id.
+create or replace function teguh._uuidv7_from(rand bytea) returns uuid
+language sql volatile as $$
+  select encode(
+    int8send((floor(extract(epoch from teguh.current_time()) * 1000)::bigint << 16) | 28672)
+    || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
+    || rand,
+    'hex')::uuid
+$$;
+
+-- _random_triples(n): at least 3n random bytes (item i takes bytes 3i-2 to 3i), from
+-- gen_random_uuid(), whose bytes 1-6 and 10-15 are random (7 and 9 carry
+-- its version and variant); from pgcrypto's gen_random_bytes when pgcrypto
+-- is installed (below).
+create or replace function teguh._random_triples(n int) returns bytea
+language sql volatile as $$
+  select coalesce(string_agg(substring(s.b from 1 for 6) || substring(s.b from 10 for 6), ''::bytea), ''::bytea)
+    from (select uuid_send(gen_random_uuid()) as b from generate_series(1, (n + 3) / 4)) s
 $$;
 
 do $install$
@@ -363,6 +386,13 @@ begin
           || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
           || %I.gen_random_bytes(3),
           'hex')::uuid
+      $body$$f$, crypto_schema);
+    -- gen_random_bytes gives at most 1024 bytes a call
+    execute format($f$
+      create or replace function teguh._random_triples(n int) returns bytea
+      language sql volatile as $body$
+        select coalesce(string_agg(%I.gen_random_bytes(least(1020, 3 * n - g)), ''::bytea), ''::bytea)
+          from generate_series(0, 3 * n - 1, 1020) g
       $body$$f$, crypto_schema);
   end if;
 end
@@ -2003,6 +2033,28 @@ begin
 end
 $$;
 
+-- spawn_plain(q, task_name, params): spawn_task without options, the common
+-- spawn, for callers that need only the new task's id (Client.spawn_task
+-- with no option). The same task, checks, errors and notification as
+-- spawn_task(q, task_name, params); a scalar result, since spawn_task's
+-- table costs each call a function scan and a result set, about a tenth of
+-- a plain spawn's server time. Always creates a task (no idempotency key).
+-- Locks: as spawn_task. Notifies: teguh_<q> 'spawn'.
+create or replace function teguh.spawn_plain(q text, task_name text, params jsonb)
+returns uuid
+language plpgsql as $$
+declare
+  qrow record;
+begin
+  select qq.default_max_attempts, qq.has_task_types into qrow
+    from teguh.queues qq where qq.queue_name = q;
+  if not found or pg_column_size(params) > 65536 then  -- spawn_task checks and names what is wrong
+    return (select s.task_id from teguh.spawn_task(q, task_name, params) s);
+  end if;
+  return teguh._spawn_dispatch(q, task_name, params, '{}', qrow.default_max_attempts, qrow.has_task_types);
+end
+$$;
+
 -- spawn_tasks(q, items): spawns many tasks in one statement (teguh._spawn).
 -- items is a JSON array of flat objects: task_name, params and any spawn
 -- option. Returns one row per item, in input order, as spawn_task does;
@@ -2040,7 +2092,10 @@ begin
   if not qrow.has_task_types and jsonb_typeof(items) = 'array' then
     execute format($q$
       with input as materialized (
-        select x.pos, teguh.portable_uuidv7() as task_id, x.item->>'task_name' as task_name,
+        select x.pos,
+               teguh._uuidv7_from(substring((select teguh._random_triples(jsonb_array_length($1)))
+                                            from (3 * x.pos - 2)::int for 3)) as task_id,
+               x.item->>'task_name' as task_name,
                coalesce(x.item->'params', 'null'::jsonb) as params,
                case when jsonb_typeof(x.item) <> 'object' then false  -- '-' would raise on a scalar
                     else jsonb_typeof(x.item->'task_name') = 'string'
@@ -5657,7 +5712,7 @@ create or replace function teguh._role_functions(kind text) returns text[]
 language plpgsql immutable as $$
 declare
   producer text[] := array['version', 'current_time', 'list_queues',
-                           'spawn_task', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
+                           'spawn_task', 'spawn_plain', 'spawn_tasks', 'emit_event', 'emit_event_first', 'get_task_result',
                            'get_task_info', 'list_task_types', 'get_queue_options', 'get_task_progress',
                            'publish', 'bind_topics', 'list_topic_bindings',
                            'spawn_batch', 'get_batch', 'batch_results', 'list_batches',
@@ -5759,6 +5814,20 @@ begin
 end
 $$;
 
+-- Grants EXECUTE on fn to every role (but the owner) that may execute model.
+create or replace function teguh._grant_like(model regprocedure, fn regprocedure) returns void
+language plpgsql as $$
+declare
+  grantee regrole;
+begin
+  for grantee in select distinct a.grantee::regrole from pg_proc p, aclexplode(p.proacl) a
+                  where p.oid = model and a.privilege_type = 'EXECUTE'
+                    and a.grantee <> 0 and a.grantee <> p.proowner loop
+    execute format('grant execute on function %s to %s', fn, grantee);
+  end loop;
+end
+$$;
+
 do $privileges$
 declare
   fn regprocedure;
@@ -5773,5 +5842,9 @@ begin
   end loop;
   revoke all on schema teguh from public;
   revoke execute on all functions in schema teguh from public;
+  -- spawn_plain (0.3) goes to every role that may call spawn_task, so an
+  -- upgrade needs no new grant for clients that use it in place of spawn_task
+  perform teguh._grant_like('teguh.spawn_task(text, text, jsonb, jsonb)'::regprocedure,
+                            'teguh.spawn_plain(text, text, jsonb)'::regprocedure);
 end
 $privileges$;

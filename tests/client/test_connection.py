@@ -178,6 +178,21 @@ def test_another_major_version_is_refused(dsn: str, db: Any) -> None:
         assert client.list_queues() == []
 
 
+def test_a_schema_older_than_the_client_names_the_upgrade(empty_dsn: str) -> None:
+    """A client newer than the installed schema (here: without spawn_plain, as before it came)
+    gets SchemaNotInstalled naming `teguh install`, and works once that ran; nothing is spawned."""
+    teguh.install(empty_dsn)
+    with teguh.Client(empty_dsn) as client:
+        client.create_queue("jobs")
+        with client.transaction() as conn, conn.cursor() as cur:
+            cur.execute("drop function teguh.spawn_plain(text, text, jsonb)")
+        with pytest.raises(teguh.SchemaNotInstalled, match="older than this client.*teguh install"):
+            client.spawn_task("jobs", "t")
+        assert client.list_tasks("jobs") == []
+        client.install_schema()
+        assert client.spawn_task("jobs", "t").created
+
+
 def test_schema_sql_is_packaged() -> None:
     text = teguh.schema_sql()
     assert "create schema teguh" in text

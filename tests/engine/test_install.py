@@ -375,3 +375,29 @@ def test_reinstall_replaces_an_older_get_task_info_and_keeps_its_grants(db):
         db.run("select teguh.revoke_all(%s)", role)
         db.run(f"drop role {role}")
         db.conn.commit()
+
+
+def test_reinstall_grants_spawn_plain_to_every_role_that_may_spawn_task(db):
+    """spawn_plain came after the grant functions had run for existing roles: an install gives it
+    to each role that may call spawn_task, so clients that use it need no new grant."""
+    producer = f"teguh_prod_{uuid.uuid4().hex[:10]}"
+    other = f"teguh_none_{uuid.uuid4().hex[:10]}"
+    db.run(f"create role {producer} nologin")
+    db.run(f"create role {other} nologin")
+    try:
+        db.run("select teguh.grant_producer(%s)", producer)
+        db.run(f"revoke execute on function teguh.spawn_plain(text, text, jsonb) from {producer}")  # as before 0.3
+        db.conn.commit()
+        may = "select has_function_privilege(%s, 'teguh.spawn_plain(text, text, jsonb)', 'execute')"
+        assert not db.value(may, producer)
+        with db.conn.cursor() as cur:
+            cur.execute(SCHEMA_FILE.read_text())
+        db.conn.commit()
+        assert db.value(may, producer)
+        assert not db.value(may, other)
+        assert not db.value(may, "public")
+    finally:
+        db.run("select teguh.revoke_all(%s)", producer)
+        db.run(f"drop role {producer}")
+        db.run(f"drop role {other}")
+        db.conn.commit()

@@ -349,3 +349,46 @@ def test_the_dispatch_is_not_executable_by_public(db):
         "select has_function_privilege('public', "
         "'teguh._spawn_dispatch(text, text, jsonb, jsonb, int, boolean)', 'execute')"
     )
+
+
+def test_spawn_plain_makes_the_task_spawn_task_makes(eng):
+    """spawn_plain is spawn_task without options, returning the id alone: the same rows, the
+    queue's default max_attempts, a dispatch row and the 'spawn' notification's effect (claimable)."""
+    plain = eng.sql.value("select teguh.spawn_plain(%s, 'p', %s::jsonb)", eng.q, '{"a": 1}')
+    full = eng.spawn("p", {"a": 1})
+    a, b = eng.task(plain), eng.task(full["task_id"])
+    skip = {"task_id", "enqueued_at"}
+    assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+    assert a["state"] == "pending" and a["max_attempts"] == 25
+    assert eng.pending_row(plain) is not None
+    assert eng.claim_one()["task_id"] == str(plain)
+
+
+def test_spawn_plain_applies_task_type_defaults(eng):
+    eng.sql.run(
+        "select teguh.register_task_types(%s, %s::jsonb)", eng.q, '[{"task_name": "typed", "max_attempts": 3}]'
+    )
+    task_id = eng.sql.value("select teguh.spawn_plain(%s, 'typed', '1')", eng.q)
+    assert eng.task(task_id)["max_attempts"] == 3
+
+
+@pytest.mark.parametrize(
+    ("queue", "name", "code"),
+    [("nope", "t", "TG002"), ("Bad-Name", "t", "TG001"), (None, "t", "TG001"), ("jobs", " ", "TG004"), ("jobs", None, "TG004")],
+)
+def test_spawn_plain_refuses_what_spawn_task_refuses(eng, queue, name, code):
+    before = eng.count("t")
+    with pytest.raises(psycopg2.Error) as err:
+        eng.sql.run("select teguh.spawn_plain(%s, %s, '1')", queue, name)
+    assert err.value.pgcode == code
+    assert eng.count("t") == before
+
+
+def test_a_batch_draws_distinct_random_bytes_for_its_ids(eng):
+    """A plain batch takes its ids' random bytes from one draw for the whole batch (a
+    gen_random_uuid() per four items): every item gets its own three bytes."""
+    rows = eng.spawn_many([{"task_name": "b", "params": i} for i in range(1000)])
+    tails = {str(r["task_id"])[-6:] for r in rows}
+    assert len(tails) >= 995  # 24 random bits each: a repeat among 1,000 is a one-in-thirty event
+    for n in (0, 1, 3, 4, 5, 341, 342, 343, 1000):
+        assert 3 * n <= eng.sql.value("select octet_length(teguh._random_triples(%s))", n) < 3 * n + 12, n

@@ -278,6 +278,7 @@ def test_the_server_refuses_oversized_values_from_direct_sql_callers(
     item = "jsonb_build_object('task_name', 't', 'params', %s::jsonb)"
     for query, args in (
         ("select teguh.spawn_task(%s, 't', %s::jsonb)", (Q, big)),
+        ("select teguh.spawn_plain(%s, 't', %s::jsonb)", (Q, big)),
         (f"select teguh.spawn_task(%s, 't', '1', {headers})", (Q, big)),
         (f"select teguh.spawn_tasks(%s, jsonb_build_array({item}))", (Q, big)),
         ("select teguh.emit_event(%s, 'e', %s::jsonb)", (Q, big)),
