@@ -25,16 +25,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import _pg  # noqa: E402
-import psycopg2  # noqa: E402
+import _pg
+import psycopg2
 
-import teguh  # noqa: E402
+import teguh
 
 Q = "bench"
 
 SINGLE = (
     ("spawn_task (table)", None, "select * from teguh.spawn_task(%s, %s, %s::jsonb, %s::jsonb)", True),
-    ("spawn_plain (what Client.spawn_task calls)", None, "select teguh.spawn_plain(%s, %s, %s::jsonb)", False),
+    (
+        "spawn_plain (what Client.spawn_task calls)",
+        None,
+        "select teguh.spawn_plain(%s, %s, %s::jsonb)",
+        False,
+    ),
     (
         "spawn_task, server-side PREPARE",
         "prepare sp(text, text, jsonb, jsonb) as select * from teguh.spawn_task($1, $2, $3, $4)",
@@ -104,7 +109,10 @@ def main() -> None:
                 dsn, None, "select * from teguh.spawn_tasks(%s, %s::jsonb)", batch, max(10, args.n // 100)
             )
             results.setdefault("spawn_tasks, 1,000 items (per item)", []).append((rate * 1000, cpu / 1000))
-        print(f"PostgreSQL {cluster.version}, {os.cpu_count()} CPUs, n = {args.n}, {args.rounds} rounds (medians)")
+        print(
+            f"PostgreSQL {cluster.version}, {os.cpu_count()} CPUs, n = {args.n}, "
+            f"{args.rounds} rounds (medians)"
+        )
         print(f"| {'statement':45s} | spawns/s | backend CPU per spawn (µs) |")
         print(f"|{'-' * 47}|---------:|---------------------------:|")
         for label, rows in results.items():

@@ -412,7 +412,9 @@ def map_db_error(
     message = error_message(exc)
     cls = _BY_PGCODE.get(code or "")
     if code == "42883":
-        message = f"the teguh schema in this database is older than this client ({message}): run `teguh install`"
+        message = (
+            f"the teguh schema in this database is older than this client ({message}): run `teguh install`"
+        )
     elif cls is SchemaNotInstalled:
         message = f"the teguh schema is not installed in this database ({message}): run `teguh install`"
     elif cls is None:

@@ -186,7 +186,7 @@ def test_a_schema_older_than_the_client_names_the_upgrade(empty_dsn: str) -> Non
         client.create_queue("jobs")
         with client.transaction() as conn, conn.cursor() as cur:
             cur.execute("drop function teguh.spawn_plain(text, text, jsonb)")
-        with pytest.raises(teguh.SchemaNotInstalled, match="older than this client.*teguh install"):
+        with pytest.raises(teguh.SchemaNotInstalled, match=r"older than this client.*teguh install"):
             client.spawn_task("jobs", "t")
         assert client.list_tasks("jobs") == []
         client.install_schema()

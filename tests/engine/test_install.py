@@ -386,7 +386,9 @@ def test_reinstall_grants_spawn_plain_to_every_role_that_may_spawn_task(db):
     db.run(f"create role {other} nologin")
     try:
         db.run("select teguh.grant_producer(%s)", producer)
-        db.run(f"revoke execute on function teguh.spawn_plain(text, text, jsonb) from {producer}")  # as before 0.3
+        db.run(
+            f"revoke execute on function teguh.spawn_plain(text, text, jsonb) from {producer}"
+        )  # as before 0.3
         db.conn.commit()
         may = "select has_function_privilege(%s, 'teguh.spawn_plain(text, text, jsonb)', 'execute')"
         assert not db.value(may, producer)

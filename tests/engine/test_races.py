@@ -450,3 +450,63 @@ def test_fake_time_is_per_connection(eng, engine_factory):
     other = engine_factory(at=None)
     assert eng.now() == BASE
     assert other.now() != BASE
+
+
+def test_spawns_race_queues_being_created_and_dropped(eng, engine_factory):
+    """Every create_queue and drop_queue rebuilds teguh._spawn_dispatch while other sessions spawn
+    through it: spawns into a steady queue never fail or go astray, and a queue created by one
+    session takes spawns from another as soon as its creation commits."""
+    import queue as queue_mod
+
+    churner, checker = engine_factory(), engine_factory()
+    producers = [engine_factory() for _ in range(3)]
+    created: queue_mod.Queue = queue_mod.Queue()
+    checked: queue_mod.Queue = queue_mod.Queue()
+    done = threading.Event()
+    rounds = 15
+
+    def churn():
+        try:
+            for i in range(rounds):
+                churner.sql.run("select teguh.create_queue(%s)", f"churn{i}")
+                created.put(i)
+                assert checked.get(timeout=20) == i
+                if i:
+                    churner.sql.run("select teguh.drop_queue(%s)", f"churn{i - 1}")
+        finally:
+            done.set()
+            created.put(None)
+
+    def check():
+        seen = 0
+        while (i := created.get(timeout=30)) is not None:
+            task_id = checker.sql.value("select teguh.spawn_plain(%s, 't', %s::jsonb)", f"churn{i}", str(i))
+            assert checker.sql.value(f"select params from teguh.t_churn{i} where task_id = %s", task_id) == i
+            seen += 1
+            checked.put(i)
+        return seen
+
+    def produce(e, k):
+        n = 0
+        while not done.is_set():
+            if n % 2:
+                e.spawn("steady", {"k": k, "n": n})
+            else:
+                e.sql.value("select teguh.spawn_plain(%s, 'steady', %s::jsonb)", Q, f'{{"k": {k}, "n": {n}}}')
+            n += 1
+        return n
+
+    threads = [bg(churn), bg(check)] + [bg(produce, e, k) for k, e in enumerate(producers)]
+    join_all(threads, timeout=90)
+    for t in threads:
+        assert t.error is None, t.error
+    assert threads[1].result == rounds
+    spawned = sum(t.result for t in threads[2:])
+    assert spawned > 3 * rounds  # the producers ran through the churn, not after it
+    assert eng.count("t", "task_name = 'steady'") == spawned
+    assert eng.count("p") == spawned
+    names = eng.sql.value(
+        "select pg_get_functiondef("
+        "'teguh._spawn_dispatch(text, text, jsonb, jsonb, int, boolean)'::regprocedure)"
+    )
+    assert f"_spawn_churn{rounds - 1}(" in names and "_spawn_churn0(" not in names

@@ -303,7 +303,10 @@ def test_a_plain_batch_takes_one_statement_and_falls_back_on_any_other_item(eng)
 
 
 def _dispatch_body(db) -> str:
-    return db.value("select pg_get_functiondef('teguh._spawn_dispatch(text, text, jsonb, jsonb, int, boolean)'::regprocedure)")
+    return db.value(
+        "select pg_get_functiondef("
+        "'teguh._spawn_dispatch(text, text, jsonb, jsonb, int, boolean)'::regprocedure)"
+    )
 
 
 def test_spawns_reach_their_own_queue_through_the_static_dispatch(db):
@@ -366,7 +369,9 @@ def test_spawn_plain_makes_the_task_spawn_task_makes(eng):
 
 def test_spawn_plain_applies_task_type_defaults(eng):
     eng.sql.run(
-        "select teguh.register_task_types(%s, %s::jsonb)", eng.q, '[{"task_name": "typed", "max_attempts": 3}]'
+        "select teguh.register_task_types(%s, %s::jsonb)",
+        eng.q,
+        '[{"task_name": "typed", "max_attempts": 3}]',
     )
     task_id = eng.sql.value("select teguh.spawn_plain(%s, 'typed', '1')", eng.q)
     assert eng.task(task_id)["max_attempts"] == 3
@@ -374,7 +379,13 @@ def test_spawn_plain_applies_task_type_defaults(eng):
 
 @pytest.mark.parametrize(
     ("queue", "name", "code"),
-    [("nope", "t", "TG002"), ("Bad-Name", "t", "TG001"), (None, "t", "TG001"), ("jobs", " ", "TG004"), ("jobs", None, "TG004")],
+    [
+        ("nope", "t", "TG002"),
+        ("Bad-Name", "t", "TG001"),
+        (None, "t", "TG001"),
+        ("jobs", " ", "TG004"),
+        ("jobs", None, "TG004"),
+    ],
 )
 def test_spawn_plain_refuses_what_spawn_task_refuses(eng, queue, name, code):
     before = eng.count("t")
