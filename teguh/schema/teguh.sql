@@ -399,6 +399,7 @@ end
 $install$;
 
 drop function if exists teguh._random_bytes();
+drop function if exists teguh._drop_state_check(text);  -- its name in an unreleased build
 
 -- ---------------------------------------------------------------------------
 -- Validation and errors
@@ -664,8 +665,9 @@ begin
 end
 $$;
 
--- Drops the check constraints of table teguh.<tbl> (see _ensure_queue_tables).
-create or replace function teguh._drop_state_check(tbl text) returns void
+-- Drops every check constraint of table teguh.<tbl> (see _ensure_queue_tables);
+-- none: no statement, no lock.
+create or replace function teguh._drop_check_constraints(tbl text) returns void
 language plpgsql as $$
 declare
   c name;
@@ -734,10 +736,7 @@ begin
   -- update statement: a tenth of a spawn's server time, and as much again on
   -- every claim and completion. Dropping it takes a brief ACCESS EXCLUSIVE
   -- lock, once.
-  if exists (select 1 from pg_constraint
-              where conrelid = format('teguh.%I', 't_' || q)::regclass and contype = 'c') then
-    perform teguh._drop_state_check('t_' || q);
-  end if;
+  perform teguh._drop_check_constraints('t_' || q);
   -- 0.2: snooze_run counts snoozes (a constant default: no table rewrite)
   if not exists (select 1 from pg_attribute
                   where attrelid = format('teguh.%I', 't_' || q)::regclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -456,12 +457,10 @@ def test_spawns_race_queues_being_created_and_dropped(eng, engine_factory):
     """Every create_queue and drop_queue rebuilds teguh._spawn_dispatch while other sessions spawn
     through it: spawns into a steady queue never fail or go astray, and a queue created by one
     session takes spawns from another as soon as its creation commits."""
-    import queue as queue_mod
-
     churner, checker = engine_factory(), engine_factory()
     producers = [engine_factory() for _ in range(3)]
-    created: queue_mod.Queue = queue_mod.Queue()
-    checked: queue_mod.Queue = queue_mod.Queue()
+    created: queue.Queue = queue.Queue()
+    checked: queue.Queue = queue.Queue()
     done = threading.Event()
     rounds = 15
 
