@@ -330,34 +330,29 @@ $$;
 -- is what makes tasks claimed in spawn order, the items of one spawn_tasks
 -- call included (they are numbered in array order). The counter wraps after
 -- 2^38 ids; only ids of the one millisecond that straddles the wrap could
--- then sort out of order. One expression, so PostgreSQL inlines it (a plain
--- spawn_tasks batch uses its sibling _uuidv7_from). The random bytes come from
--- gen_random_uuid(), or from pgcrypto's gen_random_bytes when pgcrypto is
--- installed.
+-- then sort out of order. The random bytes come from gen_random_uuid(), or
+-- from pgcrypto's gen_random_bytes when pgcrypto is installed.
 create sequence if not exists teguh._uuidv7_counter as bigint;
 
-create or replace function teguh.portable_uuidv7() returns uuid
+-- _uuidv7_from(rand): the id with its three random bytes given (the layout
+-- above); portable_uuidv7 draws them per id, a plain spawn_tasks batch once
+-- for all its items (_random_triples): one gen_random_uuid() per four items
+-- instead of one per item, where the random bytes cost more than the rest of
+-- an id. Both inline into the statement that calls them.
+create or replace function teguh._uuidv7_from(rand bytea) returns uuid
 language sql volatile as $$
   select encode(
     -- milliseconds, then version nibble 0111 and a zero rand_a
     int8send((floor(extract(epoch from teguh.current_time()) * 1000)::bigint << 16) | 28672)
     -- variant bits 10, then the low 38 bits of the counter (5 bytes)
     || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
-    || substring(uuid_send(gen_random_uuid()) from 14 for 3),
+    || rand,
     'hex')::uuid
 $$;
 
--- _uuidv7_from(rand): portable_uuidv7 with its three random bytes given. A
--- batch draws the random bytes of all its items at once
--- (_random_triples): one gen_random_uuid() per four items instead of one
--- per item, where the random bytes cost more than the rest of an id.
-create or replace function teguh._uuidv7_from(rand bytea) returns uuid
+create or replace function teguh.portable_uuidv7() returns uuid
 language sql volatile as $$
-  select encode(
-    int8send((floor(extract(epoch from teguh.current_time()) * 1000)::bigint << 16) | 28672)
-    || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
-    || rand,
-    'hex')::uuid
+  select teguh._uuidv7_from(substring(uuid_send(gen_random_uuid()) from 14 for 3))
 $$;
 
 -- _random_triples(n): at least 3n random bytes (item i takes bytes 3i-2 to 3i), from
@@ -381,11 +376,7 @@ begin
     execute format($f$
       create or replace function teguh.portable_uuidv7() returns uuid
       language sql volatile as $body$
-        select encode(
-          int8send((floor(extract(epoch from teguh.current_time()) * 1000)::bigint << 16) | 28672)
-          || substring(int8send((nextval('teguh._uuidv7_counter') & 274877906943) | 549755813888) from 4 for 5)
-          || %I.gen_random_bytes(3),
-          'hex')::uuid
+        select teguh._uuidv7_from(%I.gen_random_bytes(3))
       $body$$f$, crypto_schema);
     -- gen_random_bytes gives at most 1024 bytes a call
     execute format($f$
